@@ -1,0 +1,40 @@
+# Two commands for a new user: `make run` and `make test`. Everything else is set up by them.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test install lint bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED)
+
+## make run: set up, migrate, print a first admin login, start the web server and the workers.
+run: $(INSTALLED)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensureadmin
+	$(PY) manage.py runfactory
+
+## make test: ruff, then the whole test suite (SQLite unless DATABASE_URL says otherwise).
+test: $(INSTALLED)
+	bin/ensure-test-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(INSTALLED)
+	$(PY) bench/claims.py
+	$(PY) bench/dispatch.py
+	$(PY) bench/chatops.py
+
+clean:
+	rm -rf $(VENV) node_modules staticfiles

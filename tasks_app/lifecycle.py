@@ -1,0 +1,751 @@
+"""Every status change of a task or a worker, in one place.
+
+Admin actions, kanban buttons, Slack, Discord, the CLI and the workers all call these functions,
+so each change behaves the same from every front door. Each function:
+
+- runs in one transaction (IMMEDIATE on SQLite, so writers queue instead of failing);
+- moves the row with a compare-and-swap on the status it expects, so a double click or two racing
+  workers change the task once and the loser gets a clear `LifecycleError`;
+- writes exactly one `TaskHistory` row per change, with the acting front door as `actor`;
+- writes outbox rows (notifications) in the same transaction, so none is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import pipeline
+from .models import OPEN_STATUSES, Lane, Risk, Status, Task, TaskHistory
+from .verdicts import VerdictError, validate_result
+
+logger = logging.getLogger(__name__)
+
+WAKE_CHANNEL = "vibe_tasks"
+MAX_GOAL_LENGTH = 10_000
+MAX_ERROR_LENGTH = 20_000
+
+
+# --- Errors -----------------------------------------------------------------------------------
+
+
+class LifecycleError(Exception):
+    """A move the lifecycle refused; the message is written for the person who asked."""
+
+
+class TaskNotFound(LifecycleError):
+    pass
+
+
+class WorkerNotFound(LifecycleError):
+    pass
+
+
+class IllegalTransition(LifecycleError):
+    pass
+
+
+class LeaseLost(IllegalTransition):
+    """The worker no longer holds the task (lease expired, cancelled, or claimed again)."""
+
+
+class InvalidInput(LifecycleError):
+    pass
+
+
+# --- Error types --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorType:
+    retryable: bool
+    hint: str
+
+
+ERROR_TYPES: dict[str, ErrorType] = {
+    "agent_exit": ErrorType(
+        True, "The agent exited non-zero. Read the run's output tail for its own error."
+    ),
+    "timeout": ErrorType(
+        True, "The agent ran past its time limit. Raise the profile's timeout or split the task."
+    ),
+    "bad_verdict": ErrorType(
+        True,
+        "The auditor's output did not end with a valid ```json verdict block; "
+        "check the role's SOP in prompts/ and the agent's output.",
+    ),
+    "lease_expired": ErrorType(
+        True, "The worker stopped heartbeating (crashed, killed or cut off) while running it."
+    ),
+    "worker_error": ErrorType(
+        True, "The worker hit an unexpected error handling this task; see the error text."
+    ),
+    "agent_missing": ErrorType(
+        False,
+        "The agent command was not found. Install it or fix the worker's agent profile, "
+        "then retry.",
+    ),
+    "config_error": ErrorType(
+        False, "The worker or agent profile is misconfigured. Fix the configuration, then retry."
+    ),
+    "workspace_error": ErrorType(
+        False,
+        "The task's workspace could not be prepared. Check VIBE_WORKSPACE is a git "
+        "repository the worker can write to, then retry.",
+    ),
+}
+
+
+def error_hint(error_type: str) -> str:
+    known = ERROR_TYPES.get(error_type)
+    return known.hint if known else ""
+
+
+# --- Helpers ----------------------------------------------------------------------------------
+
+
+def _check_actor(actor: str) -> str:
+    if not actor or not isinstance(actor, str):
+        raise InvalidInput("every change needs an actor, such as 'user:alice' or 'cli'")
+    return actor[:200]
+
+
+def _worker_actor(worker_id: str) -> str:
+    return f"worker:{worker_id}"
+
+
+def _load(task_id: int | str, *, lock: bool = True) -> Task:
+    try:
+        pk = int(task_id)
+    except (TypeError, ValueError):
+        raise TaskNotFound(f"{task_id!r} is not a task id; task ids are whole numbers") from None
+    qs = Task.objects.select_for_update() if lock else Task.objects
+    try:
+        return qs.get(pk=pk)
+    except Task.DoesNotExist:
+        raise TaskNotFound(f"task {pk} does not exist") from None
+
+
+def _status_label(status: str) -> str:
+    return Status(status).label.lower() if status in Status.values else status
+
+
+def _illegal(task: Task, action: str, allowed: Sequence[str]) -> IllegalTransition:
+    names = " or ".join(_status_label(s) for s in allowed)
+    return IllegalTransition(
+        f"task {task.pk} is {_status_label(task.status)}; only {names} tasks can be {action}"
+    )
+
+
+def _move(task: Task, expected: str | Sequence[str], *, actor: str, note: str = "", **fields):
+    """Compare-and-swap `task` from `expected` to `fields['status']`; write its history row."""
+    expected_list = [expected] if isinstance(expected, str) else list(expected)
+    now = timezone.now()
+    fields.setdefault("updated_at", now)
+    changed = Task.objects.filter(pk=task.pk, status__in=expected_list).update(**fields)
+    if changed != 1:
+        current = Task.objects.filter(pk=task.pk).values_list("status", flat=True).first()
+        raise IllegalTransition(
+            f"task {task.pk} changed while you acted (it is now {_status_label(current or '?')});"
+            " nothing was done"
+        )
+    from_status = task.status
+    for name, value in fields.items():
+        setattr(task, name, value)
+    TaskHistory.objects.create(
+        task=task, from_status=from_status, to_status=fields["status"], actor=actor, note=note
+    )
+    _after_status(task, fields["status"], note)
+    return task
+
+
+def _after_status(task: Task, status: str, note: str) -> None:
+    if status == Status.PENDING:
+        _wake_workers(task.lane)
+    elif status in (Status.DEAD_LETTER, Status.BLOCKED, Status.AWAITING_APPROVAL):
+        _notify_people(task, status, note)
+
+
+def _wake_workers(lane: str) -> None:
+    """Wake idle workers of the lane at commit (PostgreSQL NOTIFY is transactional)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [WAKE_CHANNEL, lane])
+
+
+def _notify_people(task: Task, event: str, note: str) -> None:
+    from chatops_app.models import Notification, Platform
+
+    Notification.objects.bulk_create(
+        [Notification(task=task, event=event, channel=p, note=note[:2000]) for p in Platform]
+    )
+
+
+def _backoff(attempt: int) -> timedelta:
+    """Exponential backoff with jitter, so failing tasks don't retry in lock-step."""
+    base = settings.VIBE_RETRY_BASE_SECONDS * (2 ** max(attempt - 1, 0))
+    delay = min(settings.VIBE_RETRY_MAX_SECONDS, base) * random.uniform(0.5, 1.0)
+    return timedelta(seconds=delay)
+
+
+def _release_worker_slot(worker_id: str | None) -> None:
+    if worker_id:
+        from workers_app.models import Worker
+
+        Worker.objects.filter(pk=worker_id, active_tasks__gt=0).update(
+            active_tasks=F("active_tasks") - 1
+        )
+
+
+# --- Submitting and approving -----------------------------------------------------------------
+
+
+@dataclass
+class NewTask:
+    goal: str
+    lane: str
+    priority: int = 50
+    risk: str = Risk.LOW
+    depends_on: Sequence[int] = ()
+    pipeline: str | None = None
+    max_attempts: int | None = None
+
+
+def _validated(spec: NewTask) -> NewTask:
+    goal = (spec.goal or "").strip() if isinstance(spec.goal, str) else ""
+    if not goal:
+        raise InvalidInput("the goal is empty; say what the task should achieve")
+    if len(goal) > MAX_GOAL_LENGTH:
+        raise InvalidInput(f"the goal is {len(goal)} characters; the limit is {MAX_GOAL_LENGTH}")
+    if spec.lane not in Lane.values:
+        raise InvalidInput(f"unknown lane {spec.lane!r}; choose one of {', '.join(Lane.values)}")
+    if spec.risk not in Risk.values:
+        raise InvalidInput(f"unknown risk {spec.risk!r}; choose one of {', '.join(Risk.values)}")
+    if isinstance(spec.priority, bool) or not isinstance(spec.priority, int):
+        raise InvalidInput(f"priority must be a whole number, not {spec.priority!r}")
+    if not 0 <= spec.priority <= 100:
+        raise InvalidInput(f"priority {spec.priority} is out of range; use 0 to 100")
+    max_attempts = spec.max_attempts or settings.VIBE_MAX_ATTEMPTS
+    if max_attempts < 1:
+        raise InvalidInput("max_attempts must be at least 1")
+    try:
+        chosen = pipeline.pipeline_for(spec.lane, spec.pipeline)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return NewTask(
+        goal=goal,
+        lane=spec.lane,
+        priority=spec.priority,
+        risk=spec.risk,
+        depends_on=list(spec.depends_on or ()),
+        pipeline=chosen,
+        max_attempts=max_attempts,
+    )
+
+
+def _create(spec: NewTask, *, actor: str) -> Task:
+    status = Status.AWAITING_APPROVAL if spec.risk == Risk.HIGH else Status.PENDING
+    task = Task.objects.create(
+        goal=spec.goal,
+        lane=spec.lane,
+        priority=spec.priority,
+        risk=spec.risk,
+        pipeline=spec.pipeline or "none",
+        max_attempts=spec.max_attempts,
+        status=status,
+    )
+    if spec.depends_on:
+        ids = {int(i) for i in spec.depends_on}
+        found = set(Task.objects.filter(pk__in=ids).values_list("pk", flat=True))
+        missing = sorted(ids - found)
+        if missing:
+            raise TaskNotFound(f"task {missing[0]} does not exist (named in --after)")
+        task.depends_on.set(ids)
+    note = "submitted" if status == Status.PENDING else "submitted; high risk, awaiting approval"
+    TaskHistory.objects.create(task=task, from_status="", to_status=status, actor=actor, note=note)
+    _after_status(task, status, note)
+    return task
+
+
+def submit(
+    goal: str,
+    *,
+    lane: str,
+    actor: str,
+    priority: int = 50,
+    risk: str = Risk.LOW,
+    depends_on: Sequence[int] = (),
+    pipeline: str | None = None,
+    max_attempts: int | None = None,
+) -> Task:
+    """New work: `pending`, or `awaiting_approval` when its risk is high."""
+    actor = _check_actor(actor)
+    spec = _validated(NewTask(goal, lane, priority, risk, depends_on, pipeline, max_attempts))
+    with transaction.atomic():
+        return _create(spec, actor=actor)
+
+
+def submit_many(specs: Iterable[NewTask], *, actor: str) -> list[Task]:
+    """All or nothing: every spec is validated before the first row is written."""
+    actor = _check_actor(actor)
+    validated = []
+    for number, spec in enumerate(specs, start=1):
+        try:
+            validated.append(_validated(spec))
+        except InvalidInput as exc:
+            raise InvalidInput(f"item {number}: {exc}") from None
+    with transaction.atomic():
+        return [_create(spec, actor=actor) for spec in validated]
+
+
+def approve(task_id: int | str, *, actor: str) -> Task:
+    actor = _check_actor(actor)
+    with transaction.atomic():
+        task = _load(task_id)
+        if task.status != Status.AWAITING_APPROVAL:
+            raise _illegal(task, "approved", [Status.AWAITING_APPROVAL])
+        now = timezone.now()
+        return _move(
+            task,
+            Status.AWAITING_APPROVAL,
+            actor=actor,
+            note="approved",
+            status=Status.PENDING,
+            approved_by=actor,
+            approved_at=now,
+        )
+
+
+# --- Claiming and running (the workers' side) -------------------------------------------------
+
+
+def claim_next(worker, *, lease_seconds: int | None = None) -> Task | None:
+    """Atomically take the most urgent claimable task of the worker's lane, or None.
+
+    The worker row is locked first, so its capacity check and `active_tasks` update cannot race
+    with another claim of the same worker; on PostgreSQL the task row is taken with SKIP LOCKED so
+    workers of one lane never wait on each other.
+    """
+    from workers_app.models import Worker, WorkerStatus
+
+    worker_id = worker.pk if isinstance(worker, Worker) else str(worker)
+    lease = timedelta(seconds=lease_seconds or settings.VIBE_LEASE_SECONDS)
+    with transaction.atomic():
+        try:
+            row = Worker.objects.select_for_update().get(pk=worker_id)
+        except Worker.DoesNotExist:
+            raise WorkerNotFound(f"worker {worker_id} does not exist") from None
+        if row.status != WorkerStatus.ONLINE or row.active_tasks >= row.capacity_limit:
+            return None
+        now = timezone.now()
+        candidates = Task.objects.claimable(row.lane, now)
+        if connection.vendor == "postgresql":
+            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+        task = candidates.first()
+        if task is None:
+            return None
+        _move(
+            task,
+            Status.PENDING,
+            actor=_worker_actor(worker_id),
+            note=f"claimed by {worker_id}",
+            status=Status.IN_PROGRESS,
+            worker_id=worker_id,
+            lease_expires_at=now + lease,
+            claim_token=task.claim_token + 1,
+            started_at=now,
+            not_before=None,
+        )
+        Worker.objects.filter(pk=worker_id).update(active_tasks=F("active_tasks") + 1)
+        return task
+
+
+def _load_held(task_id: int, worker_id: str, token: int) -> Task:
+    task = _load(task_id)
+    if (
+        task.status != Status.IN_PROGRESS
+        or task.worker_id != worker_id
+        or task.claim_token != token
+    ):
+        raise LeaseLost(
+            f"task {task.pk} is no longer held by {worker_id} (it is "
+            f"{_status_label(task.status)}); its result was not recorded"
+        )
+    return task
+
+
+def heartbeat(task_id: int, *, worker_id: str, token: int, lease_seconds: int | None = None):
+    """Extend a running task's lease; raises LeaseLost when the worker lost it."""
+    lease = timedelta(seconds=lease_seconds or settings.VIBE_LEASE_SECONDS)
+    now = timezone.now()
+    changed = Task.objects.filter(
+        pk=task_id, status=Status.IN_PROGRESS, worker_id=worker_id, claim_token=token
+    ).update(lease_expires_at=now + lease)
+    if changed != 1:
+        raise LeaseLost(f"task {task_id} is no longer held by {worker_id}")
+
+
+def complete(task_id: int, *, worker_id: str, token: int, result: dict | None = None) -> Task:
+    """The agent finished. Reviews record their verdict; building work goes on to review."""
+    result = dict(result or {})
+    with transaction.atomic():
+        task = _load_held(task_id, worker_id, token)
+        actor = _worker_actor(worker_id)
+        now = timezone.now()
+        fields: dict = {
+            "finished_at": now,
+            "lease_expires_at": None,
+            "branch": str(result.pop("branch", "") or task.branch)[:200],
+            "head_commit": str(result.pop("head_commit", "") or task.head_commit)[:64],
+            "diff_stat": str(result.pop("diff_stat", "") or task.diff_stat),
+        }
+        if task.is_review or "verdict" in result:
+            try:
+                clean = validate_result(result, lane=task.lane)
+            except VerdictError as exc:
+                raise InvalidInput(f"task {task.pk}: malformed verdict: {exc}") from None
+            fields.update(result=clean, verdict=clean["verdict"], score=clean["score"])
+        else:
+            fields["result"] = {"summary": str(result.get("summary", ""))[:4000]}
+
+        steps = pipeline.steps(task.pipeline) if not task.is_review else ()
+        if steps:
+            _move(
+                task,
+                Status.IN_PROGRESS,
+                actor=actor,
+                note=f"work done; {steps[0].label} next",
+                status=Status.REVIEW_NEEDED,
+                pipeline_step=0,
+                **fields,
+            )
+            _spawn_reviews(task, 0)
+        else:
+            note = f"verdict {fields['verdict']}" if "verdict" in fields else "completed"
+            _move(
+                task, Status.IN_PROGRESS, actor=actor, note=note, status=Status.COMPLETED, **fields
+            )
+        _release_worker_slot(worker_id)
+        if task.is_review and task.parent_id:
+            _after_review(task.parent_id, actor=actor)
+        return task
+
+
+def _spawn_reviews(task: Task, step_index: int) -> None:
+    step = pipeline.steps(task.pipeline)[step_index]
+    for lane in step.lanes:
+        review = Task.objects.create(
+            goal=f"{pipeline.REVIEW_LABELS.get(lane, lane).capitalize()} of task #{task.pk}: "
+            f"{task.goal}"[:MAX_GOAL_LENGTH],
+            lane=lane,
+            priority=min(100, task.priority + 1),
+            risk=Risk.LOW,
+            status=Status.PENDING,
+            parent=task,
+            stage=step.stage,
+            pipeline="none",
+            pipeline_step=step_index,
+            review_round=task.review_round,
+            max_attempts=task.max_attempts,
+            branch=task.branch,
+            head_commit=task.head_commit,
+        )
+        TaskHistory.objects.create(
+            task=review,
+            from_status="",
+            to_status=Status.PENDING,
+            actor="system",
+            note=f"spawned by the pipeline for task #{task.pk} (round {task.review_round + 1})",
+        )
+        _wake_workers(lane)
+
+
+def _after_review(parent_id: int, *, actor: str) -> None:
+    """Decide the reviewed work's next status once every review of its current step is in."""
+    parent = _load(parent_id)
+    if parent.status != Status.REVIEW_NEEDED:
+        return  # cancelled or moved by a person meanwhile: the review result is kept, no move
+    reviews = list(
+        parent.children.filter(
+            review_round=parent.review_round, pipeline_step=parent.pipeline_step
+        ).exclude(status=Status.CANCELLED)
+    )
+    if any(r.status != Status.COMPLETED for r in reviews):
+        return
+    failed = [r for r in reviews if r.verdict == "FAIL"]
+    steps = pipeline.steps(parent.pipeline)
+    if not failed:
+        next_step = parent.pipeline_step + 1
+        if next_step < len(steps):
+            changed = Task.objects.filter(pk=parent.pk, status=Status.REVIEW_NEEDED).update(
+                pipeline_step=next_step, updated_at=timezone.now()
+            )
+            if changed:
+                parent.pipeline_step = next_step
+                TaskHistory.objects.create(
+                    task=parent,
+                    from_status=Status.REVIEW_NEEDED,
+                    to_status=Status.REVIEW_NEEDED,
+                    actor=actor,
+                    note=f"{steps[next_step - 1].label} passed; {steps[next_step].label} next",
+                )
+                _spawn_reviews(parent, next_step)
+            return
+        _move(
+            parent,
+            Status.REVIEW_NEEDED,
+            actor=actor,
+            note="all reviews passed",
+            status=Status.COMPLETED,
+            finished_at=timezone.now(),
+        )
+        return
+
+    findings = []
+    for review in failed:
+        for finding in review.findings:
+            findings.append({**finding, "review_task": review.pk, "reviewer_lane": review.lane})
+    labels = ", ".join(f"#{r.pk} ({pipeline.REVIEW_LABELS.get(r.lane, r.lane)})" for r in failed)
+    context = {
+        "findings": findings,
+        "failed_reviews": [r.pk for r in failed],
+        "summaries": [r.result.get("summary", "") for r in failed if r.result],
+        "round": parent.review_round + 1,
+    }
+    blockers = [f for r in failed for f in pipeline.blocking_findings(r.lane, r.findings)]
+    if blockers:
+        titles = "; ".join(f["title"] for f in blockers)
+        _move(
+            parent,
+            Status.REVIEW_NEEDED,
+            actor=actor,
+            note=f"blocked: {blockers[0]['severity']} finding in {labels}: {titles}",
+            status=Status.BLOCKED,
+            context=context,
+            last_error_type="review_blocked",
+            last_error=titles,
+        )
+        return
+    rounds_used = parent.review_round + 1
+    if rounds_used >= pipeline.max_review_rounds():
+        _move(
+            parent,
+            Status.REVIEW_NEEDED,
+            actor=actor,
+            note=f"blocked: review failed {rounds_used} rounds (last: {labels}); a person decides",
+            status=Status.BLOCKED,
+            context=context,
+            last_error_type="review_failed",
+            last_error=f"review failed {rounds_used} rounds",
+        )
+        return
+    _move(
+        parent,
+        Status.REVIEW_NEEDED,
+        actor=actor,
+        note=f"rework: {labels} failed with {len(findings)} finding(s)",
+        status=Status.PENDING,
+        context=context,
+        review_round=rounds_used,
+        pipeline_step=0,
+        worker_id=None,
+    )
+
+
+def fail(task_id: int, *, worker_id: str, token: int, error_type: str, error: str = "") -> Task:
+    """A failed attempt: back to pending with backoff while attempts remain, else dead letter."""
+    if error_type not in ERROR_TYPES:
+        raise InvalidInput(
+            f"unknown error type {error_type!r}; use one of {', '.join(sorted(ERROR_TYPES))}"
+        )
+    with transaction.atomic():
+        task = _load_held(task_id, worker_id, token)
+        _record_failure(task, error_type, error, actor=_worker_actor(worker_id))
+        return task
+
+
+def _record_failure(task: Task, error_type: str, error: str, *, actor: str) -> None:
+    kind = ERROR_TYPES[error_type]
+    attempts = task.attempt_count + 1
+    now = timezone.now()
+    fields = {
+        "attempt_count": attempts,
+        "last_error_type": error_type,
+        "last_error": (error or "")[-MAX_ERROR_LENGTH:],
+        "lease_expires_at": None,
+        "finished_at": now,
+    }
+    held_by = task.worker_id
+    if kind.retryable and attempts < task.max_attempts:
+        delay = _backoff(attempts)
+        note = (
+            f"attempt {attempts}/{task.max_attempts} failed ({error_type}); "
+            f"retrying in {delay.total_seconds():.0f}s"
+        )
+        _move(
+            task,
+            Status.IN_PROGRESS,
+            actor=actor,
+            note=note,
+            status=Status.PENDING,
+            not_before=now + delay,
+            worker_id=None,
+            **fields,
+        )
+    else:
+        why = (
+            f"attempt {attempts}/{task.max_attempts} failed ({error_type})"
+            if kind.retryable
+            else f"{error_type} is not worth retrying: {kind.hint}"
+        )
+        _move(task, Status.IN_PROGRESS, actor=actor, note=why, status=Status.DEAD_LETTER, **fields)
+    _release_worker_slot(held_by)
+
+
+def release(task_id: int, *, worker_id: str, token: int, note: str = "released") -> Task:
+    """Give a task back without counting an attempt (the worker is shutting down)."""
+    with transaction.atomic():
+        task = _load_held(task_id, worker_id, token)
+        _move(
+            task,
+            Status.IN_PROGRESS,
+            actor=_worker_actor(worker_id),
+            note=note,
+            status=Status.PENDING,
+            worker_id=None,
+            lease_expires_at=None,
+        )
+        _release_worker_slot(worker_id)
+        return task
+
+
+def requeue_expired(*, now: datetime | None = None, limit: int = 100) -> int:
+    """Count each expired lease as a failed attempt of type `lease_expired`."""
+    now = now or timezone.now()
+    ids = list(Task.objects.expired_leases(now).values_list("pk", flat=True)[:limit])
+    done = 0
+    for task_id in ids:
+        with transaction.atomic():
+            task = _load(task_id)
+            if task.status != Status.IN_PROGRESS or not task.lease_expires_at:
+                continue
+            if task.lease_expires_at >= now:
+                continue
+            held_by = task.worker_id or "?"
+            _record_failure(
+                task,
+                "lease_expired",
+                f"lease held by {held_by} expired at {task.lease_expires_at.isoformat()}",
+                actor="system",
+            )
+            done += 1
+    return done
+
+
+# --- People's moves ---------------------------------------------------------------------------
+
+
+def retry(task_id: int | str, *, actor: str) -> Task:
+    """A person sends a dead-letter or blocked task back to work with fresh attempts."""
+    actor = _check_actor(actor)
+    with transaction.atomic():
+        task = _load(task_id)
+        allowed = [Status.DEAD_LETTER, Status.BLOCKED]
+        if task.status not in allowed:
+            raise _illegal(task, "retried", allowed)
+        return _move(
+            task,
+            allowed,
+            actor=actor,
+            note="retried; attempts reset",
+            status=Status.PENDING,
+            attempt_count=0,
+            not_before=None,
+            worker_id=None,
+            review_round=0,
+            pipeline_step=0,
+        )
+
+
+def cancel(task_id: int | str, *, actor: str) -> Task:
+    """Stop a task for good; open reviews of it are cancelled too."""
+    actor = _check_actor(actor)
+    with transaction.atomic():
+        task = _load(task_id)
+        if task.status not in OPEN_STATUSES:
+            raise _illegal(task, "cancelled", OPEN_STATUSES)
+        held_by = task.worker_id if task.status == Status.IN_PROGRESS else None
+        _move(
+            task,
+            task.status,
+            actor=actor,
+            note="cancelled",
+            status=Status.CANCELLED,
+            lease_expires_at=None,
+            finished_at=timezone.now(),
+        )
+        _release_worker_slot(held_by)
+        for child in task.children.filter(status__in=OPEN_STATUSES).select_for_update():
+            child_held = child.worker_id if child.status == Status.IN_PROGRESS else None
+            _move(
+                child,
+                child.status,
+                actor=actor,
+                note=f"cancelled with task #{task.pk}",
+                status=Status.CANCELLED,
+                lease_expires_at=None,
+                finished_at=timezone.now(),
+            )
+            _release_worker_slot(child_held)
+        return task
+
+
+# --- Workers ----------------------------------------------------------------------------------
+
+
+def set_worker_status(worker_id: str, status: str, *, actor: str):
+    """Pause, resume, drain or mark a worker offline. Paused and draining workers claim nothing."""
+    from workers_app.models import Worker, WorkerStatus
+
+    actor = _check_actor(actor)
+    if status not in WorkerStatus.values:
+        raise InvalidInput(
+            f"unknown worker status {status!r}; use one of {', '.join(WorkerStatus.values)}"
+        )
+    with transaction.atomic():
+        try:
+            worker = Worker.objects.select_for_update().get(pk=worker_id)
+        except Worker.DoesNotExist:
+            raise WorkerNotFound(f"worker {worker_id} does not exist") from None
+        if worker.status == status:
+            raise IllegalTransition(f"worker {worker_id} is already {status}")
+        Worker.objects.filter(pk=worker_id).update(status=status, updated_at=timezone.now())
+        logger.info("worker %s: %s → %s by %s", worker_id, worker.status, status, actor)
+        worker.status = status
+        return worker
+
+
+def pause_worker(worker_id: str, *, actor: str):
+    from workers_app.models import WorkerStatus
+
+    return set_worker_status(worker_id, WorkerStatus.PAUSED, actor=actor)
+
+
+def resume_worker(worker_id: str, *, actor: str):
+    from workers_app.models import WorkerStatus
+
+    return set_worker_status(worker_id, WorkerStatus.ONLINE, actor=actor)
+
+
+def worker_heartbeat(worker_id: str) -> None:
+    from workers_app.models import Worker
+
+    Worker.objects.filter(pk=worker_id).update(last_heartbeat=timezone.now())

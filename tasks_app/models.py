@@ -1,0 +1,271 @@
+"""Tasks and their history, on the seed's tables (`tasks`, `task_history`).
+
+Column names are the seed's so its SQL keeps working; columns a raw INSERT may leave out carry
+database defaults. Nothing here assigns `status`: every change goes through `lifecycle`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Now
+from django.urls import reverse
+
+
+class Lane(models.TextChoices):
+    BACKEND = "backend", "Backend"
+    FRONTEND = "frontend", "Frontend"
+    QA = "qa", "QA"
+    SECURITY = "security", "Security"
+    UX = "ux", "UX / accessibility"
+    DATA = "data", "Data quality"
+
+
+class Tier(models.TextChoices):
+    JUNIOR = "junior", "Junior"
+    SENIOR = "senior", "Senior"
+    LEAD = "lead", "Lead"
+
+
+class Risk(models.TextChoices):
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", "Pending"
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    IN_PROGRESS = "in_progress", "In progress"
+    REVIEW_NEEDED = "review_needed", "Review needed"
+    BLOCKED = "blocked", "Blocked"
+    COMPLETED = "completed", "Completed"
+    DEAD_LETTER = "dead_letter", "Dead letter"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+OPEN_STATUSES = (
+    Status.PENDING,
+    Status.AWAITING_APPROVAL,
+    Status.IN_PROGRESS,
+    Status.REVIEW_NEEDED,
+    Status.BLOCKED,
+    Status.DEAD_LETTER,
+)
+
+
+class Verdict(models.TextChoices):
+    PASS = "PASS", "Pass"
+    FAIL = "FAIL", "Fail"
+
+
+class Severity(models.TextChoices):
+    CRITICAL = "CRITICAL", "Critical"
+    HIGH = "HIGH", "High"
+    MEDIUM = "MEDIUM", "Medium"
+    LOW = "LOW", "Low"
+
+
+class TaskQuerySet(models.QuerySet):
+    def open(self) -> TaskQuerySet:
+        return self.filter(status__in=OPEN_STATUSES)
+
+    def claimable(self, lane: str, now: datetime | None = None) -> TaskQuerySet:
+        """Pending tasks of a lane that may start now: past their backoff, prerequisites done."""
+        unfinished_prerequisite = Task.depends_on.through.objects.filter(
+            from_task_id=OuterRef("pk")
+        ).exclude(to_task__status=Status.COMPLETED)
+        not_before_ok = Q(not_before__isnull=True) | Q(not_before__lte=now or Now())
+        return (
+            self.filter(status=Status.PENDING, lane=lane)
+            .filter(not_before_ok)
+            .filter(~Exists(unfinished_prerequisite))
+            .order_by("-priority", "created_at", "id")
+        )
+
+    def expired_leases(self, now: datetime) -> TaskQuerySet:
+        return self.filter(status=Status.IN_PROGRESS, lease_expires_at__lt=now)
+
+
+class Task(models.Model):
+    goal = models.TextField()
+    lane = models.CharField(max_length=20, choices=Lane.choices)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING, db_default=Status.PENDING
+    )
+    priority = models.IntegerField(
+        default=50, db_default=50, help_text="Higher runs first (0–100 by convention)."
+    )
+    risk = models.CharField(
+        max_length=10, choices=Risk.choices, default=Risk.LOW, db_default=Risk.LOW
+    )
+    worker = models.ForeignKey(
+        "workers_app.Worker",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks",
+        db_column="worker_id",
+    )
+    attempt_count = models.IntegerField(default=0, db_default=0)
+    max_attempts = models.IntegerField(default=3, db_default=3)
+    last_error_type = models.CharField(max_length=40, blank=True, default="", db_default="")
+    last_error = models.TextField(blank=True, default="", db_default="")
+
+    # Pipeline: a review or QA task points at the work it reviews.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    stage = models.CharField(
+        max_length=20,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Empty for building work; 'review' or 'qa' for tasks the pipeline spawned.",
+    )
+    pipeline = models.CharField(max_length=20, blank=True, default="", db_default="")
+    pipeline_step = models.IntegerField(default=0, db_default=0)
+    review_round = models.IntegerField(default=0, db_default=0)
+    context = models.JSONField(
+        default=dict,
+        db_default=models.Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text="Findings from a failed review, for the rework.",
+    )
+    depends_on = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="dependents"
+    )
+
+    # Claims: a lease and a fencing token, so a worker that lost its lease cannot write.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.IntegerField(default=0, db_default=0)
+    not_before = models.DateTimeField(null=True, blank=True)
+
+    approved_by = models.CharField(max_length=150, blank=True, default="", db_default="")
+    approved_at = models.DateTimeField(null=True, blank=True)
+
+    result = models.JSONField(
+        default=dict, db_default=models.Value({}, output_field=models.JSONField()), blank=True
+    )
+    verdict = models.CharField(
+        max_length=4, choices=Verdict.choices, blank=True, default="", db_default=""
+    )
+    score = models.IntegerField(null=True, blank=True)
+    branch = models.CharField(max_length=200, blank=True, default="", db_default="")
+    head_commit = models.CharField(max_length=64, blank=True, default="", db_default="")
+    diff_stat = models.TextField(blank=True, default="", db_default="")
+
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        db_table = "tasks"
+        ordering = ["-priority", "created_at"]
+        indexes = [
+            models.Index(
+                fields=["lane", "-priority", "created_at"],
+                condition=Q(status="pending"),
+                name="tasks_claimable_idx",
+            ),
+            models.Index(fields=["status", "updated_at"], name="tasks_status_idx"),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="in_progress"),
+                name="tasks_lease_idx",
+            ),
+            models.Index(fields=["worker", "status"], name="tasks_worker_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(attempt_count__gte=0), name="tasks_attempt_count_non_negative"
+            ),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="tasks_max_attempts_pos"),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in Status]), name="tasks_status_valid"
+            ),
+        ]
+        permissions = [
+            ("approve_task", "Can approve a high-risk task"),
+            ("retry_task", "Can retry a dead-letter or blocked task"),
+            ("cancel_task", "Can cancel a task"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.goal[:60]}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("tasks_app:task_detail", args=[self.pk])
+
+    @property
+    def findings(self) -> list[dict]:
+        return list(self.result.get("findings") or []) if isinstance(self.result, dict) else []
+
+    @property
+    def is_review(self) -> bool:
+        return bool(self.stage)
+
+
+class TaskHistory(models.Model):
+    """One row per status change. Append-only: written by `lifecycle`, never edited."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history")
+    from_status = models.CharField(max_length=20, blank=True, default="", db_default="")
+    to_status = models.CharField(max_length=20)
+    actor = models.CharField(max_length=200)
+    note = models.TextField(blank=True, default="", db_default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        db_table = "task_history"
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "task history"
+        indexes = [
+            models.Index(fields=["task", "created_at"], name="task_history_task_idx"),
+            models.Index(fields=["created_at"], name="task_history_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.task_id} {self.from_status or '∅'} → {self.to_status} by {self.actor}"
+
+
+class Run(models.Model):
+    """One agent run, kept like a build log so a person can read why a task failed."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
+    worker = models.ForeignKey(
+        "workers_app.Worker",
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        db_column="worker_id",
+    )
+    attempt = models.IntegerField(default=1)
+    agent = models.CharField(max_length=60, blank=True, default="")
+    argv = models.JSONField(default=list)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    stdout_tail = models.TextField(blank=True, default="")
+    stderr_tail = models.TextField(blank=True, default="")
+    outcome = models.CharField(
+        max_length=40, blank=True, default="", help_text="completed, released or an error type."
+    )
+
+    class Meta:
+        db_table = "task_runs"
+        ordering = ["started_at", "id"]
+        indexes = [models.Index(fields=["task", "started_at"], name="task_runs_task_idx")]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of task #{self.task_id}"
+
+    @property
+    def is_running(self) -> bool:
+        return self.finished_at is None

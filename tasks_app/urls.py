@@ -1,0 +1,3 @@
+"""Board and task pages (filled in by the dashboard)."""
+
+urlpatterns: list = []

@@ -1,0 +1,100 @@
+"""The auditors' output contract: one fenced JSON verdict block at the end of their output.
+
+    ```json
+    {"verdict": "PASS" | "FAIL", "score": 0-100, "findings": [...], "summary": "..."}
+    ```
+
+`parse_verdict` turns an agent's output into a clean result dict or raises `VerdictError` with a
+message precise enough for a person to fix the agent's prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .models import Lane, Severity, Verdict
+
+_FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\r?\n(.*?)\r?\n?```", re.DOTALL)
+MAX_FINDINGS = 200
+MAX_TEXT = 4000
+
+
+class VerdictError(ValueError):
+    """The agent's verdict block is missing or does not follow the contract."""
+
+
+def _text(value: object, field: str, *, required: bool = False) -> str:
+    if value is None:
+        if required:
+            raise VerdictError(f"finding field {field!r} is required")
+        return ""
+    if not isinstance(value, str):
+        raise VerdictError(f"field {field!r} must be a string, not {type(value).__name__}")
+    return value[:MAX_TEXT]
+
+
+def validate_result(data: object, *, lane: str = "") -> dict:
+    """Check a verdict dict against the contract; return a normalised copy."""
+    if not isinstance(data, dict):
+        raise VerdictError("the verdict block must be a JSON object")
+    verdict = data.get("verdict")
+    if isinstance(verdict, str):
+        verdict = verdict.strip().upper()
+    if verdict not in Verdict.values:
+        raise VerdictError(f'"verdict" must be "PASS" or "FAIL", got {data.get("verdict")!r}')
+
+    score = data.get("score")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 100:
+            raise VerdictError(f'"score" must be a number from 0 to 100, got {score!r}')
+        score = round(score)
+    elif lane == Lane.UX:
+        raise VerdictError('the UX audit must give a "score" from 0 to 100')
+
+    findings_in = data.get("findings", [])
+    if findings_in is None:
+        findings_in = []
+    if not isinstance(findings_in, list):
+        raise VerdictError('"findings" must be a list')
+    findings = []
+    for index, item in enumerate(findings_in[:MAX_FINDINGS], start=1):
+        if not isinstance(item, dict):
+            raise VerdictError(f"finding {index} must be an object")
+        severity = item.get("severity")
+        if isinstance(severity, str):
+            severity = severity.strip().upper()
+        if severity not in Severity.values:
+            allowed = "|".join(Severity.values)
+            raise VerdictError(f"finding {index}: severity must be {allowed}, got {severity!r}")
+        try:
+            findings.append(
+                {
+                    "severity": severity,
+                    "title": _text(item.get("title"), "title", required=True),
+                    "detail": _text(item.get("detail"), "detail"),
+                    "file": _text(item.get("file"), "file"),
+                }
+            )
+        except VerdictError as exc:
+            raise VerdictError(f"finding {index}: {exc}") from None
+
+    return {
+        "verdict": verdict,
+        "score": score,
+        "findings": findings,
+        "summary": _text(data.get("summary"), "summary"),
+    }
+
+
+def parse_verdict(output: str, *, lane: str = "") -> dict:
+    """Read the last fenced JSON block of an auditor's output."""
+    blocks = _FENCE.findall(output or "")
+    if not blocks:
+        raise VerdictError("no fenced ```json verdict block found at the end of the output")
+    raw = blocks[-1].strip()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise VerdictError(f"the verdict block is not valid JSON: {exc}") from None
+    return validate_result(data, lane=lane)

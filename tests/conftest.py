@@ -1,0 +1,72 @@
+"""Shared fixtures: the people who use the factory, and a database URL for real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AGENTS_DIR = REPO_ROOT / "tests" / "agents"
+
+
+def _person(username: str, *groups: str, **extra) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username, **extra)
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    return user
+
+
+@pytest.fixture
+def viewer(db) -> User:
+    return _person("vera", "Viewer")
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return _person("otto", "Viewer", "Operator")
+
+
+@pytest.fixture
+def approver(db) -> User:
+    return _person("alice", "Viewer", "Operator", "Approver")
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    return _person("mallory")
+
+
+@pytest.fixture
+def superuser(db) -> User:
+    return User.objects.create_superuser("root", "root@example.com", "pw-root")
+
+
+def database_url_for_subprocess() -> str:
+    """The URL of the test database, for worker processes the tests start."""
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(settings_dict['NAME']).resolve()}"
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    user = settings_dict.get("USER") or "postgres"
+    return f"postgres://{user}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture
+def subprocess_env(transactional_db) -> dict[str, str]:
+    """Environment for `manage.py` subprocesses that share this test's database."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url_for_subprocess()
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("DJANGO_SETTINGS_MODULE", "vibe_project.settings")
+    return env
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,9 @@
+"""Top-level URLs: the board, the admin, accounts and the chat endpoints."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("tasks_app.urls")),
+]

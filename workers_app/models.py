@@ -1,0 +1,97 @@
+"""Workers, on the seed's `worker_health` table.
+
+`status` is what a person or the worker itself asked for (online, paused, draining, offline);
+whether a worker is alive is derived from its heartbeat, never a flag that can go stale.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from tasks_app.models import Lane, Tier
+
+
+class WorkerStatus(models.TextChoices):
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"
+    PAUSED = "paused", "Paused"
+    DRAINING = "draining", "Draining"
+
+
+class WorkerQuerySet(models.QuerySet):
+    def alive(self) -> WorkerQuerySet:
+        cutoff = timezone.now() - timedelta(seconds=settings.VIBE_HEARTBEAT_STALE_SECONDS)
+        return self.filter(last_heartbeat__gte=cutoff)
+
+
+class Worker(models.Model):
+    worker_id = models.CharField(max_length=64, primary_key=True)
+    lane = models.CharField(max_length=20, choices=Lane.choices)
+    tier = models.CharField(
+        max_length=10, choices=Tier.choices, default=Tier.JUNIOR, db_default=Tier.JUNIOR
+    )
+    capacity_limit = models.IntegerField(default=1, db_default=1)
+    status = models.CharField(
+        max_length=10,
+        choices=WorkerStatus.choices,
+        default=WorkerStatus.ONLINE,
+        db_default=WorkerStatus.ONLINE,
+    )
+    priority_score = models.IntegerField(
+        default=50, db_default=50, help_text="Higher is preferred when several workers could."
+    )
+    active_tasks = models.IntegerField(
+        default=0, db_default=0, help_text="Kept equal to its in-progress tasks by the lifecycle."
+    )
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    agent_profile = models.CharField(max_length=60, blank=True, default="", db_default="")
+    hostname = models.CharField(max_length=200, blank=True, default="", db_default="")
+    pid = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        db_table = "worker_health"
+        ordering = ["lane", "worker_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(capacity_limit__gte=0), name="worker_capacity_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(active_tasks__gte=0), name="worker_active_non_negative"
+            ),
+        ]
+        permissions = [("manage_workers", "Can pause, resume and drain workers")]
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+    @property
+    def heartbeat_age(self) -> timedelta | None:
+        if self.last_heartbeat is None:
+            return None
+        return timezone.now() - self.last_heartbeat
+
+    @property
+    def is_alive(self) -> bool:
+        age = self.heartbeat_age
+        return age is not None and age.total_seconds() <= settings.VIBE_HEARTBEAT_STALE_SECONDS
+
+    @property
+    def display_status(self) -> str:
+        """What the pool shows: a worker that stopped heartbeating is offline, whatever it said."""
+        if not self.is_alive:
+            return WorkerStatus.OFFLINE
+        return self.status
+
+    @property
+    def can_claim(self) -> bool:
+        return self.status == WorkerStatus.ONLINE and self.active_tasks < self.capacity_limit
