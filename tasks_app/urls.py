@@ -1,3 +1,4 @@
-"""Board and task pages (filled in by the dashboard)."""
+"""Board and task pages."""
 
+app_name = "tasks_app"
 urlpatterns: list = []

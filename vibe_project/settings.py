@@ -171,6 +171,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})
     _db["CONN_HEALTH_CHECKS"] = True
+    # Lets several test runs share one server without sharing a test database.
+    if env_str("VIBE_TEST_PG_NAME"):
+        _db["TEST"] = {"NAME": env_str("VIBE_TEST_PG_NAME")}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -5,5 +5,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("chatops/", include("chatops_app.urls")),
     path("", include("tasks_app.urls")),
 ]

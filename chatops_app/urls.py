@@ -1,0 +1,4 @@
+"""Slack and Discord endpoints."""
+
+app_name = "chatops_app"
+urlpatterns: list = []

@@ -1,0 +1,27 @@
+"""Who may do what: one table, used by the pages, the admin, chat and the CLI alike."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+
+ACTION_PERMISSIONS: dict[str, str] = {
+    "approve": "tasks_app.approve_task",
+    "retry": "tasks_app.retry_task",
+    "cancel": "tasks_app.cancel_task",
+    "pause": "workers_app.manage_workers",
+    "resume": "workers_app.manage_workers",
+    "submit": "tasks_app.add_task",
+}
+
+
+def can(user, action: str) -> bool:
+    """True when `user` (a Django user, or None for an unknown person) may perform `action`."""
+    if user is None or not getattr(user, "is_active", False):
+        return False
+    return user.has_perm(ACTION_PERMISSIONS[action])
+
+
+def require(user, action: str) -> None:
+    if not can(user, action):
+        who = user.get_username() if user is not None else "an unlinked user"
+        raise PermissionDenied(f"{who} may not {action} tasks here")
