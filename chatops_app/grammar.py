@@ -1,0 +1,360 @@
+"""The one command grammar behind `/vibe` in Slack and Discord and `manage.py vibe`.
+
+`execute("retry 42", user=…, actor="slack:U123", door="slack")` returns a `Reply` of plain,
+unescaped text plus structured data; each front door renders it (and escapes it) its own way.
+Nothing here raises for user input: unknown commands get the usage, lifecycle refusals come back
+as replies with the lifecycle's own message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from tasks_app import lifecycle
+from tasks_app.models import Status, Task
+from tasks_app.permissions import ACTION_PERMISSIONS, can
+from workers_app.models import Worker, WorkerStatus
+
+logger = logging.getLogger(__name__)
+
+DLQ_LIMIT = 10
+GOAL_PREVIEW = 60
+
+USAGE = [
+    "status — workers by lane and tasks by status",
+    "retry <id> — send a dead-letter or blocked task back to pending",
+    "approve <id> — approve a high-risk task",
+    "dlq — the dead-letter queue, newest first",
+    "worker <id> — one worker: lane, load, heartbeat, current tasks",
+    "task <id> — one task with its history",
+    "help — this list",
+]
+
+
+@dataclass
+class Button:
+    action: str
+    task_id: int
+    label: str
+
+
+@dataclass
+class Reply:
+    ok: bool
+    title: str
+    lines: list[str]
+    data: dict
+    public: bool = False
+    buttons: list[Button] = field(default_factory=list)
+
+    def as_text(self) -> str:
+        return "\n".join([self.title, *self.lines]) if self.lines else self.title
+
+
+def _refusal(message: str, **data) -> Reply:
+    return Reply(ok=False, title=message, lines=[], data={"ok": False, "error": message, **data})
+
+
+def _preview(goal: str) -> str:
+    goal = " ".join(goal.split())
+    return goal if len(goal) <= GOAL_PREVIEW else goal[: GOAL_PREVIEW - 1] + "…"
+
+
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    seconds = int((timezone.now() - moment).total_seconds())
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+# --- Read-only commands -----------------------------------------------------------------------
+
+
+def status_reply() -> Reply:
+    """Workers by lane and tasks by status, like the seed's `/vibe status`."""
+    lanes = (
+        Worker.objects.values("lane")
+        .annotate(count=Count("pk"), load=Sum("active_tasks"), capacity=Sum("capacity_limit"))
+        .order_by("lane")
+    )
+    online = dict(
+        Worker.objects.filter(status=WorkerStatus.ONLINE)
+        .values("lane")
+        .annotate(n=Count("pk"))
+        .values_list("lane", "n")
+    )
+    counts = dict(
+        Task.objects.values("status").annotate(n=Count("pk")).order_by().values_list("status", "n")
+    )
+    workers = [
+        {
+            "lane": row["lane"],
+            "workers": row["count"],
+            "online": online.get(row["lane"], 0),
+            "active": row["load"] or 0,
+            "capacity": row["capacity"] or 0,
+        }
+        for row in lanes
+    ]
+    tasks = {s.value: counts.get(s.value, 0) for s in Status}
+    lines = ["Workers:"]
+    lines += [
+        f"  • {w['lane']}: {w['workers']} ({w['online']} online, "
+        f"{w['active']}/{w['capacity']} busy)"
+        for w in workers
+    ] or ["  • none"]
+    lines.append("Tasks:")
+    lines += [f"  • {Status(s).label.lower()}: {n}" for s, n in tasks.items() if n] or ["  • none"]
+    return Reply(
+        ok=True,
+        title="Vibe status",
+        lines=lines,
+        data={"ok": True, "workers": workers, "tasks": tasks},
+        public=True,
+    )
+
+
+def dlq_reply(limit: int = DLQ_LIMIT) -> Reply:
+    total = Task.objects.filter(status=Status.DEAD_LETTER).count()
+    rows = list(
+        Task.objects.filter(status=Status.DEAD_LETTER)
+        .order_by("-created_at", "-id")
+        .only("id", "goal", "lane", "last_error_type", "attempt_count", "created_at")[:limit]
+    )
+    items = [
+        {
+            "id": t.pk,
+            "goal": t.goal,
+            "lane": t.lane,
+            "error_type": t.last_error_type,
+            "attempts": t.attempt_count,
+            "created_at": _iso(t.created_at),
+        }
+        for t in rows
+    ]
+    if not total:
+        return Reply(
+            ok=True,
+            title="The dead-letter queue is empty",
+            lines=[],
+            data={"ok": True, "total": 0, "tasks": []},
+        )
+    lines = [
+        f"  • #{t.pk} ({t.lane}) {_preview(t.goal)} — {t.last_error_type or 'error'}, "
+        f"{t.attempt_count} attempt{'s' if t.attempt_count != 1 else ''}"
+        for t in rows
+    ]
+    if total > len(rows):
+        lines.append(f"  … and {total - len(rows)} more")
+    return Reply(
+        ok=True,
+        title=f"{total} dead-letter task{'s' if total != 1 else ''}",
+        lines=lines,
+        data={"ok": True, "total": total, "tasks": items},
+        buttons=[Button("retry", t.pk, f"Retry #{t.pk}") for t in rows[:5]],
+    )
+
+
+def worker_reply(worker_id: str) -> Reply:
+    worker_id = worker_id.strip()
+    worker = Worker.objects.filter(pk=worker_id).first()
+    if worker is None and not worker_id.startswith("@"):
+        worker = Worker.objects.filter(pk="@" + worker_id).first()
+    if worker is None:
+        return _refusal(f"worker {worker_id} does not exist; `status` lists the lanes")
+    current = list(
+        Task.objects.filter(worker_id=worker.pk, status=Status.IN_PROGRESS)
+        .order_by("started_at")
+        .only("id", "goal", "started_at")
+    )
+    data = {
+        "ok": True,
+        "worker_id": worker.pk,
+        "lane": worker.lane,
+        "tier": worker.tier,
+        "status": worker.status,
+        "display_status": worker.display_status,
+        "active_tasks": worker.active_tasks,
+        "capacity_limit": worker.capacity_limit,
+        "priority_score": worker.priority_score,
+        "last_heartbeat": _iso(worker.last_heartbeat),
+        "current_tasks": [{"id": t.pk, "goal": t.goal} for t in current],
+    }
+    lines = [
+        f"lane {worker.lane}, tier {worker.tier}, {worker.display_status}"
+        + (f" (set to {worker.status})" if worker.display_status != worker.status else ""),
+        f"load {worker.active_tasks}/{worker.capacity_limit}, "
+        f"heartbeat {_age(worker.last_heartbeat)}",
+    ]
+    lines += [f"  • #{t.pk} {_preview(t.goal)} (since {_age(t.started_at)})" for t in current]
+    return Reply(ok=True, title=f"Worker {worker.pk}", lines=lines, data=data)
+
+
+def task_reply(task_id: str) -> Reply:
+    try:
+        pk = int(str(task_id).lstrip("#"))
+    except ValueError:
+        return _refusal(f"{task_id!r} is not a task id; task ids are whole numbers")
+    task = Task.objects.filter(pk=pk).first()
+    if task is None:
+        return _refusal(f"task {pk} does not exist")
+    history = list(task.history.all())
+    data = {
+        "ok": True,
+        "id": task.pk,
+        "goal": task.goal,
+        "lane": task.lane,
+        "status": task.status,
+        "priority": task.priority,
+        "risk": task.risk,
+        "worker_id": task.worker_id,
+        "attempt_count": task.attempt_count,
+        "max_attempts": task.max_attempts,
+        "last_error_type": task.last_error_type,
+        "last_error": task.last_error,
+        "hint": lifecycle.error_hint(task.last_error_type),
+        "parent_id": task.parent_id,
+        "verdict": task.verdict,
+        "score": task.score,
+        "findings": task.findings,
+        "created_at": _iso(task.created_at),
+        "updated_at": _iso(task.updated_at),
+        "history": [
+            {
+                "from": h.from_status,
+                "to": h.to_status,
+                "actor": h.actor,
+                "note": h.note,
+                "at": _iso(h.created_at),
+            }
+            for h in history
+        ],
+    }
+    lines = [
+        task.goal,
+        f"lane {task.lane} · {Status(task.status).label.lower()} · priority {task.priority} · "
+        f"risk {task.risk} · attempts {task.attempt_count}/{task.max_attempts}"
+        + (f" · worker {task.worker_id}" if task.worker_id else ""),
+    ]
+    if task.last_error_type:
+        lines.append(f"last error: {task.last_error_type}: {task.last_error[:300]}")
+        hint = lifecycle.error_hint(task.last_error_type)
+        if hint:
+            lines.append(f"hint: {hint}")
+    if task.verdict:
+        lines.append(
+            f"verdict: {task.verdict}"
+            + (f" (score {task.score})" if task.score is not None else "")
+        )
+        lines += [f"  • {f['severity']}: {f['title']}" for f in task.findings]
+    lines.append("History:")
+    lines += [
+        f"  {h.created_at:%Y-%m-%d %H:%M:%S} {h.from_status or '—'} → {h.to_status} "
+        f"by {h.actor}" + (f": {h.note}" if h.note else "")
+        for h in history
+    ]
+    buttons = []
+    if task.status == Status.AWAITING_APPROVAL:
+        buttons.append(Button("approve", task.pk, f"Approve #{task.pk}"))
+    if task.status in (Status.DEAD_LETTER, Status.BLOCKED):
+        buttons.append(Button("retry", task.pk, f"Retry #{task.pk}"))
+    return Reply(ok=True, title=f"Task #{task.pk}", lines=lines, data=data, buttons=buttons)
+
+
+def help_reply(*, ok: bool = True, prefix: str = "") -> Reply:
+    title = (prefix + " " if prefix else "") + "Usage: /vibe <command>"
+    return Reply(ok=ok, title=title.strip(), lines=list(USAGE), data={"ok": ok, "usage": USAGE})
+
+
+# --- Commands that change something -----------------------------------------------------------
+
+
+def _link_hint(door: str, actor: str) -> str:
+    if door not in ("slack", "discord"):
+        return ""
+    external = actor.split(":", 1)[-1]
+    return (
+        f" Ask an admin to link your {door.capitalize()} account: "
+        f"`python manage.py vibe link {door} {external} <username>`."
+    )
+
+
+def _act(action: str, task_id: str, *, user, actor: str, door: str, trusted: bool) -> Reply:
+    if not trusted and not can(user, action):
+        logger.warning(
+            "refused %s of task %s by %s (%s)",
+            action,
+            task_id,
+            actor,
+            user.get_username() if user is not None else "unlinked",
+        )
+        if user is None:
+            message = f"You are not linked to a Vibe Factory user, so you cannot {action} tasks."
+            return _refusal(message + _link_hint(door, actor), refused=True)
+        return _refusal(
+            f"{user.get_username()} does not have the permission to {action} tasks "
+            f"({ACTION_PERMISSIONS[action]}).",
+            refused=True,
+        )
+    try:
+        if action == "retry":
+            task = lifecycle.retry(task_id, actor=actor)
+            title = f"Task #{task.pk} reset to pending (attempts cleared)"
+        elif action == "approve":
+            task = lifecycle.approve(task_id, actor=actor)
+            title = f"Task #{task.pk} approved"
+        else:  # pragma: no cover - only grammar actions reach here
+            return _refusal(f"unknown action {action!r}")
+    except lifecycle.LifecycleError as exc:
+        return _refusal(str(exc))
+    return Reply(
+        ok=True,
+        title=title,
+        lines=[_preview(task.goal)],
+        data={"ok": True, "id": task.pk, "status": task.status, "action": action, "by": actor},
+    )
+
+
+def execute(text: str, *, user, actor: str, door: str, trusted: bool = False) -> Reply:
+    """Run one command line (what follows `/vibe`)."""
+    words = (text or "").split()
+    if not words:
+        return help_reply()
+    command, args = words[0].lower(), words[1:]
+    if command in ("help", "?"):
+        return help_reply()
+    if command == "status" and not args:
+        return status_reply()
+    if command == "dlq" and not args:
+        return dlq_reply()
+    if command == "worker" and len(args) == 1:
+        return worker_reply(args[0])
+    if command == "task" and len(args) == 1:
+        return task_reply(args[0])
+    if command in ("retry", "approve") and len(args) == 1:
+        return _act(
+            command, args[0].lstrip("#"), user=user, actor=actor, door=door, trusted=trusted
+        )
+    return help_reply(ok=False, prefix=f"I don't understand {' '.join(words)[:80]!r}.")
+
+
+def execute_button(action: str, task_id: str, *, user, actor: str, door: str) -> Reply:
+    """A chat button click: the same checks as typing the command."""
+    if action not in ("retry", "approve"):
+        return _refusal(f"unknown button {action!r}")
+    return _act(action, str(task_id), user=user, actor=actor, door=door, trusted=False)
