@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -219,7 +219,7 @@ class NewTask:
     max_attempts: int | None = None
 
 
-def _validated(spec: NewTask) -> NewTask:
+def validate_new(spec: NewTask) -> NewTask:
     goal = (spec.goal or "").strip() if isinstance(spec.goal, str) else ""
     if not goal:
         raise InvalidInput("the goal is empty; say what the task should achieve")
@@ -288,22 +288,32 @@ def submit(
 ) -> Task:
     """New work: `pending`, or `awaiting_approval` when its risk is high."""
     actor = _check_actor(actor)
-    spec = _validated(NewTask(goal, lane, priority, risk, depends_on, pipeline, max_attempts))
+    spec = validate_new(NewTask(goal, lane, priority, risk, depends_on, pipeline, max_attempts))
     with transaction.atomic():
         return _create(spec, actor=actor)
 
 
-def submit_many(specs: Iterable[NewTask], *, actor: str) -> list[Task]:
+def submit_many(
+    specs: Iterable[NewTask],
+    *,
+    actor: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Task]:
     """All or nothing: every spec is validated before the first row is written."""
     actor = _check_actor(actor)
     validated = []
     for number, spec in enumerate(specs, start=1):
         try:
-            validated.append(_validated(spec))
+            validated.append(validate_new(spec))
         except InvalidInput as exc:
             raise InvalidInput(f"item {number}: {exc}") from None
+    created = []
     with transaction.atomic():
-        return [_create(spec, actor=actor) for spec in validated]
+        for spec in validated:
+            created.append(_create(spec, actor=actor))
+            if progress:
+                progress(len(created), len(validated))
+    return created
 
 
 def approve(task_id: int | str, *, actor: str) -> Task:

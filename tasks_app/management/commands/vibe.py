@@ -1,0 +1,400 @@
+"""`python manage.py vibe …` — the factory from a terminal.
+
+The same grammar as `/vibe` in Slack and Discord (chatops_app.grammar), plus what only an
+operator at a shell does: submit work, pause workers, link chat users, reap expired leases.
+Every subcommand takes `--json`. Errors are one line on stderr with exit status 1; usage errors
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from argparse import ArgumentTypeError
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from chatops_app import grammar
+from chatops_app.models import ChatLink, Platform
+from tasks_app import lifecycle
+from tasks_app.models import Lane, Risk
+from tasks_app.permissions import ACTION_PERMISSIONS, can
+from tasks_app.pipeline import PIPELINES
+
+USAGE_ERROR = 2
+
+
+def _usage(message: str) -> CommandError:
+    return CommandError(message, returncode=USAGE_ERROR)
+
+
+def _task_id(value: str) -> int:
+    try:
+        number = int(value.lstrip("#"))
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a task id; task ids are whole numbers") from None
+    if number < 1:
+        raise ArgumentTypeError(f"{value!r} is not a task id; task ids are positive")
+    return number
+
+
+def _priority(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ArgumentTypeError(f"priority {value!r} is not a whole number") from None
+    if not 0 <= number <= 100:
+        raise ArgumentTypeError(f"priority {number} is out of range; use 0 to 100")
+    return number
+
+
+def _worker_id(value: str) -> str:
+    value = value.strip()
+    return value if value.startswith("@") else "@" + value
+
+
+JSONL_KEYS = {"goal", "lane", "priority", "risk", "after", "pipeline"}
+
+
+def read_task_file(path: str, *, default_lane: str | None) -> list[lifecycle.NewTask]:
+    """JSON Lines (one object per line) or plain text (one goal per line; lane from --lane).
+
+    Raises CommandError naming the line of the first problem; nothing is submitted then.
+    """
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{path}: cannot read it ({exc})") from None
+
+    numbered = [
+        (n, line.strip())
+        for n, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not numbered:
+        raise CommandError(f"{path}: no tasks in the file")
+    is_jsonl = numbered[0][1].startswith("{")
+    specs = []
+    for number, line in numbered:
+        where = f"{path}: line {number}"
+        if is_jsonl:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CommandError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise CommandError(f"{where}: expected a JSON object")
+            unknown = sorted(set(item) - JSONL_KEYS)
+            if unknown:
+                raise CommandError(
+                    f"{where}: unknown field {unknown[0]!r}; "
+                    f"allowed: {', '.join(sorted(JSONL_KEYS))}"
+                )
+            lane = item.get("lane", default_lane)
+            if not lane:
+                raise CommandError(f'{where}: no lane (give "lane" or --lane)')
+            after = item.get("after", [])
+            if not isinstance(after, list) or not all(isinstance(a, int) for a in after):
+                raise CommandError(f'{where}: "after" must be a list of task ids')
+            spec = lifecycle.NewTask(
+                goal=item.get("goal"),
+                lane=lane,
+                priority=item.get("priority", 50),
+                risk=item.get("risk", Risk.LOW),
+                depends_on=after,
+                pipeline=item.get("pipeline"),
+            )
+        else:
+            if not default_lane:
+                raise CommandError(f"{path}: plain-text files need --lane")
+            spec = lifecycle.NewTask(goal=line, lane=default_lane)
+        try:
+            lifecycle.validate_new(spec)
+        except lifecycle.LifecycleError as exc:
+            raise CommandError(f"{where}: {exc}") from None
+        specs.append(spec)
+    return specs
+
+
+class Command(BaseCommand):
+    help = "Steer the factory: submit, status, retry, approve, cancel, dlq, worker, task, …"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        common = CommandParser(add_help=False)
+        common.add_argument("--json", action="store_true", help="print JSON for scripts")
+        common.add_argument(
+            "--as",
+            dest="as_user",
+            metavar="USERNAME",
+            help="act as this user (their permissions apply; recorded as user:NAME)",
+        )
+        sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+
+        p = sub.add_parser("submit", parents=[common], help="submit a task (or many from a file)")
+        p.add_argument("goal", nargs="?", help="what the task should achieve")
+        p.add_argument("--lane", choices=Lane.values)
+        p.add_argument("--priority", type=_priority, default=50, help="0–100, higher first")
+        p.add_argument("--risk", choices=Risk.values, default=Risk.LOW)
+        p.add_argument("--pipeline", choices=sorted(PIPELINES), help="override the lane's reviews")
+        p.add_argument(
+            "--after", type=_task_id, nargs="+", default=[], metavar="ID", help="prerequisites"
+        )
+        p.add_argument("--from-file", metavar="FILE", help="JSON Lines or one goal per line")
+
+        sub.add_parser("status", parents=[common], help="workers by lane and tasks by status")
+        for name, text in (
+            ("retry", "send a dead-letter or blocked task back to pending"),
+            ("approve", "approve a high-risk task"),
+            ("cancel", "cancel an open task"),
+            ("task", "one task with its full history"),
+        ):
+            p = sub.add_parser(name, parents=[common], help=text)
+            p.add_argument("task_id", type=_task_id, metavar="ID")
+
+        p = sub.add_parser("dlq", parents=[common], help="dead-letter tasks, newest first")
+        p.add_argument("--limit", type=int, default=50)
+        for name, text in (
+            ("worker", "one worker: lane, tier, status, heartbeat, load, current tasks"),
+            ("pause", "pause a worker: it finishes what it runs and claims nothing new"),
+            ("resume", "let a paused or draining worker claim again"),
+        ):
+            p = sub.add_parser(name, parents=[common], help=text)
+            p.add_argument("worker_id", type=_worker_id, metavar="WORKER")
+
+        p = sub.add_parser("link", parents=[common], help="link a chat user to a Django user")
+        p.add_argument("platform", choices=Platform.values)
+        p.add_argument("external_id", metavar="EXTERNAL_USER_ID")
+        p.add_argument("username", metavar="USERNAME")
+        p = sub.add_parser("unlink", parents=[common], help="remove a chat user's link")
+        p.add_argument("platform", choices=Platform.values)
+        p.add_argument("external_id", metavar="EXTERNAL_USER_ID")
+
+        sub.add_parser("reap", parents=[common], help="requeue tasks whose lease expired")
+        sub.add_parser(
+            "discord-register", parents=[common], help="register /vibe with Discord's API"
+        )
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """One line on stderr instead of Django's `CommandError:` banner."""
+        try:
+            super().run_from_argv(argv)
+        except KeyboardInterrupt:
+            sys.stderr.write("vibe: interrupted\n")
+            sys.exit(130)
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            if options.get("traceback") or not self._called_from_command_line:
+                raise
+            self.stderr.write(f"vibe: {exc}")
+            sys.exit(exc.returncode)
+
+    def _out(self, options: dict, text: str, data: dict) -> None:
+        if options["json"]:
+            self.stdout.write(json.dumps(data, indent=2, default=str))
+        else:
+            self.stdout.write(text)
+
+    def _actor(self, options: dict, action: str | None = None):
+        """(actor, user, trusted): the shell is trusted unless it names a user with --as."""
+        username = options.get("as_user")
+        if not username:
+            return "cli", None, True
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"no user named {username!r}")
+        if action and not can(user, action):
+            raise CommandError(
+                f"{username} does not have the permission to {action} "
+                f"({ACTION_PERMISSIONS[action]})"
+            )
+        return f"user:{username}", user, False
+
+    def _reply(self, options: dict, reply: grammar.Reply) -> None:
+        if not reply.ok:
+            raise CommandError(reply.title)
+        self._out(options, reply.as_text(), reply.data)
+
+    # --- subcommands --------------------------------------------------------------------------
+
+    def handle(self, *args, subcommand: str, **options) -> None:
+        if options["verbosity"] < 2:
+            logging.getLogger().setLevel(logging.WARNING)
+        handler = getattr(self, "do_" + subcommand.replace("-", "_"))
+        try:
+            handler(options)
+        except lifecycle.LifecycleError as exc:
+            raise CommandError(str(exc)) from None
+
+    def do_submit(self, options: dict) -> None:
+        actor, _, _ = self._actor(options, "submit")
+        if options["from_file"]:
+            if options["goal"]:
+                raise _usage("give a GOAL or --from-file, not both")
+            self._submit_file(options, actor)
+            return
+        if not options["goal"]:
+            raise _usage('say what the task should achieve: vibe submit "GOAL" --lane LANE')
+        if not options["lane"]:
+            raise _usage(f"--lane is required; choose one of {', '.join(Lane.values)}")
+        task = lifecycle.submit(
+            options["goal"],
+            lane=options["lane"],
+            priority=options["priority"],
+            risk=options["risk"],
+            depends_on=options["after"],
+            pipeline=options["pipeline"],
+            actor=actor,
+        )
+        text = str(task.pk)
+        if task.status != "pending":
+            text += f"  (awaiting approval: vibe approve {task.pk})"
+        self._out(options, text, {"ok": True, "id": task.pk, "status": task.status})
+
+    def _submit_file(self, options: dict, actor: str) -> None:
+        specs = read_task_file(options["from_file"], default_lane=options["lane"])
+        show_progress = sys.stderr.isatty() and not options["json"]
+
+        def progress(done: int, total: int) -> None:
+            if show_progress and (done == total or done % 25 == 0):
+                width = 30
+                filled = int(width * done / total)
+                bar = "#" * filled + "-" * (width - filled)
+                sys.stderr.write(f"\rsubmitting [{bar}] {done}/{total}")
+                sys.stderr.flush()
+
+        try:
+            tasks = lifecycle.submit_many(specs, actor=actor, progress=progress)
+        except lifecycle.LifecycleError as exc:
+            raise CommandError(f"{options['from_file']}: {exc}; nothing was submitted") from None
+        finally:
+            if show_progress:
+                sys.stderr.write("\n")
+        ids = [t.pk for t in tasks]
+        self._out(
+            options,
+            f"submitted {len(ids)} task{'s' if len(ids) != 1 else ''}: {ids[0]}–{ids[-1]}",
+            {"ok": True, "ids": ids},
+        )
+
+    def do_status(self, options: dict) -> None:
+        self._reply(options, grammar.status_reply())
+
+    def do_dlq(self, options: dict) -> None:
+        if options["limit"] < 1:
+            raise _usage("--limit must be at least 1")
+        self._reply(options, grammar.dlq_reply(limit=options["limit"]))
+
+    def do_task(self, options: dict) -> None:
+        self._reply(options, grammar.task_reply(str(options["task_id"])))
+
+    def do_worker(self, options: dict) -> None:
+        self._reply(options, grammar.worker_reply(options["worker_id"]))
+
+    def do_retry(self, options: dict) -> None:
+        actor, user, trusted = self._actor(options, "retry")
+        reply = grammar.execute(
+            f"retry {options['task_id']}", user=user, actor=actor, door="cli", trusted=trusted
+        )
+        self._reply(options, reply)
+
+    def do_approve(self, options: dict) -> None:
+        actor, user, trusted = self._actor(options, "approve")
+        reply = grammar.execute(
+            f"approve {options['task_id']}", user=user, actor=actor, door="cli", trusted=trusted
+        )
+        self._reply(options, reply)
+
+    def do_cancel(self, options: dict) -> None:
+        actor, _, _ = self._actor(options, "cancel")
+        task = lifecycle.cancel(options["task_id"], actor=actor)
+        self._out(
+            options,
+            f"Task #{task.pk} cancelled",
+            {"ok": True, "id": task.pk, "status": task.status},
+        )
+
+    def do_pause(self, options: dict) -> None:
+        actor, _, _ = self._actor(options, "pause")
+        worker = lifecycle.pause_worker(options["worker_id"], actor=actor)
+        self._out(
+            options,
+            f"{worker.pk} paused: it finishes its running tasks and claims nothing new",
+            {"ok": True, "worker_id": worker.pk, "status": worker.status},
+        )
+
+    def do_resume(self, options: dict) -> None:
+        actor, _, _ = self._actor(options, "resume")
+        worker = lifecycle.resume_worker(options["worker_id"], actor=actor)
+        self._out(
+            options,
+            f"{worker.pk} resumed",
+            {"ok": True, "worker_id": worker.pk, "status": worker.status},
+        )
+
+    def do_link(self, options: dict) -> None:
+        self._require_superuser_or_shell(options)
+        platform, external_id = options["platform"], options["external_id"].strip()
+        _check_external_id(platform, external_id)
+        user = get_user_model().objects.filter(username=options["username"]).first()
+        if user is None:
+            raise CommandError(f"no user named {options['username']!r}")
+        with transaction.atomic():
+            link, created = ChatLink.objects.update_or_create(
+                platform=platform, external_id=external_id, defaults={"user": user}
+            )
+        verb = "linked" if created else "re-linked"
+        self._out(
+            options,
+            f"{verb} {platform}:{external_id} → {user.get_username()}",
+            {"ok": True, "platform": platform, "external_id": external_id, "user": user.username},
+        )
+
+    def do_unlink(self, options: dict) -> None:
+        self._require_superuser_or_shell(options)
+        deleted, _ = ChatLink.objects.filter(
+            platform=options["platform"], external_id=options["external_id"].strip()
+        ).delete()
+        if not deleted:
+            raise CommandError(f"{options['platform']}:{options['external_id']} is not linked")
+        self._out(options, f"unlinked {options['platform']}:{options['external_id']}", {"ok": True})
+
+    def do_reap(self, options: dict) -> None:
+        count = lifecycle.requeue_expired()
+        self._out(
+            options,
+            f"requeued {count} task{'s' if count != 1 else ''} whose lease expired",
+            {"ok": True, "requeued": count},
+        )
+
+    def do_discord_register(self, options: dict) -> None:
+        from chatops_app import discord_api
+
+        try:
+            result = discord_api.register_commands()
+        except discord_api.DiscordError as exc:
+            raise CommandError(str(exc)) from None
+        self._out(options, "registered /vibe with Discord", {"ok": True, "result": result})
+
+    def _require_superuser_or_shell(self, options: dict) -> None:
+        actor, user, trusted = self._actor(options)
+        if not trusted and not user.is_superuser:
+            raise CommandError("only a superuser (or the shell without --as) can link chat users")
+
+
+def _check_external_id(platform: str, external_id: str) -> None:
+    if platform == Platform.SLACK:
+        if not (external_id[:1] in ("U", "W") and external_id.isalnum() and len(external_id) > 2):
+            raise _usage(f"{external_id!r} is not a Slack user id (like U024BE7LH)")
+    elif not (external_id.isdigit() and 15 <= len(external_id) <= 21):
+        raise _usage(f"{external_id!r} is not a Discord user id (a 17–20 digit number)")
