@@ -1,0 +1,183 @@
+"""Discord's side of the grammar: interactions in, interaction responses out.
+
+Task text is escaped for Discord's markdown and mentions, and every response carries
+`allowed_mentions: {"parse": []}`, so a goal with `@everyone` or `<@&role>` can never ping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from . import grammar
+from .buttons import discord_custom_id, parse_discord_custom_id
+from .models import ChatLink, Platform
+
+if TYPE_CHECKING:
+    from .grammar import Button, Reply
+
+DOOR = "discord"
+COMMAND_NAME = "vibe"
+CONTENT_LIMIT = 2000
+EPHEMERAL = 1 << 6
+NO_MENTIONS = {"parse": []}
+
+# Interaction types (requests) and callback types (responses), from Discord's docs.
+PING = 1
+APPLICATION_COMMAND = 2
+MESSAGE_COMPONENT = 3
+AUTOCOMPLETE = 4
+PONG = 1
+CHANNEL_MESSAGE = 4
+UPDATE_MESSAGE = 7
+AUTOCOMPLETE_RESULT = 8
+
+SUB_COMMAND = 1  # the option type of a subcommand; the command itself is in discord_api
+
+# Backslash-escape every character Discord's markdown gives a meaning to, `<` included so
+# `<@123>`, `<#channel>` and `<t:…>` show as typed; `@everyone`/`@here` get a zero-width space.
+_MARKDOWN = re.compile(r"([\\*_~`|>#\-\[\]()<])")
+_MASS_MENTION = re.compile(r"@(everyone|here)", re.IGNORECASE)
+
+
+def escape(text: str) -> str:
+    """Task or user text as literal Discord text: no formatting, links or mentions."""
+    return _MASS_MENTION.sub("@\u200b\\1", _MARKDOWN.sub(r"\\\1", str(text)))
+
+
+def _truncate(text: str, limit: int = CONTENT_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    # Never end on a lone escaping backslash, which would escape the ellipsis instead.
+    if (len(cut) - len(cut.rstrip("\\"))) % 2:
+        cut = cut[:-1]
+    return cut + "…"
+
+
+def components(buttons: list[Button]) -> list[dict]:
+    """Buttons in action rows (at most 5 per row, 5 rows)."""
+    elements = [
+        {
+            "type": 2,
+            "style": 3 if button.action == "approve" else 1,  # green approve, blurple retry
+            "label": button.label[:80],
+            "custom_id": discord_custom_id(button.action, button.task_id),
+        }
+        for button in buttons[:25]
+    ]
+    return [{"type": 1, "components": elements[i : i + 5]} for i in range(0, len(elements), 5)]
+
+
+def content(reply: Reply) -> str:
+    title = reply.title if reply.ok else f"⚠️ {reply.title}"
+    lines = [f"**{escape(title)}**", *(escape(line) for line in reply.lines)]
+    return _truncate("\n".join(lines))
+
+
+def render(reply: Reply) -> dict:
+    """CHANNEL_MESSAGE_WITH_SOURCE, ephemeral unless the reply is meant for the channel."""
+    data: dict = {"content": content(reply), "allowed_mentions": NO_MENTIONS}
+    if not reply.public:
+        data["flags"] = EPHEMERAL
+    if reply.buttons:
+        data["components"] = components(reply.buttons)
+    return {"type": CHANNEL_MESSAGE, "data": data}
+
+
+def _message(text: str) -> dict:
+    return {
+        "type": CHANNEL_MESSAGE,
+        "data": {"content": escape(text), "allowed_mentions": NO_MENTIONS, "flags": EPHEMERAL},
+    }
+
+
+def _invoker(interaction: Mapping) -> tuple[str, str]:
+    """(Discord user id, display name): `member.user` in a guild, `user` in a DM."""
+    member = interaction.get("member")
+    user = (member.get("user") if isinstance(member, dict) else None) or interaction.get("user")
+    if not isinstance(user, dict):
+        return "", "someone"
+    user_id = str(user.get("id") or "")
+    return user_id, str(user.get("global_name") or user.get("username") or user_id or "someone")
+
+
+def linked_user(external_id: str):
+    """The Django user a Discord user id is linked to, or None."""
+    if not external_id:
+        return None
+    link = (
+        ChatLink.objects.select_related("user")
+        .filter(platform=Platform.DISCORD, external_id=external_id)
+        .first()
+    )
+    return link.user if link else None
+
+
+def command_text(data: Mapping) -> str:
+    """`/vibe retry id:42` → "retry 42": the subcommand's name, then its option values."""
+    words: list[str] = []
+    for option in data.get("options") or []:
+        if not isinstance(option, dict):
+            continue
+        if option.get("type") == SUB_COMMAND or "options" in option:
+            words.append(str(option.get("name", "")))
+            words += [
+                str(sub.get("value", ""))
+                for sub in option.get("options") or []
+                if isinstance(sub, dict)
+            ]
+        elif "value" in option:
+            words.append(str(option["value"]))
+    return " ".join(w for w in words if w)
+
+
+def _clicked(interaction: Mapping, user_id: str, name: str) -> dict:
+    data = interaction.get("data") or {}
+    ours = parse_discord_custom_id(str(data.get("custom_id", "")))
+    if ours is None:
+        return _message("That button is not one of Vibe Factory's.")
+    reply = grammar.execute_button(
+        ours[0], ours[1], user=linked_user(user_id), actor=f"discord:{user_id}", door=DOOR
+    )
+    if not reply.ok:
+        # Refused or illegal: tell the clicker only; the buttons stay for someone who may.
+        return render(reply)
+    original = interaction.get("message") or {}
+    before = str(original.get("content") or "") if isinstance(original, dict) else ""
+    after = f"✅ {escape(reply.title)} — by {escape(name)}"
+    return {
+        "type": UPDATE_MESSAGE,
+        "data": {
+            "content": _truncate(f"{before}\n{after}" if before else after),
+            "components": [],
+            "allowed_mentions": NO_MENTIONS,
+        },
+    }
+
+
+def handle(interaction: Mapping) -> dict:
+    """The response to one verified interaction."""
+    kind = interaction.get("type")
+    if kind == PING:
+        return {"type": PONG}
+    user_id, name = _invoker(interaction)
+    if kind == APPLICATION_COMMAND:
+        data = interaction.get("data") or {}
+        if not isinstance(data, dict) or data.get("name") != COMMAND_NAME:
+            return render(grammar.help_reply(ok=False, prefix="That is not a Vibe command."))
+        reply = grammar.execute(
+            command_text(data),
+            user=linked_user(user_id),
+            actor=f"discord:{user_id or 'unknown'}",
+            door=DOOR,
+        )
+        return render(reply)
+    if kind == MESSAGE_COMPONENT:
+        if not user_id:
+            return _message("Discord did not say who clicked; nothing was done.")
+        return _clicked(interaction, user_id, name)
+    if kind == AUTOCOMPLETE:
+        return {"type": AUTOCOMPLETE_RESULT, "data": {"choices": []}}
+    return _message("Vibe Factory does not handle this kind of interaction.")

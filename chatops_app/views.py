@@ -1,0 +1,94 @@
+"""Slack and Discord endpoints: verify the signature on the raw body, then hand over.
+
+`csrf_exempt` only because the signature check replaces CSRF here: the chat service cannot hold
+a CSRF token, and an unsigned or wrongly signed request is refused with a bare 401 before
+anything in its body is read, so it can change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from . import discord, slack
+from .signatures import SignatureError, verify_discord, verify_slack
+
+logger = logging.getLogger(__name__)
+
+
+def _unauthorized(door: str, request: HttpRequest, reason: SignatureError) -> HttpResponse:
+    logger.warning(
+        "refused %s request to %s from %s: %s",
+        door,
+        request.path,
+        request.META.get("REMOTE_ADDR", "?"),
+        reason,
+    )
+    return HttpResponse("invalid request signature", status=401, content_type="text/plain")
+
+
+def _verified_slack_body(request: HttpRequest) -> bytes:
+    """The raw body, once its Slack signature checks out (raises SignatureError otherwise)."""
+    body = request.body
+    verify_slack(
+        body,
+        timestamp=request.headers.get("X-Slack-Request-Timestamp"),
+        signature=request.headers.get("X-Slack-Signature"),
+        secret=settings.VIBE_SLACK_SIGNING_SECRET,
+    )
+    return body
+
+
+@csrf_exempt
+@require_POST
+def slack_commands(request: HttpRequest) -> HttpResponse:
+    """The `/vibe` slash command."""
+    try:
+        body = _verified_slack_body(request)
+    except SignatureError as exc:
+        return _unauthorized("Slack", request, exc)
+    return JsonResponse(slack.handle_command(slack.parse_form(body)))
+
+
+@csrf_exempt
+@require_POST
+def slack_interactions(request: HttpRequest) -> HttpResponse:
+    """Button clicks (`block_actions`): acknowledged at once, the message updated afterwards."""
+    try:
+        body = _verified_slack_body(request)
+    except SignatureError as exc:
+        return _unauthorized("Slack", request, exc)
+    payload = slack.parse_interaction(body)
+    if payload is None:
+        logger.warning("Slack interaction without a readable payload; ignored")
+        return HttpResponse(status=200)
+    slack.handle_interaction(payload)
+    return HttpResponse(status=200)
+
+
+@csrf_exempt
+@require_POST
+def discord_interactions(request: HttpRequest) -> HttpResponse:
+    """Every Discord interaction: PING, the `/vibe` command and button clicks."""
+    body = request.body
+    try:
+        verify_discord(
+            body,
+            timestamp=request.headers.get("X-Signature-Timestamp"),
+            signature=request.headers.get("X-Signature-Ed25519"),
+            public_key=settings.VIBE_DISCORD_PUBLIC_KEY,
+        )
+    except SignatureError as exc:
+        return _unauthorized("Discord", request, exc)
+    try:
+        interaction = json.loads(body)
+    except ValueError:
+        interaction = None
+    if not isinstance(interaction, dict):
+        return JsonResponse({"error": "the body is not a JSON interaction"}, status=400)
+    return JsonResponse(discord.handle(interaction))
