@@ -1,0 +1,182 @@
+"""`manage.py runworker @backend-1`: register the worker row, then run its claim loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.utils import timezone
+
+from tasks_app import lifecycle
+from tasks_app.models import Lane, Tier
+from workers_app.models import Worker as WorkerRow
+from workers_app.models import WorkerStatus
+from workers_app.profiles import ProfileError, command_profile, get_profile
+from workers_app.runtime import Worker
+
+VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+MAX_WORKER_ID = 64
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seconds(minimum: float):
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+        if not value >= minimum or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{raw} must be a number of seconds ≥ {minimum:g}")
+        return value
+
+    return parse
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a worker: claim tasks of its lane up to its capacity and drive an agent per task. "
+        "SIGTERM/Ctrl-C drains (a second one forces)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "worker_id",
+            nargs="?",
+            help="Worker id such as @backend-1 (default: @<lane>-<hostname>).",
+        )
+        parser.add_argument("--lane", choices=Lane.values, help="Lane, to create the worker row.")
+        parser.add_argument("--tier", choices=Tier.values, help="Tier, to create the worker row.")
+        parser.add_argument(
+            "--capacity", type=_positive_int, help="How many tasks at once (sets capacity_limit)."
+        )
+        parser.add_argument(
+            "--agent",
+            help="Agent profile name (default: the worker row's, else VIBE_DEFAULT_AGENT).",
+        )
+        parser.add_argument(
+            "--agent-command",
+            help="Run this command as the agent: split like a shell, run without one, e.g. "
+            '"python my_agent.py --fast".',
+        )
+        parser.add_argument("--once", action="store_true", help="Drain what is claimable, exit.")
+        parser.add_argument("--max-tasks", type=_positive_int, help="Exit after N claims.")
+        parser.add_argument(
+            "--interval",
+            type=_seconds(0.01),
+            help="Idle poll in seconds (default 0.1 on SQLite, 2 behind LISTEN on PostgreSQL).",
+        )
+        parser.add_argument(
+            "--lease", type=_seconds(1), help="Lease in seconds (default VIBE_LEASE_SECONDS)."
+        )
+        parser.add_argument(
+            "--grace",
+            type=_seconds(0),
+            default=20.0,
+            help="On SIGTERM, seconds to let running agents finish before stopping them.",
+        )
+        parser.add_argument(
+            "--timeout", type=_seconds(1), help="Agent time limit (default: the profile's)."
+        )
+
+    def handle(self, *args, **options) -> None:
+        level = VERBOSITY_LEVELS.get(options["verbosity"], logging.INFO)
+        logging.getLogger("workers_app").setLevel(level)
+        worker_id = options["worker_id"] or self._default_id(options["lane"])
+        if (
+            len(worker_id) > MAX_WORKER_ID
+            or not worker_id.strip()
+            or any(c.isspace() for c in worker_id)
+        ):
+            raise CommandError(f"{worker_id!r} is not a worker id; use one like @backend-1")
+        row = self._register(worker_id, options)
+        profile_name = options["agent"] or row.agent_profile or settings.VIBE_DEFAULT_AGENT
+        try:
+            profile = get_profile(profile_name if not options["agent_command"] else "command")
+            if options["agent"] and options["agent_command"]:
+                profile = command_profile(
+                    options["agent_command"], base=get_profile(options["agent"])
+                )
+            elif options["agent_command"]:
+                profile = command_profile(options["agent_command"])
+        except ProfileError as exc:
+            raise CommandError(str(exc)) from None
+        if not profile.argv:
+            raise CommandError(
+                f"agent profile {profile.name!r} has no command; pass --agent-command "
+                '"PROGRAM ARGS…"'
+            )
+        WorkerRow.objects.filter(pk=worker_id).update(agent_profile=profile.name[:60])
+        worker = Worker(
+            worker_id,
+            profile=profile,
+            lease_seconds=int(options["lease"]) if options["lease"] else None,
+            interval=options["interval"],
+            once=options["once"],
+            max_tasks=options["max_tasks"],
+            grace_seconds=options["grace"],
+            timeout=options["timeout"],
+        )
+        worker.install_signal_handlers()
+        self.stdout.write(f"{worker_id}: working ({profile.name} agent); Ctrl-C to stop")
+        worker.run()
+        self.stdout.write(f"{worker_id}: stopped cleanly")
+
+    @staticmethod
+    def _default_id(lane: str | None) -> str:
+        if not lane:
+            raise CommandError("name the worker (e.g. runworker @backend-1) or give its --lane")
+        return f"@{lane}-{socket.gethostname().split('.')[0]}"[:MAX_WORKER_ID]
+
+    def _register(self, worker_id: str, options: dict) -> WorkerRow:
+        """Create the row from the flags if it is missing; refuse flags that contradict it."""
+        lane = options["lane"]
+        with transaction.atomic():
+            row = WorkerRow.objects.select_for_update().filter(pk=worker_id).first()
+            if row is None:
+                if not lane:
+                    raise CommandError(
+                        f"worker {worker_id} does not exist; pass --lane (and optionally --tier, "
+                        "--capacity) to create it"
+                    )
+                row = WorkerRow.objects.create(
+                    worker_id=worker_id,
+                    lane=lane,
+                    tier=options["tier"] or Tier.JUNIOR,
+                    capacity_limit=options["capacity"] or 1,
+                )
+                self.stdout.write(f"created worker {worker_id} ({lane} lane)")
+            elif lane and row.lane != lane:
+                raise CommandError(
+                    f"worker {worker_id} works the {row.lane} lane, not {lane}; pick another "
+                    "worker id or drop --lane"
+                )
+            updates: dict = {
+                "last_heartbeat": timezone.now(),
+                "hostname": socket.gethostname()[:200],
+                "pid": os.getpid(),
+            }
+            if options["capacity"]:
+                updates["capacity_limit"] = options["capacity"]
+            if options["tier"]:
+                updates["tier"] = options["tier"]
+            WorkerRow.objects.filter(pk=worker_id).update(**updates)
+        if row.status in (WorkerStatus.OFFLINE, WorkerStatus.DRAINING):
+            lifecycle.set_worker_status(worker_id, WorkerStatus.ONLINE, actor=f"worker:{worker_id}")
+        elif row.status == WorkerStatus.PAUSED:
+            self.stdout.write(f"{worker_id} is paused: it claims nothing until resumed")
+        row.refresh_from_db()
+        return row

@@ -1,0 +1,149 @@
+"""The prompt an agent receives: a task line, the role's SOP, the goal, then the context.
+
+Context is what a person would hand a colleague: for a review, the work under review (its goal,
+summary, branch and diff stat); for a retry, why the previous attempt failed; for rework, the
+findings of the failed review, which the SOPs tell builders to fix first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from tasks_app.models import Lane, Task
+from tasks_app.pipeline import AUDITOR_LANES
+
+PROMPTS_DIR = Path(settings.BASE_DIR) / "prompts"
+SOP_FILES: dict[str, str] = {
+    Lane.BACKEND: "backend.md",
+    Lane.FRONTEND: "frontend.md",
+    Lane.QA: "qa.md",
+    Lane.SECURITY: "security_auditor.md",
+    Lane.UX: "ux_auditor.md",
+    Lane.DATA: "data_analyst.md",
+}
+MAX_ERROR_CHARS = 4000
+MAX_RESULT_CHARS = 6000
+
+
+class PromptError(RuntimeError):
+    """The role's SOP cannot be read: a configuration fault, not the agent's."""
+
+
+def sop_for(lane: str) -> str:
+    name = SOP_FILES.get(lane)
+    if not name:
+        raise PromptError(f"no SOP is defined for lane {lane!r}")
+    path = PROMPTS_DIR / name
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise PromptError(f"cannot read the {lane} SOP prompts/{name}: {exc}") from None
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _format_findings(findings: list) -> list[str]:
+    lines = []
+    for number, finding in enumerate(findings, start=1):
+        if not isinstance(finding, dict):
+            continue
+        where = f" ({finding['file']})" if finding.get("file") else ""
+        by = f" [from {finding['reviewer_lane']} review]" if finding.get("reviewer_lane") else ""
+        lines.append(
+            f"{number}. [{finding.get('severity', '?')}] {finding.get('title', '')}{where}{by}"
+        )
+        if finding.get("detail"):
+            lines.append(f"   {finding['detail']}")
+    return lines
+
+
+def _review_context(task: Task) -> list[str]:
+    parent = task.parent
+    if parent is None:
+        return []
+    lines = [
+        f"### The work under review: task #{parent.pk} ({parent.lane})",
+        "",
+        "Its goal:",
+        "",
+        parent.goal.strip(),
+        "",
+    ]
+    result = parent.result if isinstance(parent.result, dict) else {}
+    if result.get("summary"):
+        lines += ["The builder's summary:", "", str(result["summary"])[-MAX_RESULT_CHARS:], ""]
+    if parent.branch:
+        lines.append(
+            f"Branch: {parent.branch}" + (f" at {parent.head_commit}" if parent.head_commit else "")
+        )
+    if parent.diff_stat:
+        lines += ["Diff stat:", "", parent.diff_stat.strip(), ""]
+    earlier = [
+        c
+        for c in parent.children.filter(review_round=task.review_round, status="completed")
+        .exclude(pk=task.pk)
+        .order_by("pipeline_step", "id")
+    ]
+    for review in earlier:
+        summary = (
+            (review.result or {}).get("summary", "") if isinstance(review.result, dict) else ""
+        )
+        lines.append(
+            f"Earlier review #{review.pk} ({review.lane}): {review.verdict} {summary}".rstrip()
+        )
+    return lines
+
+
+def render_prompt(task: Task) -> str:
+    """Everything the agent needs, in the order a person would read it."""
+    stage = f", {task.stage}" if task.stage else ""
+    lines = [
+        f"Vibe Factory task #{task.pk} ({task.lane} lane{stage}): {_first_line(task.goal)}",
+        "",
+        sop_for(task.lane),
+        "",
+        "---",
+        "",
+        f"## Your task (#{task.pk})",
+        "",
+        task.goal.strip(),
+        "",
+    ]
+    context: list[str] = []
+    if task.stage:
+        context += _review_context(task)
+    rework = task.context if isinstance(task.context, dict) else {}
+    if rework.get("findings") or rework.get("failed_reviews"):
+        context += [
+            f"### Rework (round {rework.get('round', task.review_round)}): "
+            "a review failed; fix these findings first",
+            "",
+            *_format_findings(list(rework.get("findings") or [])),
+            "",
+        ]
+        for summary in rework.get("summaries") or []:
+            if summary:
+                context.append(f"Reviewer's summary: {summary}")
+        context.append("")
+    if task.attempt_count and (task.last_error_type or task.last_error):
+        context += [
+            f"### The previous attempt failed ({task.last_error_type or 'error'}), "
+            f"attempt {task.attempt_count} of {task.max_attempts}",
+            "",
+            (task.last_error or "").strip()[-MAX_ERROR_CHARS:],
+            "",
+        ]
+    if context:
+        lines += ["## Context", "", *context]
+    if task.stage or task.lane in AUDITOR_LANES:
+        lines += [
+            "## Reminder",
+            "",
+            "End your output with exactly one fenced json verdict block, as the SOP's output "
+            "contract says.",
+        ]
+    return "\n".join(lines).rstrip() + "\n"

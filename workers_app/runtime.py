@@ -1,0 +1,564 @@
+"""The worker loop: claim tasks of one lane, run an agent per task, report through the lifecycle.
+
+One thread does everything that touches the database. It polls the running agents every
+`POLL_SECONDS`, renews the worker's heartbeat and the leases of its tasks every third of a lease,
+writes the agents' live output tails to their Run rows every `FLUSH_SECONDS`, and claims while it
+has room. An idle worker waits for work: on PostgreSQL it LISTENs on the lifecycle's wake channel
+(the lifecycle NOTIFYs on commit) with polling as a fallback; on SQLite it polls on a short, fixed
+interval with jitter. The interval never grows, so a worker idle for hours is as quick as a fresh
+one.
+
+Signals only set flags. The first SIGTERM/SIGINT stops claiming; running agents get a grace period
+to finish, then their process groups are stopped and their tasks released to `pending` without
+counting an attempt. A second signal stops them at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from tasks_app import lifecycle
+from tasks_app.models import Run, Task
+from tasks_app.pipeline import AUDITOR_LANES
+from tasks_app.verdicts import VerdictError, parse_verdict
+
+from . import workspace as workspaces
+from .models import Worker as WorkerRow
+from .models import WorkerStatus
+from .profiles import AgentProfile, ProfileError, template_values
+from .prompting import PromptError, render_prompt
+from .runner import AgentProcess, RunResult
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2  # how often running agents are checked
+FLUSH_SECONDS = 2.0  # how often live output tails are written to the Run rows
+REAP_SECONDS = 1.0  # how often an idle worker looks for expired leases
+SQLITE_INTERVAL = 0.1  # default idle poll on SQLite: p50 dispatch ~ half of it
+LISTEN_FALLBACK_INTERVAL = 2.0  # default idle poll on PostgreSQL, behind LISTEN/NOTIFY
+WAIT_SLICE = 0.25  # an idle wait checks the stop flag at least this often
+SUMMARY_LINES = 30
+ERROR_LINES = 40
+# The agent's environment is the worker's minus what only the control plane should know.
+PRIVATE_ENV_PREFIXES = ("DATABASE_URL", "DJANGO_SECRET_KEY", "VIBE_SLACK_", "VIBE_DISCORD_")
+
+
+def _last_lines(text: str, count: int) -> str:
+    return "\n".join(text.rstrip().splitlines()[-count:])
+
+
+class Waker:
+    """LISTEN on the lifecycle's wake channel over a dedicated psycopg connection.
+
+    Django's connection is not used: it may be closed between requests-worth of work, and LISTEN
+    only lasts as long as its session. Any failure falls back to plain polling, and the listener
+    reconnects on a later wait.
+    """
+
+    RECONNECT_SECONDS = 5.0
+
+    def __init__(self, lane: str) -> None:
+        self.lane = lane
+        self.conn = None
+        self._next_connect = 0.0
+
+    def _connect(self) -> None:
+        import psycopg
+
+        db = settings.DATABASES["default"]
+        params = {
+            "dbname": db.get("NAME") or "",
+            "user": db.get("USER") or None,
+            "password": db.get("PASSWORD") or None,
+            "host": db.get("HOST") or None,
+            "port": db.get("PORT") or None,
+        }
+        self.conn = psycopg.connect(
+            **{k: v for k, v in params.items() if v is not None}, autocommit=True
+        )
+        self.conn.execute(f"LISTEN {lifecycle.WAKE_CHANNEL}")
+
+    def ensure(self) -> bool:
+        if self.conn is not None and not self.conn.closed:
+            return True
+        if time.monotonic() < self._next_connect:
+            return False
+        try:
+            self._connect()
+            return True
+        except Exception as exc:  # any failure means: poll instead
+            logger.warning("LISTEN unavailable (%s); polling instead", exc)
+            self.close()
+            self._next_connect = time.monotonic() + self.RECONNECT_SECONDS
+            return False
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds; True when a task of our lane was announced."""
+        if not self.ensure():
+            time.sleep(timeout)
+            return False
+        try:
+            for note in self.conn.notifies(timeout=timeout, stop_after=1):
+                if note.payload in (self.lane, ""):
+                    return True
+            return False
+        except Exception as exc:
+            logger.warning("LISTEN connection lost (%s); polling until it is back", exc)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+
+@dataclass
+class _Slot:
+    """One claimed task and its agent."""
+
+    task: Task
+    token: int
+    run_id: int
+    process: AgentProcess | None = None
+    workspace: workspaces.Workspace | None = None
+    prompt_path: Path | None = None
+    releasing: bool = False
+    flushed: tuple[int, int] = (0, 0)
+    notes: list[str] = field(default_factory=list)
+
+
+class Worker:
+    """Runs one worker row's claim loop until stopped; see the module docstring."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        *,
+        profile: AgentProfile,
+        lease_seconds: int | None = None,
+        interval: float | None = None,
+        once: bool = False,
+        max_tasks: int | None = None,
+        grace_seconds: float = 20.0,
+        timeout: float | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.actor = f"worker:{worker_id}"
+        self.profile = profile
+        self.lease_seconds = lease_seconds or settings.VIBE_LEASE_SECONDS
+        self.listen = connection.vendor == "postgresql"
+        if interval is None:
+            interval = LISTEN_FALLBACK_INTERVAL if self.listen else SQLITE_INTERVAL
+        self.interval = interval
+        self.once = once
+        self.max_tasks = max_tasks
+        self.grace_seconds = grace_seconds
+        self.timeout = timeout or profile.timeout
+        self.slots: dict[int, _Slot] = {}
+        self.claimed = 0
+        self.stopping = False
+        self.forced = False
+        self._drain_deadline: float | None = None
+        self._heartbeat_every = max(
+            0.2, min(self.lease_seconds, settings.VIBE_HEARTBEAT_STALE_SECONDS) / 3
+        )
+        self._next_heartbeat = 0.0
+        self._next_flush = 0.0
+        self._next_reap = 0.0
+        self._found_nothing = False
+        self.waker = Waker(self._row().lane) if self.listen else None
+        self.lane = self._row().lane
+        self.capacity = self._row().capacity_limit
+
+    # --- signals -----------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only flags here: the loop does the work at its next tick.
+        if self.stopping:
+            self.forced = True
+        self.stopping = True
+
+    def request_stop(self, *, force: bool = False) -> None:
+        self.stopping = True
+        self.forced = self.forced or force
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until stopped (or drained with --once / --max-tasks); 0 after a clean drain."""
+        logger.info(
+            "%s: %s lane, capacity %s, agent %r, lease %ss, %s",
+            self.worker_id,
+            self.lane,
+            self.capacity,
+            self.profile.name,
+            self.lease_seconds,
+            "LISTEN/NOTIFY" if self.listen else f"polling every {self.interval:g}s",
+        )
+        if self.waker:
+            self.waker.ensure()  # LISTEN before the first look, so no NOTIFY falls in between
+        try:
+            while True:
+                try:
+                    self._tick()
+                except Exception:
+                    # The loop outlives any single fault (a database restart, a full disk).
+                    logger.exception("%s: error in the worker loop; going on", self.worker_id)
+                    close_old_connections()
+                    time.sleep(1.0)
+                if self._done():
+                    break
+                self._wait()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _done(self) -> bool:
+        if self.slots:
+            return False
+        if self.stopping:
+            return True
+        if self.max_tasks is not None and self.claimed >= self.max_tasks:
+            return True
+        return self.once and self._found_nothing
+
+    def _tick(self) -> None:
+        self._collect_finished()
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self._heartbeat_every
+            self._heartbeat()
+        if self.slots and now >= self._next_flush:
+            self._next_flush = now + FLUSH_SECONDS
+            self._flush_tails()
+        if self.stopping:
+            self._drain()
+            return
+        self._claim_while_room()
+
+    def _wait(self) -> None:
+        if self.slots or self.stopping:
+            if self.waker and not self.stopping and len(self.slots) < self.capacity:
+                self.waker.wait(POLL_SECONDS)
+            else:
+                time.sleep(POLL_SECONDS if not self.stopping else 0.05)
+            return
+        if self.once and self._found_nothing:
+            return
+        now = time.monotonic()
+        if now >= self._next_reap:
+            self._next_reap = now + REAP_SECONDS
+            self._reap()
+        # Idle: a fixed interval with jitter, so workers started together spread out.
+        deadline = time.monotonic() + self.interval * random.uniform(0.75, 1.25)
+        while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
+            slice_ = min(WAIT_SLICE, remaining)
+            if self.waker:
+                if self.waker.wait(slice_):
+                    break
+            else:
+                time.sleep(slice_)
+        close_old_connections()
+
+    # --- claiming -----------------------------------------------------------------------------
+
+    def _claim_while_room(self) -> None:
+        self._found_nothing = False
+        while len(self.slots) < self.capacity and not self.stopping:
+            if self.max_tasks is not None and self.claimed >= self.max_tasks:
+                return
+            # A plain read first: on SQLite, claim_next takes the write lock, and idle workers
+            # polling ten times a second must not queue every writer behind them.
+            if not Task.objects.claimable(self.lane).exists():
+                self._found_nothing = True
+                return
+            task = lifecycle.claim_next(self.worker_id, lease_seconds=self.lease_seconds)
+            if task is None:
+                self._found_nothing = True
+                return
+            self.claimed += 1
+            self._start(task)
+
+    def _start(self, task: Task) -> None:
+        run = Run.objects.create(
+            task=task,
+            worker_id=self.worker_id,
+            attempt=task.attempt_count + 1,
+            agent=self.profile.name[:60],
+            argv=[],
+        )
+        slot = _Slot(task=task, token=task.claim_token, run_id=run.pk)
+        self.slots[task.pk] = slot
+        logger.info("%s: claimed task %s (attempt %s)", self.worker_id, task.pk, run.attempt)
+        try:
+            self._launch(slot)
+        except workspaces.WorkspaceError as exc:
+            self._give_up(slot, "workspace_error", str(exc))
+        except (PromptError, ProfileError) as exc:
+            self._give_up(slot, "config_error", str(exc))
+        except FileNotFoundError as exc:
+            self._give_up(slot, "agent_missing", f"agent command not found: {exc.filename or exc}")
+        except PermissionError as exc:
+            self._give_up(
+                slot, "agent_missing", f"agent command is not executable: {exc.filename or exc}"
+            )
+        except Exception as exc:  # a poison task must not stop the worker
+            logger.exception("%s: could not start task %s", self.worker_id, task.pk)
+            self._give_up(slot, "worker_error", f"{type(exc).__name__}: {exc}")
+
+    def _launch(self, slot: _Slot) -> None:
+        task = slot.task
+        slot.workspace = workspaces.prepare(task)
+        prompt = render_prompt(task)
+        if self.profile.uses_prompt_file:
+            prompts_dir = Path(settings.VAR_DIR) / "prompts"
+            prompts_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"task-{task.pk}-", suffix=".md", dir=prompts_dir)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(prompt)
+            slot.prompt_path = Path(name)
+        values = template_values(
+            prompt_file=slot.prompt_path or "",
+            task_id=task.pk,
+            lane=task.lane,
+            stage=task.stage,
+            workspace=slot.workspace.path,
+            worker_id=self.worker_id,
+        )
+        argv = self.profile.render_argv(values)
+        Run.objects.filter(pk=slot.run_id).update(argv=argv)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV_PREFIXES)}
+        env.update(self.profile.env)
+        env.update(
+            VIBE_TASK_ID=str(task.pk),
+            VIBE_TASK_LANE=task.lane,
+            VIBE_TASK_STAGE=task.stage,
+            VIBE_TASK_ATTEMPT=str(task.attempt_count + 1),
+            VIBE_WORKER_ID=self.worker_id,
+            VIBE_WORKSPACE_DIR=str(slot.workspace.path),
+            VIBE_PROMPT_FILE=str(slot.prompt_path or ""),
+        )
+        stdin = prompt.encode("utf-8") if self.profile.prompt == "stdin" else None
+        slot.process = AgentProcess(
+            argv, cwd=str(slot.workspace.path), env=env, stdin_data=stdin, timeout=self.timeout
+        ).start()
+
+    # --- running and finishing ----------------------------------------------------------------
+
+    def _collect_finished(self) -> None:
+        for task_id, slot in list(self.slots.items()):
+            if slot.process is None or not slot.process.poll():
+                continue
+            try:
+                self._finish(slot)
+            except Exception as exc:
+                logger.exception("%s: error finishing task %s", self.worker_id, task_id)
+                self._give_up(slot, "worker_error", f"{type(exc).__name__}: {exc}")
+            finally:
+                self._forget(slot)
+
+    def _finish(self, slot: _Slot) -> None:
+        task = slot.task
+        result = slot.process.result()
+        if slot.releasing:
+            self._record_run(slot, result, "released")
+            self._call(lifecycle.release, slot, note="released: worker shutting down")
+            logger.info("%s: released task %s", self.worker_id, task.pk)
+            return
+        if result.timed_out:
+            self._record_run(slot, result, "timeout")
+            self._fail(
+                slot,
+                "timeout",
+                f"the agent ran past its time limit of {self.timeout:g}s and was stopped\n"
+                + _last_lines(result.stderr or result.stdout, ERROR_LINES),
+            )
+            return
+        if result.exit_code != 0:
+            self._record_run(slot, result, "agent_exit")
+            output = result.stderr if result.stderr.strip() else result.stdout
+            self._fail(
+                slot,
+                "agent_exit",
+                f"the agent exited with status {result.exit_code}; its last output:\n"
+                + _last_lines(output, ERROR_LINES),
+            )
+            return
+        try:
+            snapshot = slot.workspace.snapshot() if slot.workspace else {}
+        except workspaces.WorkspaceError as exc:
+            logger.warning("%s: task %s: %s", self.worker_id, task.pk, exc)
+            snapshot = {}
+        if task.stage or task.lane in AUDITOR_LANES:
+            try:
+                verdict = parse_verdict(result.stdout, lane=task.lane)
+            except VerdictError as exc:
+                self._record_run(slot, result, "bad_verdict")
+                self._fail(slot, "bad_verdict", f"bad verdict: {exc}")
+                return
+            outcome = {**verdict, **snapshot}
+        else:
+            outcome = {"summary": _last_lines(result.stdout, SUMMARY_LINES), **snapshot}
+        self._record_run(slot, result, "completed")
+        if self._call(lifecycle.complete, slot, result=outcome):
+            logger.info("%s: completed task %s", self.worker_id, task.pk)
+
+    def _call(self, func, slot: _Slot, **kwargs) -> bool:
+        """A lifecycle call for a held task; a lost lease is logged, not raised."""
+        try:
+            func(slot.task.pk, worker_id=self.worker_id, token=slot.token, **kwargs)
+            return True
+        except lifecycle.LeaseLost as exc:
+            logger.warning("%s: %s", self.worker_id, exc)
+            Run.objects.filter(pk=slot.run_id).update(outcome="lease_lost")
+            return False
+
+    def _fail(self, slot: _Slot, error_type: str, error: str) -> None:
+        if self._call(lifecycle.fail, slot, error_type=error_type, error=error):
+            logger.info("%s: task %s failed (%s)", self.worker_id, slot.task.pk, error_type)
+
+    def _give_up(self, slot: _Slot, error_type: str, error: str) -> None:
+        """Record a failure that happened outside the agent (it may never have started)."""
+        if slot.process is not None and slot.process.proc and slot.process.proc.poll() is None:
+            slot.process.kill()
+        Run.objects.filter(pk=slot.run_id).update(
+            finished_at=timezone.now(), outcome=error_type, stderr_tail=error[-8000:]
+        )
+        try:
+            self._fail(slot, error_type, error)
+        except lifecycle.LifecycleError as exc:
+            logger.warning(
+                "%s: could not record failure of %s: %s", self.worker_id, slot.task.pk, exc
+            )
+        self._forget(slot)
+
+    def _record_run(self, slot: _Slot, result: RunResult, outcome: str) -> None:
+        Run.objects.filter(pk=slot.run_id).update(
+            finished_at=timezone.now(),
+            exit_code=result.exit_code,
+            duration_seconds=round(result.duration, 3),
+            stdout_tail=result.stdout,
+            stderr_tail=result.stderr,
+            outcome=outcome,
+        )
+
+    def _forget(self, slot: _Slot) -> None:
+        self.slots.pop(slot.task.pk, None)
+        if slot.prompt_path:
+            slot.prompt_path.unlink(missing_ok=True)
+
+    def _flush_tails(self) -> None:
+        for slot in self.slots.values():
+            process = slot.process
+            if process is None:
+                continue
+            seen = (process.stdout.total, process.stderr.total)
+            if seen == slot.flushed:
+                continue
+            slot.flushed = seen
+            Run.objects.filter(pk=slot.run_id).update(
+                stdout_tail=process.stdout.text(), stderr_tail=process.stderr.text()
+            )
+
+    def _heartbeat(self) -> None:
+        lifecycle.worker_heartbeat(self.worker_id)
+        row = self._row()
+        self.capacity = row.capacity_limit
+        for slot in list(self.slots.values()):
+            try:
+                lifecycle.heartbeat(
+                    slot.task.pk,
+                    worker_id=self.worker_id,
+                    token=slot.token,
+                    lease_seconds=self.lease_seconds,
+                )
+            except lifecycle.LeaseLost as exc:
+                # Cancelled by a person, or the lease expired and another worker has it.
+                logger.warning("%s: %s; stopping its agent", self.worker_id, exc)
+                if slot.process is not None:
+                    slot.process.kill()
+                    result = slot.process.result()
+                    self._record_run(slot, result, "lease_lost")
+                self._forget(slot)
+        if self.slots:
+            self._reap()
+
+    def _reap(self) -> None:
+        count = lifecycle.requeue_expired()
+        if count:
+            logger.info("%s: requeued %s task(s) whose lease expired", self.worker_id, count)
+
+    # --- stopping -----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        now = time.monotonic()
+        if self._drain_deadline is None:
+            self._drain_deadline = now + self.grace_seconds
+            if self.slots:
+                logger.info(
+                    "%s: stopping; waiting up to %gs for %s running agent(s)",
+                    self.worker_id,
+                    self.grace_seconds,
+                    len(self.slots),
+                )
+                self._set_status(WorkerStatus.DRAINING, only_from=(WorkerStatus.ONLINE,))
+        if self.forced or now >= self._drain_deadline:
+            for slot in self.slots.values():
+                if slot.process is None:
+                    continue
+                if not slot.releasing:
+                    slot.releasing = True
+                    slot.process.stop()
+                if self.forced:
+                    slot.process.kill()
+
+    def _shutdown(self) -> None:
+        # Only reached with agents still running when the loop itself died: give them back.
+        for slot in list(self.slots.values()):
+            try:
+                if slot.process is not None:
+                    slot.process.kill()
+                    slot.process.wait(5)
+                    self._record_run(slot, slot.process.result(), "released")
+                self._call(lifecycle.release, slot, note="released: worker stopped")
+            except Exception:
+                logger.exception("%s: could not release task %s", self.worker_id, slot.task.pk)
+            self._forget(slot)
+        if self.waker:
+            self.waker.close()
+        try:
+            self._set_status(
+                WorkerStatus.OFFLINE, only_from=(WorkerStatus.ONLINE, WorkerStatus.DRAINING)
+            )
+        except Exception:
+            logger.exception("%s: could not mark the worker offline", self.worker_id)
+        logger.info("%s: stopped after %s task(s)", self.worker_id, self.claimed)
+
+    def _set_status(self, status: str, *, only_from: tuple[str, ...]) -> None:
+        current = WorkerRow.objects.filter(pk=self.worker_id).values_list("status", flat=True)
+        if current.first() in only_from:
+            try:
+                lifecycle.set_worker_status(self.worker_id, status, actor=self.actor)
+            except lifecycle.LifecycleError as exc:
+                logger.info("%s: %s", self.worker_id, exc)
+
+    def _row(self) -> WorkerRow:
+        return WorkerRow.objects.get(pk=self.worker_id)

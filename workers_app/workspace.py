@@ -1,0 +1,227 @@
+"""Where an agent works: a git worktree per piece of work, or a plain directory.
+
+When `VIBE_WORKSPACE` is a git repository, each builder task gets its own worktree on branch
+`vibe/task-<id>` (under `VIBE_WORKTREES_DIR`), so parallel agents never edit the same checkout;
+its reviews and its rework run in that same worktree, so the auditors see exactly what was built.
+When it is a plain directory, agents work in it directly. When it is unset, each task gets an
+empty scratch directory, so an agent never edits this repository by accident.
+
+Git commands run under a file lock: `git worktree add` from two workers at once would race on the
+repository's administrative files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from tasks_app.models import Status, Task
+
+logger = logging.getLogger(__name__)
+GIT_TIMEOUT_SECONDS = 120
+MAX_DIFF_STAT_CHARS = 8000
+
+
+class WorkspaceError(RuntimeError):
+    """The task's workspace could not be prepared; the message says why."""
+
+
+@dataclass
+class Workspace:
+    path: Path
+    branch: str = ""
+    base_commit: str = ""
+    is_git: bool = False
+
+    def snapshot(self) -> dict[str, str]:
+        """Branch, head commit and diff stat for the task's result (empty outside git)."""
+        if not self.is_git:
+            return {}
+        head = _git(self.path, "rev-parse", "HEAD").strip()
+        stat = _git(self.path, "diff", "--stat", self.base_commit or "HEAD").strip()
+        untracked = [
+            line
+            for line in _git(self.path, "status", "--porcelain").splitlines()
+            if line.startswith("??")
+        ]
+        if untracked:
+            stat = (stat + "\n" if stat else "") + f"{len(untracked)} untracked file(s)"
+        return {"branch": self.branch, "head_commit": head, "diff_stat": stat[:MAX_DIFF_STAT_CHARS]}
+
+
+def workspace_root() -> Path | None:
+    raw = getattr(settings, "VIBE_WORKSPACE", "")
+    return Path(raw).expanduser() if raw else None
+
+
+def worktrees_dir() -> Path:
+    raw = getattr(settings, "VIBE_WORKTREES_DIR", "")
+    return Path(raw).expanduser() if raw else Path(settings.VAR_DIR) / "worktrees"
+
+
+def scratch_dir() -> Path:
+    return Path(settings.VAR_DIR) / "scratch"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise WorkspaceError(
+            "git is not installed, but VIBE_WORKSPACE is a git repository"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise WorkspaceError(f"git {' '.join(args)} took over {GIT_TIMEOUT_SECONDS}s") from None
+    if done.returncode != 0:
+        err = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
+        raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {err}")
+    return done.stdout.decode("utf-8", "replace")
+
+
+def is_git_repository(path: Path) -> bool:
+    try:
+        return _git(path, "rev-parse", "--is-inside-work-tree").strip() == "true"
+    except WorkspaceError:
+        return False
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def work_root(task: Task) -> Task:
+    """The builder task whose worktree this task uses (reviews use their parent's)."""
+    root = task
+    seen = {root.pk}
+    while root.stage and root.parent_id and root.parent_id not in seen:
+        root = root.parent
+        seen.add(root.pk)
+    return root
+
+
+def branch_name(task_id: int) -> str:
+    return f"vibe/task-{task_id}"
+
+
+def prepare(task: Task) -> Workspace:
+    """Create or reuse the directory the agent for `task` runs in."""
+    root = workspace_root()
+    if root is None:
+        path = scratch_dir() / f"task-{work_root(task).pk}"
+        path.mkdir(parents=True, exist_ok=True)
+        return Workspace(path)
+    if not root.is_dir():
+        raise WorkspaceError(f"VIBE_WORKSPACE={root} is not a directory")
+    if not is_git_repository(root):
+        return Workspace(root)
+    owner = work_root(task)
+    branch = branch_name(owner.pk)
+    trees = worktrees_dir()
+    path = trees / f"task-{owner.pk}"
+    base_file = trees / f"task-{owner.pk}.base"
+    with _locked(trees):
+        if not (path / ".git").exists():
+            if path.exists():
+                shutil.rmtree(path)  # a half-made worktree from a crash
+            _git(root, "worktree", "prune")
+            has_branch = (
+                subprocess.run(
+                    ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+                    cwd=root,
+                    capture_output=True,
+                    check=False,
+                ).returncode
+                == 0
+            )
+            if has_branch:
+                _git(root, "worktree", "add", str(path), branch)
+            else:
+                base = _git(root, "rev-parse", "HEAD").strip()
+                _git(root, "worktree", "add", "-b", branch, str(path), base)
+                base_file.write_text(base)
+        base_commit = base_file.read_text().strip() if base_file.exists() else ""
+        if not base_commit:
+            base_commit = _git(path, "merge-base", "HEAD", _git(root, "rev-parse", "HEAD").strip())
+            base_commit = base_commit.strip()
+            base_file.write_text(base_commit)
+    return Workspace(path, branch=branch, base_commit=base_commit, is_git=True)
+
+
+@dataclass
+class Cleaned:
+    path: Path
+    removed: bool
+    reason: str
+
+
+def _in_use(task_id: int) -> bool:
+    return (
+        Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS).exists()
+        or Task.objects.filter(parent_id=task_id, status=Status.IN_PROGRESS).exists()
+    )
+
+
+FINISHED = (Status.COMPLETED, Status.CANCELLED)
+
+
+def clean(*, dry_run: bool = False) -> list[Cleaned]:
+    """Remove worktrees and scratch directories of finished work; keep every one in use.
+
+    The branch is kept: it is where the work lives. Only completed and cancelled work is cleaned:
+    dead-letter and blocked tasks may be retried by a person and would want their worktree back.
+    """
+    out: list[Cleaned] = []
+    root = workspace_root()
+    git_root = root if root and root.is_dir() and is_git_repository(root) else None
+    for directory, is_worktree in ((worktrees_dir(), True), (scratch_dir(), False)):
+        if not directory.is_dir():
+            continue
+        with _locked(directory):
+            for path in sorted(directory.glob("task-*")):
+                if not path.is_dir():
+                    continue
+                try:
+                    task_id = int(path.name.removeprefix("task-"))
+                except ValueError:
+                    continue
+                status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
+                if status is not None and (status not in FINISHED or _in_use(task_id)):
+                    out.append(Cleaned(path, False, f"task {task_id} is {status}"))
+                    continue
+                why = "task is gone" if status is None else f"task {task_id} is {status}"
+                if dry_run:
+                    out.append(Cleaned(path, False, f"would remove: {why}"))
+                    continue
+                if is_worktree and git_root is not None:
+                    try:
+                        _git(git_root, "worktree", "remove", "--force", str(path))
+                    except WorkspaceError as exc:
+                        logger.warning("%s", exc)
+                if path.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                (directory / f"task-{task_id}.base").unlink(missing_ok=True)
+                out.append(Cleaned(path, True, why))
+            if is_worktree and git_root is not None and not dry_run:
+                _git(git_root, "worktree", "prune")
+    return out
