@@ -407,6 +407,12 @@ def complete(task_id: int, *, worker_id: str, token: int, result: dict | None = 
     """The agent finished. Reviews record their verdict; building work goes on to review."""
     result = dict(result or {})
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Lock the reviewed work before its review — the order cancel() uses — so the two
+            # never deadlock, and reviews of one step finishing together see each other.
+            parent_id = Task.objects.filter(pk=task_id).values_list("parent_id", flat=True).first()
+            if parent_id:
+                _load(parent_id)
         task = _load_held(task_id, worker_id, token)
         actor = _worker_actor(worker_id)
         now = timezone.now()
@@ -524,11 +530,14 @@ def _after_review(parent_id: int, *, actor: str) -> None:
         for finding in review.findings:
             findings.append({**finding, "review_task": review.pk, "reviewer_lane": review.lane})
     labels = ", ".join(f"#{r.pk} ({pipeline.REVIEW_LABELS.get(r.lane, r.lane)})" for r in failed)
+    # review_round identifies a round (its reviews carry it); round_base is where the count
+    # restarted when a person last retried, so a retried task gets its full rounds again.
+    round_base = int((parent.context or {}).get("round_base", 0))
     context = {
         "findings": findings,
         "failed_reviews": [r.pk for r in failed],
         "summaries": [r.result.get("summary", "") for r in failed if r.result],
-        "round": parent.review_round + 1,
+        "round_base": round_base,
     }
     blockers = [f for r in failed for f in pipeline.blocking_findings(r.lane, r.findings)]
     if blockers:
@@ -544,7 +553,7 @@ def _after_review(parent_id: int, *, actor: str) -> None:
             last_error=titles,
         )
         return
-    rounds_used = parent.review_round + 1
+    rounds_used = parent.review_round + 1 - round_base
     if rounds_used >= pipeline.max_review_rounds():
         _move(
             parent,
@@ -564,7 +573,7 @@ def _after_review(parent_id: int, *, actor: str) -> None:
         note=f"rework: {labels} failed with {len(findings)} finding(s)",
         status=Status.PENDING,
         context=context,
-        review_round=rounds_used,
+        review_round=parent.review_round + 1,
         pipeline_step=0,
         worker_id=None,
     )
@@ -671,6 +680,14 @@ def retry(task_id: int | str, *, actor: str) -> Task:
         allowed = [Status.DEAD_LETTER, Status.BLOCKED]
         if task.status not in allowed:
             raise _illegal(task, "retried", allowed)
+        fields: dict = {}
+        if not task.is_review:
+            # A fresh round id, so reviews of earlier rounds never count for the new one.
+            fields = {
+                "review_round": task.review_round + 1,
+                "context": {**(task.context or {}), "round_base": task.review_round + 1},
+                "pipeline_step": 0,
+            }
         return _move(
             task,
             allowed,
@@ -680,8 +697,7 @@ def retry(task_id: int | str, *, actor: str) -> Task:
             attempt_count=0,
             not_before=None,
             worker_id=None,
-            review_round=0,
-            pipeline_step=0,
+            **fields,
         )
 
 
