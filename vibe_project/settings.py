@@ -190,7 +190,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT") or VAR_DIR / "staticfiles")
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Without collectstatic (a local run), whitenoise serves straight from the app folders.
+WHITENOISE_USE_FINDERS = DEBUG
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -237,6 +240,8 @@ VIBE_MAX_REVIEW_ROUNDS = env_int("VIBE_MAX_REVIEW_ROUNDS", 2, minimum=1)
 VIBE_WORKSPACE = env_str("VIBE_WORKSPACE")
 VIBE_AGENT_PROFILES_FILE = env_str("VIBE_AGENT_PROFILES_FILE")
 VIBE_DEFAULT_AGENT = env_str("VIBE_DEFAULT_AGENT", "simulated") or "simulated"
+# Dashboard: cards shown per kanban column (the column header still counts them all).
+VIBE_BOARD_CARDS_PER_COLUMN = env_int("VIBE_BOARD_CARDS_PER_COLUMN", 20, minimum=1)
 
 # --- Chat -------------------------------------------------------------------------------------
 VIBE_SLACK_SIGNING_SECRET = env_str("VIBE_SLACK_SIGNING_SECRET")
@@ -248,3 +253,13 @@ VIBE_DISCORD_APPLICATION_ID = env_str("VIBE_DISCORD_APPLICATION_ID")
 VIBE_DISCORD_BOT_TOKEN = env_str("VIBE_DISCORD_BOT_TOKEN")
 VIBE_DISCORD_CHANNEL_ID = env_str("VIBE_DISCORD_CHANNEL_ID")
 VIBE_DISCORD_API_URL = env_str("VIBE_DISCORD_API_URL", "https://discord.com/api/v10")
+
+# --- Outbound notifications (chatops_app/outbox.py) --------------------------------------------
+# Where people open a task from a chat message, e.g. https://factory.example.com (no link if unset).
+VIBE_BASE_URL = env_str("VIBE_BASE_URL").rstrip("/")
+if VIBE_BASE_URL and not VIBE_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"VIBE_BASE_URL={VIBE_BASE_URL!r} must start with http(s)://.")
+VIBE_NOTIFY_TIMEOUT_SECONDS = env_float("VIBE_NOTIFY_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+VIBE_NOTIFY_RETRY_BASE_SECONDS = env_float("VIBE_NOTIFY_RETRY_BASE_SECONDS", 15.0)
+VIBE_NOTIFY_RETRY_MAX_SECONDS = env_float("VIBE_NOTIFY_RETRY_MAX_SECONDS", 3600.0)
+VIBE_NOTIFY_PERMANENT_TRIES = env_int("VIBE_NOTIFY_PERMANENT_TRIES", 3, minimum=1)
