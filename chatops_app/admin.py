@@ -1,0 +1,81 @@
+"""The Django admin for chat links and the notification outbox.
+
+Notifications are written by the lifecycle and delivered by the sender, so they are read-only
+here: the list exists to answer "did the message about task 42 get out, and if not, why?".
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from .models import ChatLink, Notification
+
+
+@admin.register(ChatLink)
+class ChatLinkAdmin(admin.ModelAdmin):
+    """Who a Slack or Discord user is here; they act with that person's permissions."""
+
+    list_display = ("platform", "external_id", "user", "created_at")
+    list_filter = ("platform",)
+    search_fields = ("external_id", "user__username")
+    list_select_related = ("user",)
+    autocomplete_fields = ("user",)
+    fields = ("platform", "external_id", "user", "created_at")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "event",
+        "task_link",
+        "channel",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "short_error",
+        "created_at",
+        "sent_at",
+    )
+    list_filter = ("state", "event", "channel")
+    search_fields = ("note", "last_error", "external_id")
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+    show_full_result_count = False
+    fields = (
+        "task_link",
+        "event",
+        "channel",
+        "state",
+        "note",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "external_id",
+        "created_at",
+        "sent_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="task", ordering="task_id")
+    def task_link(self, obj: Notification) -> str:
+        url = reverse("admin:tasks_app_task_change", args=[obj.task_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.task_id)
+
+    @admin.display(description="last error")
+    def short_error(self, obj: Notification) -> str:
+        return Truncator(obj.last_error).chars(60) or "—"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -1,0 +1,71 @@
+"""The chat admin: links are managed here; the notification outbox is read-only."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from chatops_app.models import ChatLink, DeliveryState, Notification
+from tasks_app import lifecycle
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    """The personas' passwords need no real hashing here; it would dominate the run time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def test_notification_list_shows_delivery_state(client, viewer):
+    task = lifecycle.submit("rotate secrets", lane="backend", risk="high", actor="cli")
+    sent = Notification.objects.filter(task=task, channel="slack").get()
+    Notification.objects.filter(pk=sent.pk).update(state=DeliveryState.SENT)
+    Notification.objects.filter(task=task, channel="discord").update(
+        state=DeliveryState.FAILED, attempts=5, last_error="HTTP 500 from the chat service"
+    )
+    viewer.is_staff = True
+    viewer.save()
+    client.force_login(viewer)
+    url = reverse("admin:chatops_app_notification_changelist")
+    response = client.get(url)
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Sent" in body
+    assert "Failed (gave up)" in body
+    assert "HTTP 500 from the chat service" in body
+    response = client.get(url, {"state__exact": "failed"})
+    assert [n.channel for n in response.context["cl"].result_list] == ["discord"]
+
+
+def test_notifications_cannot_be_added_changed_or_deleted(client, superuser):
+    task = lifecycle.submit("rotate secrets", lane="backend", risk="high", actor="cli")
+    note = Notification.objects.filter(task=task).first()
+    client.force_login(superuser)
+    assert client.get(reverse("admin:chatops_app_notification_add")).status_code == 403
+    url = reverse("admin:chatops_app_notification_change", args=[note.pk])
+    assert client.get(url).status_code == 200
+    client.post(url, {"state": "sent"})
+    note.refresh_from_db()
+    assert note.state == DeliveryState.PENDING
+    delete = reverse("admin:chatops_app_notification_delete", args=[note.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert Notification.objects.filter(pk=note.pk).exists()
+
+
+def test_superuser_links_a_chat_user(client, superuser, operator):
+    client.force_login(superuser)
+    response = client.post(
+        reverse("admin:chatops_app_chatlink_add"),
+        {"platform": "slack", "external_id": "U123", "user": operator.pk},
+    )
+    assert response.status_code == 302
+    link = ChatLink.objects.get()
+    assert (link.platform, link.external_id, link.user) == ("slack", "U123", operator)
+    # The same chat user cannot be linked twice: a form error, not a 500.
+    response = client.post(
+        reverse("admin:chatops_app_chatlink_add"),
+        {"platform": "slack", "external_id": "U123", "user": superuser.pk},
+    )
+    assert response.status_code == 200
+    assert ChatLink.objects.count() == 1
+    listing = client.get(reverse("admin:chatops_app_chatlink_changelist"), {"q": "otto"})
+    assert "U123" in listing.content.decode()

@@ -1,0 +1,110 @@
+"""The Django admin for the worker pool.
+
+A worker's `status` and `active_tasks` are kept by the lifecycle and the worker process, so the
+form shows them read-only and saves only the fields a person changed; Pause and Resume are
+actions that call the lifecycle with the `manage_workers` permission.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from tasks_app import lifecycle
+from tasks_app.admin import ACTION_LIMIT, run_lifecycle_action
+from tasks_app.permissions import can
+
+from .models import Worker
+
+# Set by the worker process or the lifecycle, never typed in.
+RUNTIME_FIELDS = (
+    "status",
+    "display_status",
+    "active_tasks",
+    "last_heartbeat",
+    "heartbeat_age_text",
+    "hostname",
+    "pid",
+    "created_at",
+    "updated_at",
+)
+
+
+def format_age(age: timedelta | None) -> str:
+    """'12s ago', '5m ago', '3h ago', '2d ago' or 'never': short enough for a table cell."""
+    if age is None:
+        return "never"
+    seconds = max(int(age.total_seconds()), 0)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    list_display = (
+        "worker_id",
+        "lane",
+        "tier",
+        "status",
+        "display_status",
+        "load",
+        "heartbeat_age_text",
+        "priority_score",
+    )
+    list_filter = ("lane", "tier", "status")
+    search_fields = ("worker_id", "agent_profile", "hostname")
+    ordering = ("lane", "worker_id")
+    actions = ("pause_workers", "resume_workers")
+
+    @admin.display(description="shown as")
+    def display_status(self, obj: Worker) -> str:
+        """Offline when the heartbeat is stale, whatever the row says."""
+        return obj.display_status
+
+    @admin.display(description="active / capacity", ordering="active_tasks")
+    def load(self, obj: Worker) -> str:
+        return f"{obj.active_tasks}/{obj.capacity_limit}"
+
+    @admin.display(description="heartbeat", ordering="last_heartbeat")
+    def heartbeat_age_text(self, obj: Worker) -> str:
+        return format_age(obj.heartbeat_age)
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        editable = ["tier", "capacity_limit", "priority_score", "agent_profile"]
+        if obj is None:
+            return ["worker_id", "lane", *editable]
+        return ["worker_id", "lane", *editable, *RUNTIME_FIELDS]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        # A worker's id and lane are what its process registered with; changing them under a
+        # running worker would orphan its tasks.
+        return ("worker_id", "lane", *RUNTIME_FIELDS) if obj is not None else ()
+
+    def save_model(self, request: HttpRequest, obj: Worker, form, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        changed = [name for name in form.changed_data if name not in RUNTIME_FIELDS]
+        if changed:
+            # The worker writes its heartbeat and load concurrently: save only what changed.
+            obj.save(update_fields=[*changed, "updated_at"])
+
+    def has_manage_workers_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "pause")
+
+    def _act(self, request: HttpRequest, queryset: QuerySet, move, done: str) -> None:
+        ids = list(queryset.order_by("pk").values_list("pk", flat=True)[: ACTION_LIMIT + 1])
+        run_lifecycle_action(self, request, ids, move, done=done, label=str)
+
+    @admin.action(description="Pause selected workers", permissions=["manage_workers"])
+    def pause_workers(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._act(request, queryset, lifecycle.pause_worker, "paused")
+
+    @admin.action(description="Resume selected workers", permissions=["manage_workers"])
+    def resume_workers(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._act(request, queryset, lifecycle.resume_worker, "resumed")
