@@ -1,0 +1,291 @@
+"""Approve/Retry buttons in Slack (`block_actions`), with Slack's response_url stood in for by
+a small HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.urls import reverse
+
+from chatops_app.models import ChatLink
+from chatops_app.signatures import slack_signature
+from tasks_app import lifecycle
+from tasks_app.models import Status, Task, TaskHistory
+from workers_app.models import Worker
+
+FIXTURES = Path(__file__).parent / "fixtures" / "slack"
+SECRET = "test-slack-signing-secret"
+
+
+class ResponseUrlStandIn:
+    """Records what is POSTed to it; answers `status` after `delay` seconds."""
+
+    def __init__(self) -> None:
+        self.received: queue.Queue[tuple[str, dict]] = queue.Queue()
+        self.status = 200
+        self.delay = 0.0
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                time.sleep(stand_in.delay)
+                stand_in.received.put((self.path, body))
+                self.send_response(stand_in.status)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok" if stand_in.status == 200 else b"error")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/actions/T1/1/secret"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next(self, timeout: float = 5.0) -> tuple[str, dict]:
+        return self.received.get(timeout=timeout)
+
+    def assert_nothing(self, wait: float = 0.3) -> None:
+        with pytest.raises(queue.Empty):
+            self.received.get(timeout=wait)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def response_url():
+    stand_in = ResponseUrlStandIn()
+    yield stand_in
+    stand_in.close()
+
+
+@pytest.fixture(autouse=True)
+def slack_secret(settings) -> str:
+    # Autouse, so it runs before the persona fixtures: a fast hasher keeps set-up cheap.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.VIBE_SLACK_SIGNING_SECRET = SECRET
+    return SECRET
+
+
+@pytest.fixture
+def worker(db) -> Worker:
+    return Worker.objects.create(worker_id="@chat-test", lane="backend", capacity_limit=5)
+
+
+def _dead_letter(worker: Worker, goal: str = "build the login page") -> Task:
+    task = lifecycle.submit(goal, lane="backend", actor="cli", max_attempts=1)
+    claimed = lifecycle.claim_next(worker)
+    lifecycle.fail(task.pk, worker_id=worker.pk, token=claimed.claim_token, error_type="timeout")
+    return Task.objects.get(pk=task.pk)
+
+
+def _notification_message(task: Task, action: str) -> dict:
+    """The message a notification put in the channel (as Slack echoes it in the payload)."""
+    return {
+        "type": "message",
+        "ts": "1700000000.000100",
+        "text": f"Task #{task.pk} needs you",
+        "blocks": [
+            {
+                "type": "section",
+                "block_id": "head",
+                "text": {"type": "mrkdwn", "text": f"*Task #{task.pk}* needs you"},
+            },
+            {
+                "type": "actions",
+                "block_id": "buttons",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": f"vibe_{action}",
+                        "value": str(task.pk),
+                        "text": {"type": "plain_text", "text": action.title()},
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def _payload(task: Task, action: str, slack_user: str, url: str, name: str = "alice.s") -> dict:
+    return {
+        "type": "block_actions",
+        "user": {"id": slack_user, "username": name, "name": name, "team_id": "T1"},
+        "team": {"id": "T1"},
+        "container": {"type": "message", "message_ts": "1700000000.000100"},
+        "channel": {"id": "C1", "name": "factory"},
+        "message": _notification_message(task, action),
+        "response_url": url,
+        "actions": [
+            {
+                "type": "button",
+                "action_id": f"vibe_{action}",
+                "block_id": "buttons",
+                "value": str(task.pk),
+                "action_ts": "1700000001.000200",
+            }
+        ],
+    }
+
+
+def click(client, payload: dict | str):
+    raw = payload if isinstance(payload, str) else json.dumps(payload)
+    body = f"payload={quote(raw)}".encode()
+    ts = str(int(time.time()))
+    return client.post(
+        reverse("chatops_app:slack_interactions"),
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": slack_signature(body, ts, SECRET),
+        },
+    )
+
+
+def _texts(blocks: list[dict]) -> str:
+    out = []
+    for block in blocks:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            text = element.get("text")
+            out.append(text["text"] if isinstance(text, dict) else text)
+    return "\n".join(out)
+
+
+def test_approver_approves_from_a_button_and_the_message_shows_who(client, approver, response_url):
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = lifecycle.submit("drop the old tables", lane="backend", actor="cli", risk="high")
+    response = click(client, _payload(task, "approve", "U0ALICE", response_url.url))
+    assert response.status_code == 200
+    assert response.content == b""
+
+    task.refresh_from_db()
+    assert task.status == Status.PENDING
+    assert task.history.last().actor == "slack:U0ALICE"
+
+    path, message = response_url.next()
+    assert path == "/actions/T1/1/secret"
+    assert message["replace_original"] is True
+    assert all(block["type"] != "actions" for block in message["blocks"]), "buttons are gone"
+    assert message["blocks"][0]["block_id"] == "head", "the original message is kept"
+    assert message["blocks"][-1]["type"] == "context"
+    assert f"Task #{task.pk} approved — by alice.s" in _texts(message["blocks"])
+    assert f"Task #{task.pk} approved" in message["text"]
+
+
+def test_approver_retries_from_a_button(client, approver, worker, response_url):
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = _dead_letter(worker)
+    assert click(client, _payload(task, "retry", "U0ALICE", response_url.url)).status_code == 200
+    task.refresh_from_db()
+    assert task.status == Status.PENDING
+    assert task.history.last().actor == "slack:U0ALICE"
+    _, message = response_url.next()
+    assert "reset to pending" in _texts(message["blocks"])
+
+
+@pytest.mark.parametrize("who", ["viewer", "unlinked"])
+def test_refused_click_changes_nothing_and_tells_only_the_clicker(
+    client, viewer, worker, response_url, who
+):
+    if who == "viewer":
+        ChatLink.objects.create(platform="slack", external_id="U0VERA", user=viewer)
+    task = _dead_letter(worker)
+    history = task.history.count()
+    slack_user = "U0VERA" if who == "viewer" else "U0STRANGER"
+    assert click(client, _payload(task, "retry", slack_user, response_url.url)).status_code == 200
+
+    task.refresh_from_db()
+    assert task.status == Status.DEAD_LETTER
+    assert task.history.count() == history
+    _, message = response_url.next()
+    assert message["replace_original"] is False
+    assert message["response_type"] == "ephemeral"
+    text = _texts(message["blocks"])
+    expected = "does not have the permission to retry" if who == "viewer" else "not linked"
+    assert expected in text
+
+
+def test_double_click_acts_once(client, approver, response_url):
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = lifecycle.submit("risky", lane="backend", actor="cli", risk="high")
+    payload = _payload(task, "approve", "U0ALICE", response_url.url)
+    click(client, payload)
+    click(client, payload)
+    messages = [response_url.next()[1], response_url.next()[1]]
+    assert sorted(m["replace_original"] for m in messages) == [False, True]
+    refusal = next(m for m in messages if not m["replace_original"])
+    assert "only awaiting approval tasks can be approved" in _texts(refusal["blocks"])
+    assert TaskHistory.objects.filter(task=task, actor="slack:U0ALICE").count() == 1
+
+
+def test_buttons_that_are_not_ours_are_ignored(client, db, response_url):
+    """bolt-python's block_actions fixture: action_id "a" is some other app's button."""
+    payload = json.loads((FIXTURES / "block_actions_bolt.json").read_text())
+    payload["response_url"] = response_url.url
+    assert click(client, payload).status_code == 200
+    response_url.assert_nothing()
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", json.dumps({"type": "view_submission"})])
+def test_unreadable_or_other_payloads_get_an_empty_ok(client, db, response_url, raw):
+    assert click(client, raw).status_code == 200
+    response_url.assert_nothing()
+
+
+def test_a_slow_slack_does_not_hold_the_answer(client, approver, response_url):
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = lifecycle.submit("risky", lane="backend", actor="cli", risk="high")
+    response_url.delay = 1.5
+    started = time.monotonic()
+    assert click(client, _payload(task, "approve", "U0ALICE", response_url.url)).status_code == 200
+    assert time.monotonic() - started < 1.0
+    response_url.next(timeout=6)
+
+
+def test_a_failing_response_url_is_logged_not_a_500(client, approver, response_url, caplog):
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = lifecycle.submit("risky", lane="backend", actor="cli", risk="high")
+    response_url.status = 500
+    assert click(client, _payload(task, "approve", "U0ALICE", response_url.url)).status_code == 200
+    response_url.next()
+    task.refresh_from_db()
+    assert task.status == Status.PENDING
+    deadline = time.monotonic() + 5
+    while "response_url answered 500" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "response_url answered 500" in caplog.text
+
+
+def test_unreachable_response_url_is_harmless(client, approver, response_url):
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = lifecycle.submit("risky", lane="backend", actor="cli", risk="high")
+    dead_url = response_url.url
+    response_url.close()
+    assert click(client, _payload(task, "approve", "U0ALICE", dead_url)).status_code == 200
+    task.refresh_from_db()
+    assert task.status == Status.PENDING
+
+
+def test_clicker_name_is_escaped(client, approver, response_url):
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = lifecycle.submit("risky", lane="backend", actor="cli", risk="high")
+    payload = _payload(task, "approve", "U0ALICE", response_url.url, name="<!channel>")
+    click(client, payload)
+    _, message = response_url.next()
+    assert "<!channel>" not in json.dumps(message)
+    assert "by &lt;!channel&gt;" in _texts(message["blocks"])
