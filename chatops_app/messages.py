@@ -1,0 +1,210 @@
+"""What a notification says in Slack and in Discord.
+
+Task text (goals, errors, notes) is written by agents and people, so it is untrusted: for Slack
+it is escaped (`&`, `<`, `>`), so `<!channel>` or a fake link shows as text; for Discord,
+mentions and markdown are neutralised and `allowed_mentions` is empty, so nothing can ping anyone.
+Buttons carry the encodings of `buttons.py`, which the Slack and Discord doors read back.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.urls import NoReverseMatch, reverse
+
+from tasks_app.lifecycle import error_hint
+from tasks_app.models import Status, Task
+
+from .buttons import discord_custom_id, slack_action_id
+from .models import Notification, NotificationEvent
+
+GOAL_LIMIT = 500
+ERROR_LIMIT = 400
+NOTE_LIMIT = 300
+SLACK_SECTION_LIMIT = 3000
+DISCORD_CONTENT_LIMIT = 2000
+
+HEADLINES = {
+    NotificationEvent.DEAD_LETTER: "is in the dead-letter queue",
+    NotificationEvent.BLOCKED: "is blocked and needs a person",
+    NotificationEvent.AWAITING_APPROVAL: "is waiting for approval",
+}
+
+# Error types the pipeline sets when it blocks work; the lifecycle's table covers the rest.
+REVIEW_HINTS = {
+    "review_blocked": "A review found a blocking finding. Read the findings on the task page, "
+    "fix the work, then retry.",
+    "review_failed": "Reviews kept failing. Read the findings, decide, then retry or cancel.",
+}
+
+# The button each event offers, when the task is still in that event's status.
+EVENT_ACTIONS = {
+    NotificationEvent.AWAITING_APPROVAL: ("approve", "Approve"),
+    NotificationEvent.DEAD_LETTER: ("retry", "Retry"),
+    NotificationEvent.BLOCKED: ("retry", "Retry"),
+}
+
+
+def _clip(text: str, limit: int) -> str:
+    text = (text or "").replace("\x00", "").strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def task_url(task: Task) -> str:
+    """Absolute link to the task page, or "" when VIBE_BASE_URL is unset."""
+    if not settings.VIBE_BASE_URL:
+        return ""
+    try:
+        path = task.get_absolute_url()
+    except NoReverseMatch:
+        try:
+            path = reverse("admin:tasks_app_task_change", args=[task.pk])
+        except NoReverseMatch:
+            return ""
+    return settings.VIBE_BASE_URL + path
+
+
+def _hint(task: Task) -> str:
+    return REVIEW_HINTS.get(task.last_error_type, "") or error_hint(task.last_error_type)
+
+
+def _button(notification: Notification) -> tuple[str, str] | None:
+    """The action button, only while the task still waits for it (else it would only fail)."""
+    action = EVENT_ACTIONS.get(notification.event)
+    if action is None or notification.task.status != notification.event:
+        return None
+    return action
+
+
+def _facts(notification: Notification) -> list[tuple[str, str]]:
+    """(label, untrusted value) pairs shown under the headline, in order."""
+    task = notification.task
+    facts = [
+        ("Lane", task.get_lane_display()),
+        ("Priority", str(task.priority)),
+        ("Risk", task.get_risk_display()),
+        ("Attempts", f"{task.attempt_count}/{task.max_attempts}"),
+    ]
+    if task.status != notification.event:
+        facts.append(("Now", Status(task.status).label if task.status in Status.values else "?"))
+    if notification.note:
+        facts.append(("Why", _clip(notification.note, NOTE_LIMIT)))
+    if notification.event != NotificationEvent.AWAITING_APPROVAL and task.last_error_type:
+        facts.append(("Error", task.last_error_type))
+        if task.last_error:
+            facts.append(("Error text", _clip(task.last_error[-ERROR_LIMIT:], ERROR_LIMIT)))
+        hint = _hint(task)
+        if hint:
+            facts.append(("Hint", hint))
+    return facts
+
+
+def headline(notification: Notification) -> str:
+    return f"Task #{notification.task_id} {HEADLINES.get(notification.event, notification.event)}"
+
+
+# --- Slack --------------------------------------------------------------------------------------
+
+
+def slack_escape(text: str) -> str:
+    """Slack's three control characters, so task text can never ping, link or format a mention."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip_escaped(text: str, limit: int) -> str:
+    """Cut escaped text to Slack's block limit without leaving half an entity such as `&am`."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def slack_message(notification: Notification) -> dict:
+    """`chat.postMessage` arguments (without the channel): a plain fallback and Block Kit."""
+    task = notification.task
+    goal = slack_escape(_clip(task.goal, GOAL_LIMIT))
+    title = headline(notification)
+    facts = "\n".join(f"*{label}:* {slack_escape(value)}" for label, value in _facts(notification))
+    facts = _clip_escaped(facts, SLACK_SECTION_LIMIT)
+    blocks: list[dict] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*", "verbatim": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": goal or " ", "verbatim": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": facts, "verbatim": True}},
+    ]
+    elements: list[dict] = []
+    action = _button(notification)
+    if action:
+        name, label = action
+        elements.append(
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": label},
+                "action_id": slack_action_id(name),
+                "value": str(task.pk),
+                "style": "primary",
+            }
+        )
+    url = task_url(task)
+    if url:
+        elements.append(
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": f"Open task #{task.pk}"},
+                "action_id": "vibe_open",
+                "url": url,
+            }
+        )
+    if elements:
+        blocks.append({"type": "actions", "block_id": f"vibe_task_{task.pk}", "elements": elements})
+    return {
+        "text": f"{title}: {slack_escape(_clip(task.goal, 150))}",
+        "blocks": blocks,
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
+# --- Discord ------------------------------------------------------------------------------------
+
+_DISCORD_MARKDOWN = re.compile(r"([\\*_~`|>#\-\[\]()<:])")
+
+
+def discord_escape(text: str) -> str:
+    """Neutralise markdown and mentions: a backslash before markup, a zero-width space after @."""
+    return _DISCORD_MARKDOWN.sub(r"\\\1", text).replace("@", "@\u200b")
+
+
+def discord_message(notification: Notification) -> dict:
+    """The JSON body of `POST /channels/{id}/messages`: content, buttons, no mentions at all."""
+    task = notification.task
+    lines = [f"**{headline(notification)}**"]
+    url = task_url(task)
+    if url:
+        lines.append(f"Open: <{url}>")
+    lines.append(discord_escape(_clip(task.goal, GOAL_LIMIT)))
+    lines += [f"**{label}:** {discord_escape(value)}" for label, value in _facts(notification)]
+    content = "\n".join(lines)
+    if len(content) > DISCORD_CONTENT_LIMIT:
+        content = content[: DISCORD_CONTENT_LIMIT - 1].rstrip("\\") + "…"
+    body: dict = {"content": content, "allowed_mentions": {"parse": []}}
+    action = _button(notification)
+    if action:
+        name, label = action
+        body["components"] = [
+            {
+                "type": 1,
+                "components": [
+                    {
+                        "type": 2,
+                        "style": 3 if name == "approve" else 1,
+                        "label": label,
+                        "custom_id": discord_custom_id(name, task.pk),
+                    }
+                ],
+            }
+        ]
+    return body

@@ -1,0 +1,275 @@
+"""A small HTTP server on 127.0.0.1 standing in for Slack's Web API and Discord's REST API.
+
+Our clients take their base URL from settings (VIBE_SLACK_API_URL, VIBE_DISCORD_API_URL), so
+tests point them here instead of patching our code. The stand-in records every request and can
+be told to answer the next requests with an HTTP error, a rate limit, a Slack error, or to hang
+past the client's timeout. Use `configured_standin(settings)` inside a fixture, or
+`ChatStandIn()` as a context manager (and `subprocess_settings()` for subprocesses).
+
+Routes:
+    POST /slack/api/chat.postMessage                 -> {"ok": true, "channel": …, "ts": …}
+    POST /discord/api/v10/channels/<id>/messages     -> a message object with an "id"
+    PUT  /discord/api/v10/applications/<id>/commands -> the commands, each given an "id"
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SLACK_TOKEN = "xoxb-test-token"
+DISCORD_TOKEN = "discord-test-token"
+SLACK_CHANNEL = "C0VIBE"
+DISCORD_CHANNEL = "900000000000000001"
+DISCORD_APPLICATION = "800000000000000001"
+
+
+@dataclass
+class Recorded:
+    """One request as the stand-in saw it, and how it answered (`answer`: "ok", "500", …)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    service: str
+    answer: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.answer == "ok"
+
+
+@dataclass
+class _Plan:
+    kind: str  # "status", "slack_error", "timeout"
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+_DISCORD_MESSAGES = re.compile(r"^/discord/api/v10/channels/(?P<channel>[^/]+)/messages$")
+_DISCORD_COMMANDS = re.compile(r"^/discord/api/v10/applications/(?P<app>[^/]+)/commands$")
+
+
+class ChatStandIn:
+    def __init__(self, *, slack_token: str = SLACK_TOKEN, discord_token: str = DISCORD_TOKEN):
+        self.slack_token = slack_token
+        self.discord_token = discord_token
+        self.requests: list[Recorded] = []
+        self._plans: deque[_Plan] = deque()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._release = threading.Event()
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args) -> None:  # quiet test output
+                pass
+
+            def do_POST(self) -> None:
+                standin._handle(self)
+
+            def do_PUT(self) -> None:
+                standin._handle(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    # --- Addresses ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def slack_api_url(self) -> str:
+        return f"{self.url}/slack/api/"
+
+    @property
+    def discord_api_url(self) -> str:
+        return f"{self.url}/discord/api/v10"
+
+    # --- Scripting the next answers ----------------------------------------------------------
+
+    def fail_next(self, count: int = 1, *, status: int = 500, body: Any = None) -> None:
+        """Answer the next `count` requests with `status` (a plain-text body unless given)."""
+        for _ in range(count):
+            self._plans.append(_Plan("status", status=status, body=body))
+
+    def rate_limit_next(self, count: int = 1, *, retry_after: float = 1.0) -> None:
+        """HTTP 429 with Retry-After (and Discord's JSON `retry_after`)."""
+        for _ in range(count):
+            self._plans.append(
+                _Plan(
+                    "status",
+                    status=429,
+                    body={"message": "You are being rate limited.", "retry_after": retry_after},
+                    headers={"Retry-After": format(retry_after, "g")},
+                )
+            )
+
+    def slack_error_next(self, error: str, count: int = 1) -> None:
+        """Slack's way of refusing: HTTP 200 with {"ok": false, "error": …}."""
+        for _ in range(count):
+            self._plans.append(_Plan("slack_error", body={"ok": False, "error": error}))
+
+    def timeout_next(self, count: int = 1, *, seconds: float = 2.0) -> None:
+        """Hang for `seconds` (longer than the client's timeout), then drop the connection."""
+        for _ in range(count):
+            self._plans.append(_Plan("timeout", seconds=seconds))
+
+    # --- Reading what arrived ----------------------------------------------------------------
+
+    def received(self, service: str | None = None) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if service is None or r.service == service]
+
+    def delivered(self, service: str | None = None) -> list[Recorded]:
+        """Requests answered with success: what a person would see in the channel."""
+        return [r for r in self.received(service) if r.ok]
+
+    def close(self) -> None:
+        self._release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> ChatStandIn:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- Serving -----------------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", errors="replace")
+        path = handler.path.split("?", 1)[0]
+        service = (
+            "slack" if path.startswith("/slack/") else "discord" if "/discord/" in path else "?"
+        )
+        record = Recorded(handler.command, path, dict(handler.headers.items()), body, service)
+        with self._lock:
+            self.requests.append(record)
+            plan = self._plans.popleft() if self._plans else None
+
+        if plan is not None and plan.kind == "timeout":
+            record.answer = "timeout"
+            self._release.wait(plan.seconds)
+            handler.close_connection = True
+            return
+        if plan is not None and plan.kind == "status":
+            record.answer = str(plan.status)
+            payload = plan.body if plan.body is not None else "upstream error"
+            self._reply(handler, plan.status, payload, plan.headers)
+            return
+        if plan is not None and plan.kind == "slack_error":
+            record.answer = "slack_error"
+            self._reply(handler, 200, plan.body)
+            return
+
+        status, payload = self._route(handler, path, record)
+        record.answer = "ok" if status < 300 else str(status)
+        self._reply(handler, status, payload)
+
+    def _route(self, handler, path: str, record: Recorded) -> tuple[int, Any]:
+        auth = handler.headers.get("Authorization", "")
+        if record.service == "slack":
+            if handler.command != "POST" or path != "/slack/api/chat.postMessage":
+                return 404, {"ok": False, "error": "unknown_method"}
+            if auth != f"Bearer {self.slack_token}":
+                record.answer = "slack_error"
+                return 200, {"ok": False, "error": "invalid_auth"}
+            number = next(self._ids)
+            channel = (record.body or {}).get("channel", "")
+            return 200, {"ok": True, "channel": channel, "ts": f"{1_700_000_000 + number}.000100"}
+        if auth != f"Bot {self.discord_token}":
+            return 401, {"message": "401: Unauthorized", "code": 0}
+        if handler.command == "POST" and (match := _DISCORD_MESSAGES.match(path)):
+            return 200, {
+                "id": str(1_100_000_000_000_000_000 + next(self._ids)),
+                "channel_id": match["channel"],
+                "content": (record.body or {}).get("content", ""),
+            }
+        if handler.command == "PUT" and _DISCORD_COMMANDS.match(path):
+            commands = record.body if isinstance(record.body, list) else []
+            return 200, [
+                {**command, "id": str(1_200_000_000_000_000_000 + next(self._ids))}
+                for command in commands
+            ]
+        return 404, {"message": "404: Not Found", "code": 0}
+
+    @staticmethod
+    def _reply(handler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        if isinstance(payload, str):
+            data, ctype = payload.encode(), "text/plain; charset=utf-8"
+        else:
+            data, ctype = json.dumps(payload).encode(), "application/json"
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", ctype)
+            handler.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(data)
+        except OSError:
+            pass  # the client gave up (timed out); nothing to tell
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll until `predicate()` is true; for tests that watch a subprocess."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+@contextmanager
+def configured_standin(settings) -> Iterator[ChatStandIn]:
+    """A running stand-in with Slack and Discord settings pointed at it (pytest-django's
+    `settings` fixture undoes the changes). Wrap it in a fixture in your test module."""
+    with ChatStandIn() as standin:
+        settings.VIBE_SLACK_API_URL = standin.slack_api_url
+        settings.VIBE_SLACK_BOT_TOKEN = standin.slack_token
+        settings.VIBE_SLACK_CHANNEL = SLACK_CHANNEL
+        settings.VIBE_DISCORD_API_URL = standin.discord_api_url
+        settings.VIBE_DISCORD_BOT_TOKEN = standin.discord_token
+        settings.VIBE_DISCORD_CHANNEL_ID = DISCORD_CHANNEL
+        settings.VIBE_DISCORD_APPLICATION_ID = DISCORD_APPLICATION
+        yield standin
+
+
+def subprocess_settings(standin: ChatStandIn) -> dict[str, str]:
+    """The same configuration as environment variables, for `manage.py` subprocesses."""
+    return {
+        "VIBE_SLACK_API_URL": standin.slack_api_url,
+        "VIBE_SLACK_BOT_TOKEN": standin.slack_token,
+        "VIBE_SLACK_CHANNEL": SLACK_CHANNEL,
+        "VIBE_DISCORD_API_URL": standin.discord_api_url,
+        "VIBE_DISCORD_BOT_TOKEN": standin.discord_token,
+        "VIBE_DISCORD_CHANNEL_ID": DISCORD_CHANNEL,
+        "VIBE_DISCORD_APPLICATION_ID": DISCORD_APPLICATION,
+    }
