@@ -35,15 +35,21 @@ AUTOCOMPLETE_RESULT = 8
 
 SUB_COMMAND = 1  # the option type of a subcommand; the command itself is in discord_api
 
-# Backslash-escape every character Discord's markdown gives a meaning to, `<` included so
-# `<@123>`, `<#channel>` and `<t:…>` show as typed; `@everyone`/`@here` get a zero-width space.
-_MARKDOWN = re.compile(r"([\\*_~`|>#\-\[\]()<])")
+# Backslash-escape the characters Discord's markdown gives a meaning anywhere in a line, `<`
+# included so `<@123>`, `<#channel>` and `<t:…>` show as typed; the ones that only mean something
+# at the start of a line (headings, quotes, lists) are escaped only there, to keep "#42" readable.
+# `@everyone` and `@here` get a zero-width space, so even a client that ignored
+# `allowed_mentions` would not ping.
+_MARKDOWN = re.compile(r"([\\*_~`|\[\]<])")
+_LINE_START = re.compile(r"^(\s*)(?:([#>+\-])|(\d+)\.)", re.MULTILINE)
 _MASS_MENTION = re.compile(r"@(everyone|here)", re.IGNORECASE)
 
 
 def escape(text: str) -> str:
     """Task or user text as literal Discord text: no formatting, links or mentions."""
-    return _MASS_MENTION.sub("@\u200b\\1", _MARKDOWN.sub(r"\\\1", str(text)))
+    text = _MARKDOWN.sub(r"\\\1", str(text))
+    text = _LINE_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[2] else f"{m[1]}{m[3]}\\.", text)
+    return _MASS_MENTION.sub("@\u200b\\1", text)
 
 
 def _truncate(text: str, limit: int = CONTENT_LIMIT) -> str:
