@@ -67,6 +67,7 @@ class ChatStandIn:
         self.slack_token = slack_token
         self.discord_token = discord_token
         self.requests: list[Recorded] = []
+        self.delay = 0.0  # seconds to think before each answer, to make senders overlap
         self._plans: deque[_Plan] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -173,6 +174,8 @@ class ChatStandIn:
             self.requests.append(record)
             plan = self._plans.popleft() if self._plans else None
 
+        if self.delay:
+            time.sleep(self.delay)
         if plan is not None and plan.kind == "timeout":
             record.answer = "timeout"
             self._release.wait(plan.seconds)
