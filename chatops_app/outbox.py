@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from slack_sdk import WebClient
@@ -431,7 +431,16 @@ class Sender:
         """Drain while there is work, then sleep `interval`; with `once`, drain and return."""
         total = PassStats()
         while not self._stop.is_set():
-            stats = self.send_due()
+            try:
+                stats = self.send_due()
+            except DatabaseError:
+                if once:
+                    raise
+                # The database restarted or a connection broke: keep the process, try again.
+                logger.exception("database error in the sender; trying again in %gs", interval)
+                self._stop.wait(interval)
+                close_old_connections()
+                continue
             total.add(stats)
             if stats.handled or stats.skipped:
                 continue

@@ -68,7 +68,10 @@ class Command(BaseCommand):
                 self.stdout.write(
                     "No chat channel is configured: notifications are kept until one is."
                 )
-            stats = sender.run(interval=interval, once=once)
+            try:
+                stats = sender.run(interval=interval, once=once)
+            except DatabaseError as exc:
+                raise CommandError(f"database error while sending notifications: {exc}") from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
