@@ -1,4 +1,15 @@
 """Board and task pages."""
 
+from django.urls import path
+
+from . import views
+
 app_name = "tasks_app"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.board_page, name="board"),
+    path("throughput/", views.throughput_page, name="throughput"),
+    path("tasks/<int:pk>/", views.task_detail, name="task_detail"),
+    path("tasks/<int:pk>/<slug:action>/", views.task_action, name="task_action"),
+    path("dead-letter/retry/", views.retry_all, name="retry_all"),
+    path("history/", views.history_page, name="history"),
+]

@@ -1,0 +1,343 @@
+"""Read queries behind the dashboard: the metrics bar, the kanban columns, the dead-letter panel
+and the throughput chart.
+
+Every function here runs a fixed number of queries whatever the number of tasks, so the board
+costs the same with ten tasks or a million: counts come from one aggregate restricted to live
+statuses (plus today's completions), and each column fetches only its top cards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django import forms
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from .lifecycle import ERROR_TYPES
+from .models import OPEN_STATUSES, Lane, Status, Task, TaskHistory
+
+# Fields a card needs; the big text and JSON columns stay in the database.
+CARD_FIELDS = (
+    "id",
+    "goal",
+    "lane",
+    "status",
+    "priority",
+    "risk",
+    "attempt_count",
+    "max_attempts",
+    "worker_id",
+    "last_error_type",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "stage",
+)
+
+# Column order on the board, and the order that puts the most urgent cards first in each.
+COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (Status.PENDING, ("-priority", "created_at", "id")),
+    (Status.AWAITING_APPROVAL, ("-priority", "created_at", "id")),
+    (Status.IN_PROGRESS, ("-priority", "started_at", "id")),
+    (Status.REVIEW_NEEDED, ("-priority", "created_at", "id")),
+    (Status.BLOCKED, ("-priority", "updated_at", "id")),
+    (Status.DEAD_LETTER, ("-priority", "updated_at", "id")),
+    (Status.COMPLETED, ("-updated_at", "-id")),
+)
+BOARD_STATUSES = frozenset(status for status, _ in COLUMNS)
+
+# Error types people can filter by: the lifecycle's, plus the pipeline's review outcomes.
+ERROR_TYPE_CHOICES = sorted({*ERROR_TYPES, "review_blocked", "review_failed"})
+
+MAX_SEARCH_LENGTH = 200
+DEAD_LETTER_PANEL_LIMIT = 50
+RETRY_ALL_LIMIT = 500
+
+
+def cards_per_column() -> int:
+    return getattr(settings, "VIBE_BOARD_CARDS_PER_COLUMN", 20)
+
+
+# --- Filters ----------------------------------------------------------------------------------
+
+
+class BoardFilterForm(forms.Form):
+    """The board's filters, read from the query string so a filtered board is a shareable link."""
+
+    lane = forms.ChoiceField(required=False, choices=[("", "All lanes"), *Lane.choices])
+    worker = forms.CharField(required=False, max_length=64)
+    error = forms.ChoiceField(
+        required=False,
+        label="Error type",
+        choices=[("", "Any error type")] + [(e, e.replace("_", " ")) for e in ERROR_TYPE_CHOICES],
+    )
+    q = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Search goals")
+
+    def clean_worker(self) -> str:
+        return self.cleaned_data["worker"].strip()
+
+    def clean_q(self) -> str:
+        return self.cleaned_data["q"].strip()
+
+
+@dataclass(frozen=True)
+class Filters:
+    lane: str = ""
+    worker: str = ""
+    error: str = ""
+    q: str = ""
+    errors: tuple[str, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_query(cls, data) -> Filters:
+        """Valid filters from a query dict; an invalid one is dropped with a message saying why."""
+        form = BoardFilterForm(data)
+        form.is_valid()
+        values = {
+            name: form.cleaned_data.get(name, "")
+            for name in ("lane", "worker", "error", "q")
+            if name not in form.errors
+        }
+        messages = tuple(
+            f"{form.fields[name].label or name.title()}: {' '.join(errs)} That filter is ignored."
+            for name, errs in form.errors.items()
+        )
+        return cls(**values, errors=messages)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.lane or self.worker or self.error or self.q)
+
+    def as_query(self) -> str:
+        from urllib.parse import urlencode
+
+        pairs = [(k, v) for k, v in self.items() if v]
+        return urlencode(pairs)
+
+    def items(self) -> list[tuple[str, str]]:
+        return [("lane", self.lane), ("worker", self.worker), ("error", self.error), ("q", self.q)]
+
+    def apply(self, qs: QuerySet) -> QuerySet:
+        if self.lane:
+            qs = qs.filter(lane=self.lane)
+        if self.worker:
+            qs = qs.filter(worker_id=self.worker)
+        if self.error:
+            qs = qs.filter(last_error_type=self.error)
+        if self.q:
+            qs = qs.filter(goal__icontains=self.q)
+        return qs
+
+
+# --- Metrics ----------------------------------------------------------------------------------
+
+
+def start_of_today() -> datetime:
+    now = timezone.localtime()
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _status_counts(qs: QuerySet, statuses) -> dict[str, int]:
+    """Counts of several statuses in one aggregate query."""
+    aggregates = {s: Count("id", filter=Q(status=s)) for s in statuses}
+    return {k: v or 0 for k, v in qs.aggregate(**aggregates).items()}
+
+
+@dataclass
+class Metrics:
+    active_workers: int
+    total_workers: int
+    pending: int
+    in_progress: int
+    awaiting_approval: int
+    review_needed: int
+    blocked: int
+    dead_letter: int
+    completed_today: int
+
+
+def metrics() -> Metrics:
+    """The seed's metrics bar, in two queries: one over live tasks, one over workers.
+
+    Only live statuses and today's completions are counted, through the (status, updated_at)
+    index, so the cost follows the size of the open work, not of the whole history.
+    """
+    from workers_app.models import Worker
+
+    today = start_of_today()
+    live = Q(status__in=OPEN_STATUSES) | Q(status=Status.COMPLETED, updated_at__gte=today)
+    counts = Task.objects.filter(live).aggregate(
+        **{s: Count("id", filter=Q(status=s)) for s in OPEN_STATUSES},
+        completed_today=Count("id", filter=Q(status=Status.COMPLETED)),
+    )
+    workers = Worker.objects.aggregate(
+        total=Count("pk"), active=Count("pk", filter=Q(active_tasks__gt=0))
+    )
+    return Metrics(
+        active_workers=workers["active"] or 0,
+        total_workers=workers["total"] or 0,
+        pending=counts[Status.PENDING] or 0,
+        in_progress=counts[Status.IN_PROGRESS] or 0,
+        awaiting_approval=counts[Status.AWAITING_APPROVAL] or 0,
+        review_needed=counts[Status.REVIEW_NEEDED] or 0,
+        blocked=counts[Status.BLOCKED] or 0,
+        dead_letter=counts[Status.DEAD_LETTER] or 0,
+        completed_today=counts["completed_today"] or 0,
+    )
+
+
+# --- Columns ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Column:
+    status: str
+    label: str
+    count: int
+    cards: list[Task]
+
+    @property
+    def hidden_count(self) -> int:
+        return max(self.count - len(self.cards), 0)
+
+
+def column_counts(filters: Filters, board_metrics: Metrics | None = None) -> dict[str, int]:
+    """Cards per column; reuses the metrics bar's counts when no filter is set."""
+    if not filters.active and board_metrics is not None:
+        counts = {
+            Status.PENDING: board_metrics.pending,
+            Status.AWAITING_APPROVAL: board_metrics.awaiting_approval,
+            Status.IN_PROGRESS: board_metrics.in_progress,
+            Status.REVIEW_NEEDED: board_metrics.review_needed,
+            Status.BLOCKED: board_metrics.blocked,
+            Status.DEAD_LETTER: board_metrics.dead_letter,
+            Status.COMPLETED: board_metrics.completed_today,
+        }
+        return {str(k): v for k, v in counts.items()}
+    today = start_of_today()
+    qs = filters.apply(
+        Task.objects.filter(
+            Q(status__in=OPEN_STATUSES) | Q(status=Status.COMPLETED, updated_at__gte=today)
+        )
+    )
+    return _status_counts(qs, [s for s, _ in COLUMNS])
+
+
+def card_queryset() -> QuerySet:
+    return Task.objects.only(*CARD_FIELDS)
+
+
+def columns(filters: Filters, counts: dict[str, int], limit: int | None = None) -> list[Column]:
+    """One small query per column: its most urgent cards, never the whole column.
+
+    The completed column shows today's most recent completions; the history page has the rest.
+    """
+    limit = limit or cards_per_column()
+    today = start_of_today()
+    result = []
+    for status, ordering in COLUMNS:
+        qs = filters.apply(card_queryset().filter(status=status))
+        if status == Status.COMPLETED:
+            qs = qs.filter(updated_at__gte=today)
+        cards = list(qs.order_by(*ordering)[:limit])
+        result.append(Column(status, Status(status).label, counts.get(status, 0), cards))
+    return result
+
+
+def dead_letter_rows(filters: Filters, limit: int = DEAD_LETTER_PANEL_LIMIT) -> list[Task]:
+    """The seed's DLQ list: newest first, with error type, attempts and created time."""
+    qs = filters.apply(card_queryset().filter(status=Status.DEAD_LETTER))
+    return list(qs.order_by("-created_at", "-id")[:limit])
+
+
+def dead_letter_ids(filters: Filters, limit: int = RETRY_ALL_LIMIT) -> list[int]:
+    qs = filters.apply(Task.objects.filter(status=Status.DEAD_LETTER))
+    return list(qs.order_by("-created_at", "-id").values_list("pk", flat=True)[:limit])
+
+
+# --- Throughput -------------------------------------------------------------------------------
+
+
+@dataclass
+class LaneSeries:
+    lane: str
+    label: str
+    completed: list[int]
+    failed: list[int]
+
+    @property
+    def total_completed(self) -> int:
+        return sum(self.completed)
+
+    @property
+    def total_failed(self) -> int:
+        return sum(self.failed)
+
+    @property
+    def peak(self) -> int:
+        return max([c + f for c, f in zip(self.completed, self.failed, strict=True)] or [0])
+
+
+@dataclass
+class Throughput:
+    hours: list[datetime]
+    lanes: list[LaneSeries]
+
+    @property
+    def peak(self) -> int:
+        return max([lane.peak for lane in self.lanes] or [0])
+
+
+def _failed_transition() -> Q:
+    """History rows that record a failed attempt: dead letter, or a failed retry with backoff.
+
+    The lifecycle notes a retried failure as "attempt N/M failed (…)"; a release by a draining
+    worker goes the same way (in progress → pending) but is not a failure.
+    """
+    retried = Q(
+        from_status=Status.IN_PROGRESS, to_status=Status.PENDING, note__startswith="attempt"
+    )
+    return Q(to_status=Status.DEAD_LETTER) | retried
+
+
+def throughput(hours: int = 24, now: datetime | None = None) -> Throughput:
+    """Tasks completed and failed per hour over the last `hours` hours, per lane; one query."""
+    now = now or timezone.now()
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = end - timedelta(hours=hours)
+    tz = timezone.get_current_timezone()
+    rows = (
+        TaskHistory.objects.filter(created_at__gte=start, created_at__lt=end)
+        .filter(Q(to_status=Status.COMPLETED) | _failed_transition())
+        .annotate(hour=TruncHour("created_at", tzinfo=tz))
+        .values("task__lane", "hour", "to_status")
+        .annotate(n=Count("id"))
+    )
+    slots = [timezone.localtime(start + timedelta(hours=i), tz) for i in range(hours)]
+    index = {slot.replace(minute=0, second=0, microsecond=0): i for i, slot in enumerate(slots)}
+    series: dict[str, LaneSeries] = {}
+    for row in rows:
+        lane = row["task__lane"]
+        hour = row["hour"]
+        if hour is None:
+            continue
+        slot = index.get(timezone.localtime(hour, tz).replace(minute=0, second=0, microsecond=0))
+        if slot is None:
+            continue
+        entry = series.setdefault(
+            lane,
+            LaneSeries(
+                lane, Lane(lane).label if lane in Lane.values else lane, [0] * hours, [0] * hours
+            ),
+        )
+        if row["to_status"] == Status.COMPLETED:
+            entry.completed[slot] += row["n"]
+        else:
+            entry.failed[slot] += row["n"]
+    ordered = [series[lane] for lane in Lane.values if lane in series]
+    ordered += [s for lane, s in series.items() if lane not in Lane.values]
+    return Throughput(hours=slots, lanes=ordered)

@@ -1,0 +1,88 @@
+"""django-tables2 tables for the worker pool and the history page.
+
+The pool renders its rows through `partials/worker_row.html`, so a Pause/Resume click can swap
+one row; the table here owns the columns, their headers and sorting.
+"""
+
+from __future__ import annotations
+
+import django_tables2 as tables
+from django.utils.html import format_html
+
+from workers_app.models import Worker
+
+from .models import Status, TaskHistory
+
+
+class WorkerTable(tables.Table):
+    worker_id = tables.Column(verbose_name="Worker")
+    lane = tables.Column()
+    tier = tables.Column()
+    status = tables.Column()
+    load = tables.Column(
+        verbose_name="Load", accessor="active_tasks", order_by=("active_tasks", "capacity_limit")
+    )
+    heartbeat = tables.Column(
+        verbose_name="Heartbeat", accessor="last_heartbeat", order_by=("-last_heartbeat",)
+    )
+    priority_score = tables.Column(verbose_name="Priority score")
+    current = tables.Column(verbose_name="Current tasks", empty_values=(), orderable=False)
+    actions = tables.Column(verbose_name="Actions", empty_values=(), orderable=False)
+
+    class Meta:
+        model = Worker
+        fields = ()
+        sequence = (
+            "worker_id",
+            "lane",
+            "tier",
+            "status",
+            "load",
+            "heartbeat",
+            "priority_score",
+            "current",
+            "actions",
+        )
+        template_name = "partials/pool_table.html"
+        order_by = ("lane", "worker_id")
+        attrs = {"class": "table pool-table"}
+
+
+def _status_label(value: str) -> str:
+    return Status(value).label if value in Status.values else (value or "—")
+
+
+class HistoryTable(tables.Table):
+    created_at = tables.DateTimeColumn(verbose_name="When", format="Y-m-d H:i:s")
+    task = tables.Column(verbose_name="Task", accessor="task_id", order_by=("task_id",))
+    lane = tables.Column(verbose_name="Lane", accessor="task__lane")
+    from_status = tables.Column(verbose_name="From")
+    to_status = tables.Column(verbose_name="To")
+    actor = tables.Column()
+    note = tables.Column(orderable=False)
+
+    class Meta:
+        model = TaskHistory
+        fields = ()
+        sequence = ("created_at", "task", "lane", "from_status", "to_status", "actor", "note")
+        template_name = "partials/history_table.html"
+        order_by = ("-created_at",)
+        attrs = {"class": "table history-table"}
+        empty_text = "No history matches these filters."
+
+    def render_task(self, record: TaskHistory) -> str:
+        return format_html(
+            '<a href="{}">#{}</a> <span class="goal-snippet">{}</span>',
+            record.task.get_absolute_url(),
+            record.task_id,
+            record.task.goal[:60],
+        )
+
+    def render_lane(self, value: str) -> str:
+        return format_html('<span class="lane lane-{}">{}</span>', value, value)
+
+    def render_from_status(self, value: str) -> str:
+        return _status_label(value) if value else "—"
+
+    def render_to_status(self, value: str) -> str:
+        return format_html('<span class="status status-{}">{}</span>', value, _status_label(value))
