@@ -7,5 +7,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("chatops/", include("chatops_app.urls")),
+    path("workers/", include("workers_app.urls")),
     path("", include("tasks_app.urls")),
 ]
