@@ -314,7 +314,8 @@ class Sender:
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential, capped, with jitter so rows that failed together don't retry together."""
-        base = min(self.retry_max, self.retry_base * (2 ** max(attempts - 1, 0)))
+        # The exponent is capped: a row retried hourly for weeks must not overflow a float.
+        base = min(self.retry_max, self.retry_base * (2 ** min(max(attempts - 1, 0), 30)))
         return timedelta(seconds=base * (0.5 + 0.5 * self.rng()))
 
     def _record_failure(

@@ -458,3 +458,11 @@ def test_each_event_writes_one_row_per_channel(chat_standin):
         ("discord", NotificationEvent.AWAITING_APPROVAL),
         ("slack", NotificationEvent.AWAITING_APPROVAL),
     ]
+
+
+def test_backoff_grows_is_capped_and_survives_weeks_of_retries(clock):
+    sender = _sender(clock, retry_base=10.0, retry_max=600.0)
+
+    delays = [sender.backoff(n).total_seconds() for n in (1, 2, 3, 10, 5000)]
+
+    assert delays == [7.5, 15.0, 30.0, 450.0, 450.0]  # rng 0.5 → 75% of the nominal delay
