@@ -43,7 +43,7 @@ from .runner import AgentProcess, RunResult
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.2  # how often running agents are checked
+POLL_SECONDS = 0.05  # how often running agents are checked (a cheap waitpid)
 FLUSH_SECONDS = 2.0  # how often live output tails are written to the Run rows
 REAP_SECONDS = 1.0  # how often an idle worker looks for expired leases
 SQLITE_INTERVAL = 0.1  # default idle poll on SQLite: p50 dispatch ~ half of it

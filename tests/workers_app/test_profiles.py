@@ -1,0 +1,96 @@
+"""Agent profiles are configuration: built-ins, a user's TOML file, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers_app.profiles import (
+    BUILTIN_PROFILES,
+    ProfileError,
+    command_profile,
+    get_profile,
+    template_values,
+)
+
+
+def test_builtin_profiles_cover_the_agents_the_issue_names():
+    assert BUILTIN_PROFILES["claude"].argv[:2] == ("claude", "-p")
+    assert BUILTIN_PROFILES["codex"].argv[:2] == ("codex", "exec")
+    aider = BUILTIN_PROFILES["aider"]
+    assert aider.argv == ("aider", "--yes-always", "--message-file", "{prompt_file}")
+    assert aider.uses_prompt_file
+    assert BUILTIN_PROFILES["gemini"].argv[0] == "gemini"
+    assert BUILTIN_PROFILES["command"].argv == ()
+    assert "SIMULATED" in BUILTIN_PROFILES["simulated"].description
+
+
+def test_simulated_profile_renders_to_the_repo_script():
+    argv = BUILTIN_PROFILES["simulated"].render_argv(template_values())
+    assert argv[1].endswith("workers_app/agents/simulated_agent.py")
+
+
+def test_user_profile_from_toml_file_adds_and_overrides(tmp_path, settings):
+    path = tmp_path / "agents.toml"
+    path.write_text(
+        """
+[profiles.mine]
+command = "my-agent --fast '{prompt_file}'"
+prompt = "file"
+timeout = 90
+env = { MY_KEY = "1" }
+
+[profiles.claude]
+argv = ["claude", "-p", "--model", "opus"]
+"""
+    )
+    settings.VIBE_AGENT_PROFILES_FILE = str(path)
+    mine = get_profile("mine")
+    assert mine.argv == ("my-agent", "--fast", "{prompt_file}")
+    assert mine.prompt == "file" and mine.timeout == 90 and mine.env == {"MY_KEY": "1"}
+    assert get_profile("claude").argv == ("claude", "-p", "--model", "opus")
+    assert get_profile("aider").argv[0] == "aider"  # built-ins stay
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[profiles.x]\nargv = 'claude'", "'argv' must be a list of strings"),
+        ("[profiles.x]\nargv = ['a']\nprompt = 'pipe'", "'prompt' must be 'stdin' or 'file'"),
+        ("[profiles.x]\nargv = ['a']\ntimeout = -1", "'timeout' must be a positive number"),
+        ("[profiles.x]\nargv = ['a', '{secret}']", "unknown placeholder(s) secret"),
+        ("[profiles.x]\nargvv = ['a']", "unknown key(s) argvv"),
+        ("[profiles.x\n", "cannot read agent profiles"),
+    ],
+)
+def test_bad_profile_file_is_refused_with_a_clear_message(tmp_path, settings, body, message):
+    path = tmp_path / "agents.toml"
+    path.write_text(body)
+    settings.VIBE_AGENT_PROFILES_FILE = str(path)
+    with pytest.raises(ProfileError) as excinfo:
+        get_profile("x")
+    assert message in str(excinfo.value)
+
+
+def test_missing_profile_file_is_named(settings, tmp_path):
+    settings.VIBE_AGENT_PROFILES_FILE = str(tmp_path / "nope.toml")
+    with pytest.raises(ProfileError, match="does not exist"):
+        get_profile("claude")
+
+
+def test_unknown_profile_lists_the_choices():
+    with pytest.raises(ProfileError, match="choose one of aider, claude"):
+        get_profile("gpt-9")
+
+
+def test_agent_command_is_split_like_a_shell_but_never_run_by_one():
+    profile = command_profile("python 'my agent.py' --flag \"a b\"; rm -rf /")
+    assert profile.argv == ("python", "my agent.py", "--flag", "a b;", "rm", "-rf", "/")
+    with pytest.raises(ProfileError, match="cannot split"):
+        command_profile("python 'unclosed")
+    with pytest.raises(ProfileError, match="empty"):
+        command_profile("   ")
+
+
+def test_command_profile_without_argv_says_how_to_fix_it():
+    with pytest.raises(ProfileError, match="--agent-command"):
+        BUILTIN_PROFILES["command"].render_argv(template_values())

@@ -1,0 +1,287 @@
+"""`runworker` as real processes: pipelines, failures, crashes and signals, on both databases."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tasks_app import lifecycle
+from tasks_app.models import Run, Status, Task, TaskHistory
+from tests.workers_app.conftest import wait_for
+from workers_app.models import Worker
+
+
+def submit(goal: str, lane: str = "backend", **kw) -> Task:
+    return lifecycle.submit(goal, lane=lane, actor="cli", **kw)
+
+
+def reload(task: Task) -> Task:
+    return Task.objects.get(pk=task.pk)
+
+
+# --- the command's front door -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_unknown_worker_without_lane_is_refused_clearly():
+    with pytest.raises(CommandError, match="does not exist; pass --lane"):
+        call_command("runworker", "@ghost-1", "--once")
+    assert not Worker.objects.filter(pk="@ghost-1").exists()
+
+
+@pytest.mark.django_db
+def test_lane_mismatch_is_refused():
+    Worker.objects.create(worker_id="@x-1", lane="backend")
+    with pytest.raises(CommandError, match="works the backend lane, not qa"):
+        call_command("runworker", "@x-1", "--lane", "qa", "--once")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--capacity", "0"], "must be at least 1"),
+        (["--interval", "soon"], "not a number of seconds"),
+        (["--lease", "0"], "must be a number of seconds"),
+        (["--agent", "gpt-9"], "unknown agent profile 'gpt-9'"),
+        (["--agent", "command"], "has no command"),
+        (["--agent-command", "python 'oops"], "cannot split"),
+    ],
+)
+def test_bad_flags_get_a_clear_message(flags, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("runworker", "@x-1", "--lane", "backend", "--once", *flags)
+
+
+# --- pipelines ----------------------------------------------------------------------------------
+
+
+def test_backend_work_goes_through_security_then_qa_to_completed(fleet):
+    task = submit("Add a /health endpoint")
+    fleet.run("@backend-1", "backend", "ok_agent.py")
+    assert reload(task).status == Status.REVIEW_NEEDED
+    fleet.run("@security-1", "security", "verdict_agent.py", env={"TEST_VERDICT": "pass"})
+    fleet.run("@qa-1", "qa", "verdict_agent.py", env={"TEST_VERDICT": "pass"})
+    task = reload(task)
+    assert task.status == Status.COMPLETED
+    assert "ok agent received: Vibe Factory task" in task.result["summary"]
+    reviews = list(task.children.order_by("id"))
+    assert [(r.lane, r.status, r.verdict) for r in reviews] == [
+        ("security", "completed", "PASS"),
+        ("qa", "completed", "PASS"),
+    ]
+    run = Run.objects.get(task=task)
+    assert run.outcome == "completed" and run.exit_code == 0 and run.finished_at
+
+
+def test_critical_security_fail_blocks_and_never_reaches_qa(fleet):
+    task = submit("Store the API token")
+    fleet.run("@backend-1", "backend")
+    fleet.run("@security-1", "security", "verdict_agent.py", env={"TEST_VERDICT": "critical"})
+    task = reload(task)
+    assert task.status == Status.BLOCKED
+    assert task.last_error_type == "review_blocked"
+    assert not Task.objects.filter(lane="qa").exists()
+
+
+def test_ux_fail_sends_rework_with_findings_in_the_next_prompt(fleet, tmp_path):
+    captures = tmp_path / "prompts"
+    env = {"TEST_CAPTURE_DIR": str(captures)}
+    task = submit("Add a logo to the header", lane="frontend")
+    fleet.run("@frontend-1", "frontend", "capture_agent.py", env=env)
+    fleet.run("@ux-designer", "ux", "verdict_agent.py", env={"TEST_VERDICT": "fail"})
+    assert reload(task).status == Status.PENDING
+    fleet.run("@frontend-1", "frontend", "capture_agent.py", env=env)
+    prompts = sorted(captures.glob(f"task-{task.pk}-*.txt"), key=lambda p: p.stat().st_mtime)
+    assert len(prompts) == 2
+    first, second = (p.read_text() for p in prompts)
+    assert "Missing alt text" not in first
+    assert "### Rework (round 1)" in second
+    assert "[HIGH] Missing alt text (templates/base.html) [from ux review]" in second
+    assert reload(task).status == Status.REVIEW_NEEDED
+
+
+def test_malformed_verdict_is_a_bad_verdict_failure_with_the_parse_error(fleet):
+    task = submit("Audit it", lane="security", max_attempts=1)
+    fleet.run("@security-1", "security", "verdict_agent.py", env={"TEST_VERDICT": "malformed"})
+    task = reload(task)
+    assert task.status == Status.DEAD_LETTER
+    assert task.last_error_type == "bad_verdict"
+    assert "not valid JSON" in task.last_error
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+
+def test_always_failing_agent_runs_max_attempts_then_dead_letter(fleet):
+    task = submit("Doomed", max_attempts=3)
+    fleet.run("@backend-1", "backend", "fail_agent.py")
+    task = reload(task)
+    assert task.status == Status.DEAD_LETTER
+    assert task.last_error_type == "agent_exit"
+    assert task.attempt_count == 3
+    assert "status 3" in task.last_error and "deliberate test failure" in task.last_error
+    runs = list(Run.objects.filter(task=task).order_by("id"))
+    assert [r.attempt for r in runs] == [1, 2, 3]
+    assert {r.outcome for r in runs} == {"agent_exit"}
+
+
+def test_missing_agent_goes_straight_to_dead_letter(fleet, subprocess_env):
+    task = submit("Needs a real agent", max_attempts=3)
+    worker = fleet.start(
+        "@backend-1", "backend", "ok_agent.py", "--once", "--agent-command", "no-such-agent-xyz"
+    )
+    assert worker.wait(60) == 0, worker.output()
+    task = reload(task)
+    assert task.status == Status.DEAD_LETTER
+    assert task.last_error_type == "agent_missing"
+    assert task.attempt_count == 1
+    assert "no-such-agent-xyz" in task.last_error
+    assert Run.objects.filter(task=task).count() == 1
+
+
+def test_time_limit_is_a_timeout_failure(fleet):
+    task = submit("Slow", max_attempts=1)
+    fleet.run("@backend-1", "backend", "sleep_agent.py", "--timeout", "1", env={"TEST_SLEEP": "30"})
+    task = reload(task)
+    assert task.status == Status.DEAD_LETTER and task.last_error_type == "timeout"
+
+
+# --- crashes and signals ------------------------------------------------------------------------
+
+
+def _claimed_by(task: Task, worker_id: str):
+    def check():
+        current = reload(task)
+        return current.status == Status.IN_PROGRESS and current.worker_id == worker_id
+
+    return check
+
+
+@pytest.mark.slow
+def test_kill_9_mid_task_requeues_after_lease_and_another_worker_finishes(fleet):
+    task = submit("Survive a crash", pipeline="none")
+    doomed = fleet.start(
+        "@backend-1", "backend", "sleep_agent.py", "--lease", "2", env={"TEST_SLEEP": "60"}
+    )
+    wait_for(_claimed_by(task, "@backend-1"), what="first claim")
+    wait_for(lambda: Run.objects.filter(task=task).exclude(argv=[]).exists(), what="agent start")
+    doomed.proc.send_signal(signal.SIGKILL)
+    doomed.wait(10)
+    survivor = fleet.start("@backend-2", "backend", "ok_agent.py", "--lease", "2")
+    wait_for(lambda: reload(task).status == Status.COMPLETED, timeout=30, what="completion")
+    survivor.proc.send_signal(signal.SIGTERM)
+    assert survivor.wait(30) == 0
+    task = reload(task)
+    assert task.attempt_count == 1
+    assert task.last_error_type == "lease_expired"
+    assert task.worker_id == "@backend-2"
+    notes = list(TaskHistory.objects.filter(task=task).values_list("note", flat=True))
+    assert sum("lease_expired" in n for n in notes) == 1
+    assert Worker.objects.get(pk="@backend-1").active_tasks == 0
+
+
+def test_sigterm_mid_task_releases_it_and_exits_zero(fleet):
+    task = submit("Interrupted", pipeline="none")
+    worker = fleet.start(
+        "@backend-1", "backend", "sleep_agent.py", "--grace", "0.5", env={"TEST_SLEEP": "60"}
+    )
+    wait_for(_claimed_by(task, "@backend-1"), what="claim")
+    wait_for(lambda: Run.objects.filter(task=task).exclude(argv=[]).exists(), what="agent start")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+    task = reload(task)
+    assert task.status == Status.PENDING
+    assert task.attempt_count == 0
+    assert not Task.objects.filter(status=Status.IN_PROGRESS).exists()
+    run = Run.objects.get(task=task)
+    assert run.outcome == "released" and run.finished_at
+    row = Worker.objects.get(pk="@backend-1")
+    assert row.active_tasks == 0 and row.status == "offline"
+
+
+def test_idle_worker_exits_at_once_on_sigterm(fleet):
+    worker = fleet.start("@backend-1", "backend")
+    wait_for(lambda: "working" in worker.output(), what="start")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+
+
+def test_live_tail_is_written_while_the_agent_runs(fleet):
+    task = submit("Chatty", pipeline="none")
+    worker = fleet.start("@backend-1", "backend", "sleep_agent.py", env={"TEST_SLEEP": "60"})
+    wait_for(
+        lambda: "sleep agent: tick" in (Run.objects.filter(task=task).first() or Run()).stdout_tail,
+        timeout=20,
+        what="live tail",
+    )
+    worker.proc.send_signal(signal.SIGTERM)  # drain: the agent gets a 20 s grace period
+    wait_for(lambda: "stopping; waiting" in worker.output(), what="drain")
+    worker.proc.send_signal(signal.SIGTERM)  # second signal: stop it now
+    assert worker.wait(10) == 0
+    assert reload(task).status == Status.PENDING
+
+
+def test_cancelled_task_stops_its_agent(fleet):
+    task = submit("Cancel me", pipeline="none")
+    worker = fleet.start(
+        "@backend-1", "backend", "sleep_agent.py", "--lease", "2", env={"TEST_SLEEP": "60"}
+    )
+    wait_for(_claimed_by(task, "@backend-1"), what="claim")
+    lifecycle.cancel(task.pk, actor="user:alice")
+    wait_for(
+        lambda: Run.objects.filter(task=task, outcome="lease_lost").exists(),
+        timeout=15,
+        what="agent stopped",
+    )
+    assert reload(task).status == Status.CANCELLED
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+
+
+# --- many workers -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_many_workers_drain_many_tasks_without_double_claims(fleet):
+    lanes = ["backend", "frontend", "security"]  # builders and an auditor lane
+    per_lane = 25
+    tasks = [
+        submit(f"{lane} job {i}", lane=lane, pipeline="none")
+        for lane in lanes
+        for i in range(per_lane)
+    ]
+    workers = []
+    for lane in lanes:
+        for n in (1, 2):
+            workers.append(
+                fleet.start(f"@{lane}-{n}", lane, "verdict_agent.py", "--once", capacity=2)
+            )
+    peak = 0
+    while any(w.proc.poll() is None for w in workers):
+        active = list(Worker.objects.values_list("active_tasks", "capacity_limit"))
+        for used, limit in active:
+            assert used <= limit
+        peak = max([peak, *(used for used, _ in active)])
+        time.sleep(0.02)
+    for worker in workers:
+        assert worker.wait(10) == 0, worker.output()
+        assert "database is locked" not in worker.output()
+    ids = [t.pk for t in tasks]
+    assert Task.objects.filter(pk__in=ids, status=Status.COMPLETED).count() == len(ids)
+    claims = TaskHistory.objects.filter(task_id__in=ids, to_status=Status.IN_PROGRESS)
+    assert claims.count() == len(ids)  # exactly one claim per task: no double claims
+    assert Run.objects.filter(task_id__in=ids).count() == len(ids)
+    assert peak >= 1
+    assert set(Worker.objects.values_list("active_tasks", flat=True)) == {0}
+
+
+def test_output_files_are_not_left_behind(fleet, settings):
+    submit("With prompt file", pipeline="none")
+    fleet.run("@backend-1", "backend")
+    prompts = Path(settings.VAR_DIR) / "prompts"
+    assert not prompts.exists() or not list(prompts.iterdir())
