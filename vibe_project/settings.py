@@ -240,6 +240,8 @@ VIBE_MAX_REVIEW_ROUNDS = env_int("VIBE_MAX_REVIEW_ROUNDS", 2, minimum=1)
 VIBE_WORKSPACE = env_str("VIBE_WORKSPACE")
 VIBE_AGENT_PROFILES_FILE = env_str("VIBE_AGENT_PROFILES_FILE")
 VIBE_DEFAULT_AGENT = env_str("VIBE_DEFAULT_AGENT", "simulated") or "simulated"
+# Where task worktrees of a git VIBE_WORKSPACE live (outside the repository's own checkout).
+VIBE_WORKTREES_DIR = env_str("VIBE_WORKTREES_DIR", str(VAR_DIR / "worktrees"))
 # Dashboard: cards shown per kanban column (the column header still counts them all).
 VIBE_BOARD_CARDS_PER_COLUMN = env_int("VIBE_BOARD_CARDS_PER_COLUMN", 20, minimum=1)
 
