@@ -345,3 +345,26 @@ def test_history_search_by_task_number(client, viewer):
     )
     assert response.status_code == 200
     assert {h.task_id for h in response.context["cl"].result_list} == {task.pk}
+
+
+def test_every_model_is_registered(client, viewer):
+    from django.contrib import admin
+
+    from chatops_app.models import ChatLink, Notification
+    from workers_app.models import Worker
+
+    for model in (Task, TaskHistory, Run, Worker, ChatLink, Notification):
+        assert admin.site.is_registered(model), model
+    response = logged_in(client, viewer).get(reverse("admin:index"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    for name in ("Tasks", "Task history", "Runs", "Workers", "Notifications"):
+        assert name in body
+
+
+def test_error_type_filter_offers_the_known_types(client, viewer):
+    dead_letter_task()
+    response = logged_in(client, viewer).get(CHANGELIST, {"last_error_type": "review_blocked"})
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 0
+    assert "agent_missing" in response.content.decode()
