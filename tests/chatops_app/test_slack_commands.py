@@ -330,3 +330,16 @@ def test_refused_attempts_leave_no_history(client, worker, viewer):
     vibe(client, f"retry {dead.pk}", "U0VERA")
     vibe(client, f"retry {dead.pk}", "U0NOBODY")
     assert not TaskHistory.objects.filter(actor__startswith="slack:").exists()
+
+
+def test_app_manifest_points_at_our_endpoints():
+    manifest_path = Path(__file__).resolve().parents[2] / "chatops_app" / "slack_app_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    (command,) = manifest["features"]["slash_commands"]
+    assert command["command"] == "/vibe"
+    assert command["url"].endswith(reverse("chatops_app:slack_commands"))
+    assert "approve <id>" in command["usage_hint"]
+    interactivity = manifest["settings"]["interactivity"]
+    assert interactivity["is_enabled"] is True
+    assert interactivity["request_url"].endswith(reverse("chatops_app:slack_interactions"))
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write"}
