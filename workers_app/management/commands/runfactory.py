@@ -1,0 +1,166 @@
+"""`manage.py runfactory`: the web server and one worker per worker row, stopped together.
+
+This is what `make run` starts after migrating. Children run in their own sessions, so a Ctrl-C
+in the terminal reaches only this process, which then drains the workers (SIGTERM: they finish or
+release their tasks) and stops the web server, and exits 0. A second Ctrl-C stops everything now.
+A worker that dies is restarted after a pause; if the web server dies, everything stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import get_commands
+from django.core.management.base import BaseCommand, CommandError
+
+from workers_app.models import Worker
+from workers_app.profiles import ProfileError, get_profile
+
+MANAGE = Path(settings.BASE_DIR) / "manage.py"
+RESTART_PAUSE_SECONDS = 5.0
+STOP_GRACE_SECONDS = 30.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restart_at: float | None = None
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        self.restart_at = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signum)
+
+
+class Command(BaseCommand):
+    help = "Start the web server and one runworker per worker row; Ctrl-C stops them all cleanly."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Web server address.")
+        parser.add_argument("--port", type=int, default=8000, help="Web server port.")
+        parser.add_argument(
+            "--agent",
+            help="Agent profile for every worker (default: each row's profile, else "
+            "VIBE_DEFAULT_AGENT, which is the simulated agent).",
+        )
+        parser.add_argument("--no-web", action="store_true", help="Start only the workers.")
+
+    def handle(self, *args, host: str, port: int, agent: str | None, no_web: bool, **opts):
+        if not 0 < port < 65536:
+            raise CommandError(f"--port {port} is not a TCP port")
+        try:
+            default_profile = get_profile(agent or settings.VIBE_DEFAULT_AGENT)
+        except ProfileError as exc:
+            raise CommandError(str(exc)) from None
+        python = sys.executable
+        children: list[Child] = []
+        if not no_web:
+            children.append(
+                Child("web", [python, str(MANAGE), "runserver", f"{host}:{port}", "--noreload"])
+            )
+        workers = list(Worker.objects.order_by("lane", "worker_id"))
+        for row in workers:
+            profile = agent or row.agent_profile or default_profile.name
+            children.append(
+                Child(
+                    row.worker_id,
+                    [python, str(MANAGE), "runworker", row.worker_id, "--agent", profile],
+                )
+            )
+        if "sendnotifications" in get_commands():
+            children.append(Child("notifications", [python, str(MANAGE), "sendnotifications"]))
+
+        self.stopping = False
+        self.forced = False
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for child in children:
+            child.start()
+        self._banner(host, port, no_web, workers, agent, default_profile.name)
+        failure = self._supervise(children)
+        self._stop(children)
+        if failure:
+            raise CommandError(failure)
+        self.stdout.write("Vibe Factory stopped.")
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            self.forced = True
+        self.stopping = True
+
+    def _banner(self, host, port, no_web, workers, agent, default_name) -> None:
+        if not no_web:
+            shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+            self.stdout.write(
+                self.style.SUCCESS(f"Vibe Factory is running at http://{shown}:{port}/")
+            )
+            self.stdout.write(
+                "Log in with the admin login printed above (first run only); forgot it? "
+                "python manage.py changepassword admin"
+            )
+        if not workers:
+            self.stdout.write(
+                "No workers are registered; add one with: manage.py runworker @x-1 --lane backend"
+            )
+        for row in workers:
+            profile = agent or row.agent_profile or default_name
+            note = " (SIMULATED agent: no model is called)" if profile == "simulated" else ""
+            self.stdout.write(f"  worker {row.worker_id}: {row.lane} lane, {profile} agent{note}")
+        self.stdout.write("Press Ctrl-C to stop everything.")
+
+    def _supervise(self, children: list[Child]) -> str:
+        while not self.stopping:
+            time.sleep(0.2)
+            now = time.monotonic()
+            for child in children:
+                if child.alive():
+                    continue
+                if child.name == "web":
+                    return (
+                        f"the web server exited with status {child.proc.returncode}; "
+                        "is the port in use? Try --port"
+                    )
+                if child.restart_at is None:
+                    child.restart_at = now + RESTART_PAUSE_SECONDS
+                    self.stderr.write(
+                        f"{child.name} exited with status {child.proc.returncode}; restarting "
+                        f"in {RESTART_PAUSE_SECONDS:g}s"
+                    )
+                elif now >= child.restart_at and not self.stopping:
+                    child.restarts += 1
+                    child.start()
+        return ""
+
+    def _stop(self, children: list[Child]) -> None:
+        self.stdout.write("Stopping: workers finish or release their tasks …")
+        for child in children:
+            child.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while any(c.alive() for c in children) and time.monotonic() < deadline:
+            if self.forced:
+                for child in children:
+                    child.signal(signal.SIGTERM)  # a second SIGTERM forces a worker
+                self.forced = False
+                deadline = min(deadline, time.monotonic() + 5)
+            time.sleep(0.1)
+        for child in children:
+            if child.alive():
+                child.signal(signal.SIGKILL)
+                child.proc.wait(5)
