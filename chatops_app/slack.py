@@ -151,16 +151,30 @@ def _clicked_by(payload: Mapping) -> str:
     return str(user.get("username") or user.get("name") or user.get("id") or "someone")
 
 
+def _without_our_buttons(block: dict) -> dict | None:
+    """`block` minus our Approve/Retry buttons (link buttons stay); None when nothing is left."""
+    if block.get("type") != "actions":
+        return block
+    elements = [
+        element
+        for element in block.get("elements") or []
+        if isinstance(element, dict)
+        and parse_slack_action(str(element.get("action_id", "")), str(element.get("value", "")))
+        is None
+    ]
+    return {**block, "elements": elements} if elements else None
+
+
 def updated_message(original: Mapping | None, reply: Reply, who: str) -> dict:
-    """The clicked message after a successful click: its buttons gone, who did what below."""
+    """The clicked message after a successful click: our buttons gone, who did what below."""
     outcome = {
         "type": "context",
         "elements": [_plain(f"{reply.title} — by {who}", SECTION_LIMIT)],
     }
     blocks = [
-        block
+        kept
         for block in (original or {}).get("blocks") or []
-        if isinstance(block, dict) and block.get("type") != "actions"
+        if isinstance(block, dict) and (kept := _without_our_buttons(block))
     ]
     if not blocks:
         blocks = render(reply)["blocks"]

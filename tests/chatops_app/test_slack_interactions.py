@@ -112,7 +112,13 @@ def _notification_message(task: Task, action: str) -> dict:
                         "action_id": f"vibe_{action}",
                         "value": str(task.pk),
                         "text": {"type": "plain_text", "text": action.title()},
-                    }
+                    },
+                    {
+                        "type": "button",
+                        "action_id": "vibe_open",
+                        "url": f"https://vibe.example.com/tasks/{task.pk}/",
+                        "text": {"type": "plain_text", "text": "Open"},
+                    },
                 ],
             },
         ],
@@ -180,7 +186,8 @@ def test_approver_approves_from_a_button_and_the_message_shows_who(client, appro
     path, message = response_url.next()
     assert path == "/actions/T1/1/secret"
     assert message["replace_original"] is True
-    assert all(block["type"] != "actions" for block in message["blocks"]), "buttons are gone"
+    buttons = [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert [b["action_id"] for b in buttons] == ["vibe_open"], "Approve is gone, the link stays"
     assert message["blocks"][0]["block_id"] == "head", "the original message is kept"
     assert message["blocks"][-1]["type"] == "context"
     assert f"Task #{task.pk} approved — by alice.s" in _texts(message["blocks"])
@@ -231,6 +238,17 @@ def test_double_click_acts_once(client, approver, response_url):
     refusal = next(m for m in messages if not m["replace_original"])
     assert "only awaiting approval tasks can be approved" in _texts(refusal["blocks"])
     assert TaskHistory.objects.filter(task=task, actor="slack:U0ALICE").count() == 1
+
+
+def test_link_button_click_is_ignored(client, approver, response_url):
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = lifecycle.submit("risky", lane="backend", actor="cli", risk="high")
+    payload = _payload(task, "approve", "U0ALICE", response_url.url)
+    payload["actions"] = [{"type": "button", "action_id": "vibe_open", "block_id": "buttons"}]
+    assert click(client, payload).status_code == 200
+    response_url.assert_nothing()
+    task.refresh_from_db()
+    assert task.status == Status.AWAITING_APPROVAL
 
 
 def test_buttons_that_are_not_ours_are_ignored(client, db, response_url):
