@@ -156,7 +156,10 @@ def _clicked(interaction: Mapping, user_id: str, name: str) -> dict:
     return {
         "type": UPDATE_MESSAGE,
         "data": {
-            "content": _truncate(f"{before}\n{after}" if before else after),
+            # Cut the old text, not the new line: who did what must always show.
+            "content": f"{_truncate(before, CONTENT_LIMIT - len(after) - 1)}\n{after}"
+            if before
+            else _truncate(after),
             "components": [],
             "allowed_mentions": NO_MENTIONS,
         },

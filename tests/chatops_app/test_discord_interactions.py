@@ -289,3 +289,36 @@ def test_long_replies_fit_discord_limits(client, key, worker):
     answer = vibe(client, key, "dlq")
     assert len(answer["data"]["content"]) <= 2000
     assert len(_buttons(answer)) == 5
+
+
+def test_the_button_on_a_real_notification_works(client, key, approver):
+    """The outbox's own Discord message (chatops_app.messages), clicked: the halves agree."""
+    from chatops_app.messages import discord_message
+    from chatops_app.models import Notification
+
+    ChatLink.objects.create(platform="discord", external_id="4242", user=approver)
+    task = _awaiting("@everyone look")
+    message = discord_message(Notification.objects.get(task=task, channel="discord"))
+    (custom_id,) = [b["custom_id"] for row in message["components"] for b in row["components"]]
+    interaction = {
+        "id": "1",
+        "type": 3,
+        "token": "t",
+        "message": {"id": "55", **message},
+        "data": {"custom_id": custom_id, "component_type": 2},
+        **_who("4242"),
+    }
+    answer = send(client, key, interaction)
+    assert answer["type"] == 7
+    assert answer["data"]["content"].startswith(message["content"])
+    assert "@everyone" not in answer["data"]["content"]
+    task.refresh_from_db()
+    assert task.status == Status.PENDING
+
+
+def test_update_of_a_long_message_keeps_who_did_what(client, key, approver):
+    ChatLink.objects.create(platform="discord", external_id="4242", user=approver)
+    task = _awaiting()
+    answer = click(client, key, "approve", task, user_id="4242", content="x" * 2000)
+    assert len(answer["data"]["content"]) <= 2000
+    assert answer["data"]["content"].endswith(f"Task #{task.pk} approved — by user4242")

@@ -307,3 +307,30 @@ def test_clicker_name_is_escaped(client, approver, response_url):
     _, message = response_url.next()
     assert "<!channel>" not in json.dumps(message)
     assert "by &lt;!channel&gt;" in _texts(message["blocks"])
+
+
+def test_the_button_on_a_real_notification_works(client, approver, response_url):
+    """The outbox's own Slack message (chatops_app.messages), clicked: the two halves agree."""
+    from chatops_app.messages import slack_message
+    from chatops_app.models import Notification
+
+    ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
+    task = lifecycle.submit("<!channel> risky", lane="backend", actor="cli", risk="high")
+    notification = Notification.objects.get(task=task, channel="slack")
+    message = slack_message(notification)
+    (button,) = [
+        e
+        for b in message["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] != "vibe_open"
+    ]
+    payload = _payload(task, "approve", "U0ALICE", response_url.url)
+    payload["message"] = {"type": "message", "ts": "1.2", **message}
+    payload["actions"] = [{**button, "block_id": "x", "action_ts": "1.3"}]
+    assert click(client, payload).status_code == 200
+    task.refresh_from_db()
+    assert task.status == Status.PENDING
+    _, update = response_url.next()
+    assert "<!channel>" not in json.dumps(update)
+    assert f"Task #{task.pk} approved — by alice.s" in _texts(update["blocks"])
