@@ -132,17 +132,23 @@ def _populate(total: int, actions: int) -> dict:
     }
 
 
-def _timed(request: Callable[[], object], count: int) -> list[float]:
-    for _ in range(3):  # warm caches (permissions, templates) outside the figures
+def _timed(request: Callable[[], object], count: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU milliseconds per request; CPU time shows the cost on a busy machine."""
+    for _ in range(3):  # warm caches (permissions, prepared statements) outside the figures
         request()
-    samples = []
+    wall, cpu = [], []
     for _ in range(count):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         response = request()
-        samples.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
+        wall.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             raise SystemExit(f"bench request failed with {response.status_code}: {response}")
-    return samples
+    return sorted(wall), sorted(cpu)
+
+
+def _p99(samples: list[float]) -> float:
+    return samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
 
 
 def main() -> int:
@@ -252,14 +258,19 @@ def main() -> int:
             ("discord task", discord(vibe("task", lambda: task_id))),
             ("discord approve", discord(vibe("approve", lambda: next(waiting)))),
         ]
-        print(f"{'command':<22}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  (n={args.requests})")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(
+            f"{'command':<22}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+            f"{'cpu p50':>9}{'cpu p99':>9}  (n={args.requests})"
+        )
         worst = 0.0
         for name, request in cases:
-            samples = sorted(_timed(request, args.requests))
-            p50 = statistics.median(samples)
-            p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
-            worst = max(worst, p99)
-            print(f"{name:<22}{p50:>9.1f}{p99:>9.1f}{samples[-1]:>9.1f}")
+            wall, cpu = _timed(request, args.requests)
+            worst = max(worst, _p99(wall))
+            print(
+                f"{name:<22}{statistics.median(wall):>9.1f}{_p99(wall):>9.1f}{wall[-1]:>9.1f}"
+                f"{statistics.median(cpu):>9.1f}{_p99(cpu):>9.1f}"
+            )
         verdict = "met" if worst < GOAL_P99_MS else "MISSED"
         print(f"worst p99 {worst:.1f} ms; goal p99 < {GOAL_P99_MS:.0f} ms: {verdict}")
         return 0 if worst < GOAL_P99_MS else 1
