@@ -49,6 +49,10 @@ def _env(database_url: str, scratch: Path) -> dict[str, str]:
         DATABASE_URL=database_url,
         DJANGO_SETTINGS_MODULE="vibe_project.settings",
         DJANGO_SECRET_KEY="bench-only-secret-key-not-for-production",
+        # As in production: with DEBUG on, Django also records (and on SQLite re-quotes)
+        # every statement, which is not the cost being measured here.
+        DJANGO_DEBUG="0",
+        DJANGO_ALLOWED_HOSTS="localhost",
         VIBE_VAR_DIR=str(scratch),
         VIBE_LOG_LEVEL="WARNING",
         PYTHONPATH=str(REPO_ROOT),

@@ -21,6 +21,9 @@ SCRIPT = Path(__file__).resolve()
 REPO_ROOT = SCRIPT.parents[2]
 LANE = "backend"
 PROCESS_TIMEOUT = 180
+# Flushing after a test without serialized rollback re-creates content types under new ids,
+# which breaks the next test that restores the serialized database; this keeps the order safe.
+SERIALIZED = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 def _start(env: dict[str, str], *args: str, start_at: float) -> subprocess.Popen:
@@ -53,6 +56,7 @@ def _start_time(processes: int) -> float:
 
 
 @pytest.mark.slow
+@SERIALIZED
 def test_many_processes_claim_every_task_exactly_once(subprocess_env):
     from tasks_app import lifecycle
     from tasks_app.models import Status, Task, TaskHistory
@@ -164,6 +168,7 @@ def _assert_one_winner(outcomes: dict[int, list[dict]], ids: list[int], allowed:
 
 
 @pytest.mark.slow
+@SERIALIZED
 def test_two_people_retrying_one_task_at_once_change_it_once(subprocess_env):
     from tasks_app.models import Status, Task, TaskHistory
 
@@ -180,6 +185,7 @@ def test_two_people_retrying_one_task_at_once_change_it_once(subprocess_env):
 
 
 @pytest.mark.slow
+@SERIALIZED
 def test_two_people_approving_one_task_at_once_change_it_once(subprocess_env):
     from tasks_app import lifecycle
     from tasks_app.models import Status, Task, TaskHistory
