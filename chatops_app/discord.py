@@ -124,14 +124,16 @@ def linked_user(external_id: str):
 def command_text(data: Mapping) -> str:
     """`/vibe retry id:42` → "retry 42": the subcommand's name, then its option values."""
     words: list[str] = []
-    for option in data.get("options") or []:
+    options = data.get("options")
+    for option in options if isinstance(options, list) else []:
         if not isinstance(option, dict):
             continue
         if option.get("type") == SUB_COMMAND or "options" in option:
             words.append(str(option.get("name", "")))
+            subs = option.get("options")
             words += [
                 str(sub.get("value", ""))
-                for sub in option.get("options") or []
+                for sub in (subs if isinstance(subs, list) else [])
                 if isinstance(sub, dict)
             ]
         elif "value" in option:
@@ -140,7 +142,8 @@ def command_text(data: Mapping) -> str:
 
 
 def _clicked(interaction: Mapping, user_id: str, name: str) -> dict:
-    data = interaction.get("data") or {}
+    data = interaction.get("data")
+    data = data if isinstance(data, dict) else {}
     ours = parse_discord_custom_id(str(data.get("custom_id", "")))
     if ours is None:
         return _message("That button is not one of Vibe Factory's.")

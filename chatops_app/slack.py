@@ -146,8 +146,12 @@ def handle_command(form: Mapping[str, str]) -> dict:
 # --- Button clicks ----------------------------------------------------------------------------
 
 
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _clicked_by(payload: Mapping) -> str:
-    user = payload.get("user") or {}
+    user = _dict(payload.get("user"))
     return str(user.get("username") or user.get("name") or user.get("id") or "someone")
 
 
@@ -213,11 +217,12 @@ def handle_interaction(payload: Mapping, *, background: bool = True) -> list[Rep
     """
     if payload.get("type") != "block_actions":
         return []
-    slack_user = str((payload.get("user") or {}).get("id") or "")
+    slack_user = str(_dict(payload.get("user")).get("id") or "")
     user = linked_user(slack_user)
     who = _clicked_by(payload)
     replies = []
-    for action in payload.get("actions") or []:
+    actions = payload.get("actions")
+    for action in actions if isinstance(actions, list) else []:
         if not isinstance(action, dict):
             continue
         ours = parse_slack_action(str(action.get("action_id", "")), str(action.get("value", "")))
@@ -228,7 +233,7 @@ def handle_interaction(payload: Mapping, *, background: bool = True) -> list[Rep
         )
         replies.append(reply)
         message = (
-            updated_message(payload.get("message"), reply, who)
+            updated_message(_dict(payload.get("message")), reply, who)
             if reply.ok
             else _refusal_message(reply)
         )

@@ -32,6 +32,12 @@ def _unauthorized(door: str, request: HttpRequest, reason: SignatureError) -> Ht
     return HttpResponse("invalid request signature", status=401, content_type="text/plain")
 
 
+def _trouble(door: str) -> dict:
+    """What a person sees when something on our side broke; the traceback is in the log."""
+    logger.exception("%s request failed", door)
+    return {"message": "Vibe Factory hit an internal error answering this; it has been logged."}
+
+
 def _verified_slack_body(request: HttpRequest) -> bytes:
     """The raw body, once its Slack signature checks out (raises SignatureError otherwise)."""
     body = request.body
@@ -52,7 +58,11 @@ def slack_commands(request: HttpRequest) -> HttpResponse:
         body = _verified_slack_body(request)
     except SignatureError as exc:
         return _unauthorized("Slack", request, exc)
-    return JsonResponse(slack.handle_command(slack.parse_form(body)))
+    try:
+        return JsonResponse(slack.handle_command(slack.parse_form(body)))
+    except Exception:  # a 500 would show Slack's opaque "dispatch_failed" instead
+        text = _trouble("Slack")["message"]
+        return JsonResponse({"response_type": "ephemeral", "text": text})
 
 
 @csrf_exempt
@@ -67,7 +77,10 @@ def slack_interactions(request: HttpRequest) -> HttpResponse:
     if payload is None:
         logger.warning("Slack interaction without a readable payload; ignored")
         return HttpResponse(status=200)
-    slack.handle_interaction(payload)
+    try:
+        slack.handle_interaction(payload)
+    except Exception:  # Slack would retry a 500; the click is answered either way
+        _trouble("Slack")
     return HttpResponse(status=200)
 
 
@@ -91,4 +104,17 @@ def discord_interactions(request: HttpRequest) -> HttpResponse:
         interaction = None
     if not isinstance(interaction, dict):
         return JsonResponse({"error": "the body is not a JSON interaction"}, status=400)
-    return JsonResponse(discord.handle(interaction))
+    try:
+        return JsonResponse(discord.handle(interaction))
+    except Exception:  # Discord shows "interaction failed" for a 500; say something useful
+        text = _trouble("Discord")["message"]
+        return JsonResponse(
+            {
+                "type": discord.CHANNEL_MESSAGE,
+                "data": {
+                    "content": text,
+                    "allowed_mentions": discord.NO_MENTIONS,
+                    "flags": discord.EPHEMERAL,
+                },
+            }
+        )

@@ -322,3 +322,33 @@ def test_update_of_a_long_message_keeps_who_did_what(client, key, approver):
     answer = click(client, key, "approve", task, user_id="4242", content="x" * 2000)
     assert len(answer["data"]["content"]) <= 2000
     assert answer["data"]["content"].endswith(f"Task #{task.pk} approved — by user4242")
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"type": 3, "data": ["not", "a", "dict"], "user": {"id": "1"}},
+        {"type": 3, "data": {"custom_id": 5}, "member": "nobody"},
+        {"type": 2, "data": {"name": "vibe", "options": 7}, "user": "x"},
+        {
+            "type": 2,
+            "data": {"name": "vibe", "options": [{"type": 1, "name": "task", "options": 3}]},
+        },
+        {"type": "2"},
+        {},
+    ],
+)
+def test_oddly_shaped_signed_interactions_get_an_answer(client, key, db, odd):
+    answer = send(client, key, odd)
+    assert answer["type"] in (1, 4)
+
+
+def test_an_internal_error_is_a_friendly_reply_not_a_500(client, key, db, caplog):
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # rolled back with the test
+        cursor.execute("ALTER TABLE chat_links RENAME TO chat_links_away")
+    answer = send(client, key, {"type": 2, "data": {"name": "vibe"}, "user": {"id": "1"}})
+    assert "internal error" in answer["data"]["content"]
+    assert answer["data"]["flags"] == EPHEMERAL
+    assert "Discord request failed" in caplog.text

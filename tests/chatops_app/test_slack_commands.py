@@ -343,3 +343,18 @@ def test_app_manifest_points_at_our_endpoints():
     assert interactivity["is_enabled"] is True
     assert interactivity["request_url"].endswith(reverse("chatops_app:slack_interactions"))
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write"}
+
+
+def test_an_internal_error_is_a_friendly_reply_not_a_500(client, db, caplog):
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # rolled back with the test
+        cursor.execute("ALTER TABLE chat_links RENAME TO chat_links_away")
+    body = urlencode({"text": "status", "user_id": "U0ANYONE"}).encode()
+    response = _send(client, body)
+    assert response.status_code == 200
+    assert response.json() == {
+        "response_type": "ephemeral",
+        "text": "Vibe Factory hit an internal error answering this; it has been logged.",
+    }
+    assert "Slack request failed" in caplog.text
