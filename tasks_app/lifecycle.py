@@ -237,6 +237,12 @@ def validate_new(spec: NewTask) -> NewTask:
     if max_attempts < 1:
         raise InvalidInput("max_attempts must be at least 1")
     try:
+        depends_on = [int(pk) for pk in spec.depends_on or ()]
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"prerequisites must be task ids (whole numbers), not {list(spec.depends_on)!r}"
+        ) from None
+    try:
         chosen = pipeline.pipeline_for(spec.lane, spec.pipeline)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
@@ -245,7 +251,7 @@ def validate_new(spec: NewTask) -> NewTask:
         lane=spec.lane,
         priority=spec.priority,
         risk=spec.risk,
-        depends_on=list(spec.depends_on or ()),
+        depends_on=depends_on,
         pipeline=chosen,
         max_attempts=max_attempts,
     )
@@ -705,7 +711,11 @@ def cancel(task_id: int | str, *, actor: str) -> Task:
     """Stop a task for good; open reviews of it are cancelled too."""
     actor = _check_actor(actor)
     with transaction.atomic():
-        task = _load(task_id)
+        task = _load(task_id, lock=False)
+        # A review: lock the work it reviews first, the order complete() uses, so they never
+        # deadlock; then the review itself.
+        parent = _load(task.parent_id) if task.parent_id else None
+        task = _load(task.pk)
         if task.status not in OPEN_STATUSES:
             raise _illegal(task, "cancelled", OPEN_STATUSES)
         held_by = task.worker_id if task.status == Status.IN_PROGRESS else None
@@ -731,7 +741,27 @@ def cancel(task_id: int | str, *, actor: str) -> Task:
                 finished_at=timezone.now(),
             )
             _release_worker_slot(child_held)
+        if parent is not None:
+            _review_cancelled(parent, task, actor=actor)
         return task
+
+
+def _review_cancelled(parent: Task, review: Task, *, actor: str) -> None:
+    """A cancelled review can never pass, so the work it was reviewing waits for a person."""
+    if parent.status != Status.REVIEW_NEEDED:
+        return
+    if (review.review_round, review.pipeline_step) != (parent.review_round, parent.pipeline_step):
+        return  # a review of an earlier round or step: it no longer decides anything
+    label = pipeline.REVIEW_LABELS.get(review.lane, review.lane)
+    _move(
+        parent,
+        Status.REVIEW_NEEDED,
+        actor=actor,
+        note=f"blocked: its {label} #{review.pk} was cancelled; retry it to rework, or cancel it",
+        status=Status.BLOCKED,
+        last_error_type="review_cancelled",
+        last_error=f"{label} #{review.pk} was cancelled",
+    )
 
 
 # --- Workers ----------------------------------------------------------------------------------
