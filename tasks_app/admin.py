@@ -149,7 +149,7 @@ class RunInline(_ReadOnlyInline):
 
 
 # Set by the pipeline when reviews stop the work; not failures of a run.
-REVIEW_ERROR_TYPES = ("review_blocked", "review_failed")
+REVIEW_ERROR_TYPES = ("review_blocked", "review_failed", "review_cancelled")
 
 
 class ErrorTypeFilter(admin.SimpleListFilter):

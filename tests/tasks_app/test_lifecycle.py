@@ -172,6 +172,13 @@ def test_submit_with_a_missing_prerequisite_writes_nothing():
     assert not TaskHistory.objects.exists()
 
 
+@pytest.mark.parametrize("depends_on", [["abc"], [None], ["1", "x"]])
+def test_submit_with_prerequisites_that_are_not_ids_writes_nothing(depends_on):
+    with pytest.raises(InvalidInput, match="prerequisites must be task ids"):
+        submit(depends_on=depends_on)
+    assert not Task.objects.exists()
+
+
 def test_submit_many_is_all_or_nothing():
     specs = [NewTask("one", "qa"), NewTask("", "qa"), NewTask("three", "qa")]
     with pytest.raises(InvalidInput, match="item 2: the goal is empty"):
@@ -609,8 +616,10 @@ def test_retrying_twice_changes_the_task_once():
     assert task.history.count() == rows
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_two_people_retrying_at_once_cause_exactly_one_change():
+    # Another transactional test may have flushed the migration's rows before this one.
+    Worker.objects.get_or_create(worker_id="@qa-1", defaults={"lane": "qa", "capacity_limit": 2})
     task = task_in(Status.DEAD_LETTER)
     rows = task.history.count()
     barrier = threading.Barrier(4)
@@ -666,6 +675,36 @@ def test_cancel_of_a_parent_cancels_its_open_reviews():
     assert active("@security-1") == 0
     assert Task.objects.get(pk=parent.pk).status == Status.CANCELLED
     assert last_history(parent).from_status == Status.REVIEW_NEEDED
+
+
+def test_cancelling_the_review_a_task_waits_for_blocks_the_task_for_a_person():
+    parent = task_in(Status.REVIEW_NEEDED)
+    review = parent.children.get()
+    rows = parent.history.count()
+    lifecycle.cancel(review.pk, actor="user:alice")
+    parent.refresh_from_db()
+    assert parent.status == Status.BLOCKED
+    assert parent.last_error_type == "review_cancelled"
+    assert parent.history.count() == rows + 1
+    last = last_history(parent)
+    assert (last.from_status, last.actor) == ("review_needed", "user:alice")
+    assert f"security audit #{review.pk} was cancelled" in last.note
+    assert Notification.objects.filter(task=parent, event="blocked").count() == len(Platform)
+    lifecycle.retry(parent.pk, actor="user:alice")  # a person sends it round again
+    assert Task.objects.get(pk=parent.pk).status == Status.PENDING
+
+
+def test_cancelling_a_finished_rounds_review_leaves_the_task_alone():
+    parent = task_in(Status.REVIEW_NEEDED)
+    audit = claim("@security-1")
+    finish(audit, {"verdict": "PASS"})
+    parent.refresh_from_db()
+    assert parent.pipeline_step == 1  # on to QA
+    with pytest.raises(IllegalTransition):
+        lifecycle.cancel(audit.pk, actor="cli")  # completed: nothing to cancel
+    qa = parent.children.get(lane="qa")
+    lifecycle.cancel(qa.pk, actor="cli")
+    assert Task.objects.get(pk=parent.pk).status == Status.BLOCKED
 
 
 # --- Workers ----------------------------------------------------------------------------------
