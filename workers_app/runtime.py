@@ -286,8 +286,9 @@ class Worker:
             if self.max_tasks is not None and self.claimed >= self.max_tasks:
                 return
             # A plain read first: on SQLite, claim_next takes the write lock, and idle workers
-            # polling ten times a second must not queue every writer behind them.
-            if not Task.objects.claimable(self.lane).exists():
+            # polling ten times a second must not queue every writer behind them. PostgreSQL
+            # claims with SKIP LOCKED and needs no such guard, so it saves the round trip.
+            if not self.listen and not Task.objects.claimable(self.lane).exists():
                 self._found_nothing = True
                 return
             task = lifecycle.claim_next(self.worker_id, lease_seconds=self.lease_seconds)
