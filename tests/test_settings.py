@@ -69,6 +69,8 @@ def random_secret_key() -> str:
         ),
         ({"DATABASE_URL": "not a url"}, "DATABASE_URL is not a database URL I understand"),
         ({"VIBE_BASE_URL": "factory.example.com"}, "VIBE_BASE_URL='factory.example.com' must"),
+        ({"VIBE_TIME_ZONE": "Mars/Base"}, "VIBE_TIME_ZONE='Mars/Base' is not a time zone"),
+        ({"VIBE_LOG_LEVEL": "loud"}, "VIBE_LOG_LEVEL='LOUD' is not a log level"),
     ],
 )
 def test_nonsense_in_the_environment_stops_start_up(tmp_path, env, message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import zoneinfo
 from pathlib import Path
 
 import dj_database_url
@@ -185,6 +186,12 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("VIBE_TIME_ZONE", "UTC") or "UTC"
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(
+        f"VIBE_TIME_ZONE={TIME_ZONE!r} is not a time zone; use a name like UTC or Europe/Paris."
+    ) from None
 USE_I18N = False
 USE_TZ = True
 
@@ -221,12 +228,17 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
 
+VIBE_LOG_LEVEL = (env_str("VIBE_LOG_LEVEL", "INFO") or "INFO").upper()
+if VIBE_LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"VIBE_LOG_LEVEL={VIBE_LOG_LEVEL!r} is not a log level; use DEBUG, INFO, WARNING or ERROR."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("VIBE_LOG_LEVEL", "INFO") or "INFO"},
+    "root": {"handlers": ["console"], "level": VIBE_LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
