@@ -9,9 +9,11 @@ main loop polls it, renews leases in between and writes the live tail to the tas
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +21,29 @@ from dataclasses import dataclass
 
 TAIL_BYTES = 64 * 1024
 KILL_GRACE_SECONDS = 3.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def _die_with_worker() -> None:
+    """In the child before exec: if the worker is killed (even -9), the agent gets SIGKILL.
+
+    Otherwise an orphaned agent would keep editing the worktree while the task's next attempt
+    runs there too.
+    """
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def clean_text(data: bytes) -> str:
@@ -98,6 +123,7 @@ class AgentProcess:
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: we can stop all it started
             close_fds=True,
+            preexec_fn=_die_with_worker if _LIBC is not None else None,
         )
         for stream, buffer in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
             self._spawn(self._pump, stream, buffer)

@@ -481,7 +481,11 @@ class Worker:
 
     def _heartbeat(self) -> None:
         lifecycle.worker_heartbeat(self.worker_id)
-        row = self._row()
+        row = WorkerRow.objects.filter(pk=self.worker_id).first()
+        if row is None:
+            logger.error("%s: this worker's row was deleted; stopping", self.worker_id)
+            self.request_stop()
+            return
         self.capacity = row.capacity_limit
         for slot in list(self.slots.values()):
             try:

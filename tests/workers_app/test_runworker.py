@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -154,6 +155,20 @@ def test_time_limit_is_a_timeout_failure(fleet):
 # --- crashes and signals ------------------------------------------------------------------------
 
 
+def agents_with_env(entry: str) -> list[int]:
+    """Live processes whose environment holds `entry`."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                state = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def _claimed_by(task: Task, worker_id: str):
     def check():
         current = reload(task)
@@ -165,13 +180,17 @@ def _claimed_by(task: Task, worker_id: str):
 @pytest.mark.slow
 def test_kill_9_mid_task_requeues_after_lease_and_another_worker_finishes(fleet):
     task = submit("Survive a crash", pipeline="none")
+    marker = f"60.{os.getpid()}"  # a TEST_SLEEP value no other test uses: finds our agent
     doomed = fleet.start(
-        "@backend-1", "backend", "sleep_agent.py", "--lease", "2", env={"TEST_SLEEP": "60"}
+        "@backend-1", "backend", "sleep_agent.py", "--lease", "2", env={"TEST_SLEEP": marker}
     )
     wait_for(_claimed_by(task, "@backend-1"), what="first claim")
     wait_for(lambda: Run.objects.filter(task=task).exclude(argv=[]).exists(), what="agent start")
+    assert agents_with_env(f"TEST_SLEEP={marker}")
     doomed.proc.send_signal(signal.SIGKILL)
     doomed.wait(10)
+    # The orphaned agent dies with its worker, so it cannot edit the task's files any more.
+    wait_for(lambda: not agents_with_env(f"TEST_SLEEP={marker}"), timeout=5, what="agent death")
     survivor = fleet.start("@backend-2", "backend", "ok_agent.py", "--lease", "2")
     wait_for(lambda: reload(task).status == Status.COMPLETED, timeout=30, what="completion")
     survivor.proc.send_signal(signal.SIGTERM)
