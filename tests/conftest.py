@@ -14,6 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 AGENTS_DIR = REPO_ROOT / "tests" / "agents"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    """Real hashing costs ~0.3 s per persona; tests check permissions, not hash strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _person(username: str, *groups: str, **extra) -> User:
     user = User.objects.create_user(username=username, password="pw-" + username, **extra)
     for name in groups:
