@@ -20,6 +20,37 @@ def _fast_password_hashing(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def _reinstall_migration_rows() -> None:
+    """Put back the rows data migrations made (default pool, roles) after a flush."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    import_module("workers_app.migrations.0002_default_pool").install_pool(apps, None)
+    import_module("tasks_app.migrations.0002_roles").create_roles(apps, None)
+
+
+DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
+
+
+@pytest.fixture(autouse=True)
+def _migration_rows(request) -> None:
+    """Every database test starts with the rows a fresh `migrate` gives.
+
+    A transactional test ends with a flush that empties every table, the default pool and the
+    roles too; pytest-django runs those tests last, but a later one would otherwise start empty.
+    """
+    if not (
+        request.node.get_closest_marker("django_db") or DB_FIXTURES & set(request.fixturenames)
+    ):
+        return
+    request.getfixturevalue("_django_db_helper")
+    from workers_app.models import Worker
+
+    if not Worker.objects.filter(pk="@backend-1").exists() or not Group.objects.exists():
+        _reinstall_migration_rows()
+
+
 def _person(username: str, *groups: str, **extra) -> User:
     user = User.objects.create_user(username=username, password="pw-" + username, **extra)
     for name in groups:
