@@ -79,6 +79,22 @@ class Fleet:
         self.procs.append(worker)
         return worker
 
+    def start_plain(self, args: list[str], env: dict[str, str] | None = None) -> WorkerProcess:
+        """`runworker ARGS` exactly as given (no default agent command)."""
+        argv = [sys.executable, str(REPO_ROOT / "manage.py"), "runworker", *args]
+        log = self.tmp_path / f"plain-{len(self.procs)}.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(
+                argv,
+                cwd=REPO_ROOT,
+                env={**self.env, **(env or {})},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        worker = WorkerProcess(args[0], proc, log)
+        self.procs.append(worker)
+        return worker
+
     def run(self, worker_id: str, lane: str, agent: str = "ok_agent.py", *flags, **kw) -> str:
         """Run a worker with --once to completion; returns its output."""
         worker = self.start(worker_id, lane, agent, "--once", *flags, **kw)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -304,3 +306,91 @@ def test_output_files_are_not_left_behind(fleet, settings):
     fleet.run("@backend-1", "backend")
     prompts = Path(settings.VAR_DIR) / "prompts"
     assert not prompts.exists() or not list(prompts.iterdir())
+
+
+# --- profiles, workspaces and leases end to end ---------------------------------------------------
+
+
+def test_user_profile_from_toml_passes_the_prompt_in_a_file(fleet, tmp_path):
+    profiles = tmp_path / "agents.toml"
+    profiles.write_text(
+        '[profiles.file-reader]\nargv = ["{python}", "-c", "import sys; '
+        'print(\'read:\', open(sys.argv[1]).readline())", "{prompt_file}"]\n'
+        'prompt = "file"\n'
+    )
+    task = submit("Read me from a file", pipeline="none")
+    code = fleet.start_plain(
+        ["@backend-1", "--lane", "backend", "--once", "--agent", "file-reader"],
+        env={"VIBE_AGENT_PROFILES_FILE": str(profiles)},
+    ).wait(60)
+    assert code == 0
+    task = reload(task)
+    assert task.status == Status.COMPLETED
+    assert (
+        f"read: Vibe Factory task #{task.pk} (backend lane): Read me from a file"
+        in (task.result["summary"])
+    )
+    assert Worker.objects.get(pk="@backend-1").agent_profile == "file-reader"
+
+
+def test_git_workspace_records_branch_and_diff_stat(fleet, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (
+        ["init", "-q", "-b", "main"],
+        [
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "user.name=T",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "start",
+        ],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    task = submit("Write hello.txt", pipeline="none")
+    code = fleet.start_plain(
+        [
+            "@backend-1",
+            "--lane",
+            "backend",
+            "--once",
+            "--agent-command",
+            f"{sys.executable} -c \"open('hello.txt', 'w').write('hi')\"",
+        ],
+        env={"VIBE_WORKSPACE": str(repo), "VIBE_WORKTREES_DIR": str(tmp_path / "trees")},
+    ).wait(60)
+    assert code == 0
+    task = reload(task)
+    assert task.status == Status.COMPLETED
+    assert task.branch == f"vibe/task-{task.pk}"
+    assert len(task.head_commit) == 40
+    assert "1 untracked file(s)" in task.diff_stat
+    assert (tmp_path / "trees" / f"task-{task.pk}" / "hello.txt").read_text() == "hi"
+    assert not (repo / "hello.txt").exists()
+
+
+def test_workspace_error_dead_letters_and_the_worker_goes_on(fleet, tmp_path):
+    not_a_dir = tmp_path / "file.txt"
+    not_a_dir.write_text("x")
+    first, second = submit("One", pipeline="none"), submit("Two", pipeline="none")
+    fleet.run("@backend-1", "backend", env={"VIBE_WORKSPACE": str(not_a_dir)})
+    for task in (reload(first), reload(second)):
+        assert task.status == Status.DEAD_LETTER
+        assert task.last_error_type == "workspace_error"
+        assert "is not a directory" in task.last_error
+
+
+@pytest.mark.slow
+def test_heartbeats_keep_a_short_lease_alive_past_its_length(fleet):
+    task = submit("Longer than the lease", pipeline="none")
+    fleet.start("@backend-1", "backend", "sleep_agent.py", "--lease", "2", env={"TEST_SLEEP": "5"})
+    wait_for(_claimed_by(task, "@backend-1"), what="claim")
+    fleet.start("@backend-2", "backend", "ok_agent.py", "--lease", "2")  # an idle reaper
+    wait_for(lambda: reload(task).status == Status.COMPLETED, timeout=30, what="completion")
+    task = reload(task)
+    assert task.attempt_count == 0 and task.worker_id == "@backend-1"
+    assert Worker.objects.get(pk="@backend-1").last_heartbeat is not None
