@@ -193,6 +193,16 @@ def get_profile(name: str) -> AgentProfile:
         ) from None
 
 
+def runnable_profile(name: str | None) -> str:
+    """`name` if it can run on its own; "" for `command` (needs argv), unknown or broken ones."""
+    if not name:
+        return ""
+    try:
+        return name if get_profile(name).argv else ""
+    except ProfileError:
+        return ""
+
+
 def split_command(command: str) -> tuple[str, ...]:
     """Split a command line like a shell would, without ever running one."""
     try:

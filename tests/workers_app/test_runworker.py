@@ -58,6 +58,7 @@ def test_lane_mismatch_is_refused():
 def test_bad_flags_get_a_clear_message(flags, message):
     with pytest.raises(CommandError, match=message):
         call_command("runworker", "@x-1", "--lane", "backend", "--once", *flags)
+    assert not Worker.objects.filter(pk="@x-1").exists()  # nothing was changed
 
 
 # --- pipelines ----------------------------------------------------------------------------------

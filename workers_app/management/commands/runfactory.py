@@ -21,7 +21,7 @@ from django.core.management import get_commands
 from django.core.management.base import BaseCommand, CommandError
 
 from workers_app.models import Worker
-from workers_app.profiles import ProfileError, get_profile
+from workers_app.profiles import ProfileError, get_profile, runnable_profile
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 RESTART_PAUSE_SECONDS = 5.0
@@ -77,7 +77,7 @@ class Command(BaseCommand):
             )
         workers = list(Worker.objects.order_by("lane", "worker_id"))
         for row in workers:
-            profile = agent or row.agent_profile or default_profile.name
+            profile = agent or runnable_profile(row.agent_profile) or default_profile.name
             children.append(
                 Child(
                     row.worker_id,
@@ -120,7 +120,7 @@ class Command(BaseCommand):
                 "No workers are registered; add one with: manage.py runworker @x-1 --lane backend"
             )
         for row in workers:
-            profile = agent or row.agent_profile or default_name
+            profile = agent or runnable_profile(row.agent_profile) or default_name
             note = " (SIMULATED agent: no model is called)" if profile == "simulated" else ""
             self.stdout.write(f"  worker {row.worker_id}: {row.lane} lane, {profile} agent{note}")
         self.stdout.write("Press Ctrl-C to stop everything.")

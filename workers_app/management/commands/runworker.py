@@ -16,7 +16,7 @@ from tasks_app import lifecycle
 from tasks_app.models import Lane, Tier
 from workers_app.models import Worker as WorkerRow
 from workers_app.models import WorkerStatus
-from workers_app.profiles import ProfileError, command_profile, get_profile
+from workers_app.profiles import ProfileError, command_profile, get_profile, runnable_profile
 from workers_app.runtime import Worker
 
 VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -102,16 +102,19 @@ class Command(BaseCommand):
             or any(c.isspace() for c in worker_id)
         ):
             raise CommandError(f"{worker_id!r} is not a worker id; use one like @backend-1")
-        row = self._register(worker_id, options)
-        profile_name = options["agent"] or row.agent_profile or settings.VIBE_DEFAULT_AGENT
+        # Everything is checked before the row is created or touched: a bad flag changes nothing.
+        remembered = (
+            WorkerRow.objects.filter(pk=worker_id).values_list("agent_profile", flat=True).first()
+        )
+        profile_name = (
+            options["agent"] or runnable_profile(remembered) or settings.VIBE_DEFAULT_AGENT
+        )
         try:
-            profile = get_profile(profile_name if not options["agent_command"] else "command")
-            if options["agent"] and options["agent_command"]:
-                profile = command_profile(
-                    options["agent_command"], base=get_profile(options["agent"])
-                )
-            elif options["agent_command"]:
-                profile = command_profile(options["agent_command"])
+            if options["agent_command"]:
+                base = get_profile(options["agent"]) if options["agent"] else None
+                profile = command_profile(options["agent_command"], base=base)
+            else:
+                profile = get_profile(profile_name)
         except ProfileError as exc:
             raise CommandError(str(exc)) from None
         if not profile.argv:
@@ -119,6 +122,7 @@ class Command(BaseCommand):
                 f"agent profile {profile.name!r} has no command; pass --agent-command "
                 '"PROGRAM ARGS…"'
             )
+        self._register(worker_id, options)
         WorkerRow.objects.filter(pk=worker_id).update(agent_profile=profile.name[:60])
         worker = Worker(
             worker_id,
