@@ -180,9 +180,10 @@ class Worker:
         self._next_flush = 0.0
         self._next_reap = 0.0
         self._found_nothing = False
-        self.waker = Waker(self._row().lane) if self.listen else None
-        self.lane = self._row().lane
-        self.capacity = self._row().capacity_limit
+        row = self._row()
+        self.lane = row.lane
+        self.capacity = row.capacity_limit
+        self.waker = Waker(row.lane) if self.listen else None
 
     # --- signals -----------------------------------------------------------------------------
 

@@ -395,3 +395,26 @@ def test_heartbeats_keep_a_short_lease_alive_past_its_length(fleet):
     task = reload(task)
     assert task.attempt_count == 0 and task.worker_id == "@backend-1"
     assert Worker.objects.get(pk="@backend-1").last_heartbeat is not None
+
+
+def test_simulated_agent_moves_work_through_the_whole_pipeline(fleet):
+    env = {"VIBE_SIM_SLEEP": "0", "VIBE_SIM_OUTCOME": "pass"}
+    backend = submit("Add rate limiting")
+    frontend = submit("Add a dark mode toggle", lane="frontend")
+    data_review = submit("Check the nightly import", lane="data")
+    for worker_id, lane in [
+        ("@backend-1", "backend"),
+        ("@frontend-1", "frontend"),
+        ("@data-analyst", "data"),
+        ("@security-1", "security"),
+        ("@ux-designer", "ux"),
+        ("@qa-1", "qa"),
+    ]:
+        args = [worker_id, "--lane", lane, "--capacity", "2", "--once", "--agent", "simulated"]
+        assert fleet.start_plain(args, env=env).wait(60) == 0
+    for task in (backend, frontend, data_review):
+        assert reload(task).status == Status.COMPLETED, reload(task).last_error
+    assert "[simulated agent]" in Run.objects.filter(task=backend).get().stdout_tail
+    assert reload(data_review).verdict == "PASS"
+    ux = Task.objects.get(parent=frontend, lane="ux")
+    assert ux.verdict == "PASS" and ux.score is not None

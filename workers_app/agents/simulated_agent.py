@@ -8,7 +8,7 @@ verdict block. About 1 run in 12 "crashes" (traceback on stderr, exit 1).
 Environment:
   VIBE_TASK_ID, VIBE_TASK_LANE (backend|frontend|qa|security|ux|data), VIBE_TASK_STAGE
   ("" for build work, else review|qa). It audits when the stage is set or the lane is
-  security, ux or qa; otherwise it builds.
+  security, ux, data or qa (the auditor lanes); otherwise it builds.
   VIBE_SIM_SLEEP   total sleep in seconds (float; default random 1-4; 0 for tests)
   VIBE_SIM_SEED    seeds ``random`` for repeatable runs
   VIBE_SIM_OUTCOME forces pass|fail|critical|crash (builders treat fail/critical as exit 1)
@@ -99,7 +99,7 @@ def main() -> int:
     task = os.environ.get("VIBE_TASK_ID", "?")
     lane = os.environ.get("VIBE_TASK_LANE", "backend").strip().lower() or "backend"
     stage = os.environ.get("VIBE_TASK_STAGE", "").strip().lower()
-    is_auditor = bool(stage) or lane in ("security", "ux", "qa")
+    is_auditor = bool(stage) or lane in ("security", "ux", "data", "qa")
     kind = lane if lane in CHECKS else "qa"
     if seed := os.environ.get("VIBE_SIM_SEED"):
         random.seed(seed)
