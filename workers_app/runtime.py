@@ -180,6 +180,8 @@ class Worker:
         self._next_flush = 0.0
         self._next_reap = 0.0
         self._found_nothing = False
+        self._woken = False  # a NOTIFY for our lane arrived: claim without looking first
+        self._next_claim_check = 0.0
         row = self._row()
         self.lane = row.lane
         self.capacity = row.capacity_limit
@@ -258,7 +260,7 @@ class Worker:
     def _wait(self) -> None:
         if self.slots or self.stopping:
             if self.waker and not self.stopping and len(self.slots) < self.capacity:
-                self.waker.wait(POLL_SECONDS)
+                self._woken = self.waker.wait(POLL_SECONDS) or self._woken
             else:
                 time.sleep(POLL_SECONDS if not self.stopping else 0.05)
             return
@@ -274,6 +276,7 @@ class Worker:
             slice_ = min(WAIT_SLICE, remaining)
             if self.waker:
                 if self.waker.wait(slice_):
+                    self._woken = True
                     break
             else:
                 time.sleep(slice_)
@@ -282,16 +285,22 @@ class Worker:
     # --- claiming -----------------------------------------------------------------------------
 
     def _claim_while_room(self) -> None:
+        now = time.monotonic()
+        if len(self.slots) >= self.capacity or (not self._woken and now < self._next_claim_check):
+            return  # busy agents are polled often; the queue only every `interval`
+        self._next_claim_check = now + self.interval
+        woken, self._woken = self._woken, False
         self._found_nothing = False
         while len(self.slots) < self.capacity and not self.stopping:
             if self.max_tasks is not None and self.claimed >= self.max_tasks:
                 return
-            # A plain read first: on SQLite, claim_next takes the write lock, and idle workers
-            # polling ten times a second must not queue every writer behind them. PostgreSQL
-            # claims with SKIP LOCKED and needs no such guard, so it saves the round trip.
-            if not self.listen and not Task.objects.claimable(self.lane).exists():
+            # A plain read first: claim_next is a write (on SQLite it takes the database's write
+            # lock), and workers polling ten times a second must not queue every writer behind
+            # them. Right after a NOTIFY for our lane the read would only add a round trip.
+            if not woken and not Task.objects.claimable(self.lane).exists():
                 self._found_nothing = True
                 return
+            woken = False
             task = lifecycle.claim_next(self.worker_id, lease_seconds=self.lease_seconds)
             if task is None:
                 self._found_nothing = True
@@ -369,6 +378,9 @@ class Worker:
         for task_id, slot in list(self.slots.items()):
             if slot.process is None or not slot.process.poll():
                 continue
+            # A finished task frees a slot and may have made work (a retry, a rework): look again.
+            self._found_nothing = False
+            self._next_claim_check = 0.0
             try:
                 self._finish(slot)
             except Exception as exc:
