@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from workers_app.models import Worker
 
-from .models import Status, TaskHistory
+from .models import Lane, Status, TaskHistory
 
 
 class WorkerTable(tables.Table):
@@ -79,7 +79,8 @@ class HistoryTable(tables.Table):
         )
 
     def render_lane(self, value: str) -> str:
-        return format_html('<span class="lane lane-{}">{}</span>', value, value)
+        label = Lane(value).label if value in Lane.values else value
+        return format_html('<span class="lane lane-{}">{}</span>', value, label)
 
     def render_from_status(self, value: str) -> str:
         return _status_label(value) if value else "—"

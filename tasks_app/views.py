@@ -194,6 +194,10 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         raise Http404(f"there is no task action called {action!r}")
     require(request.user, action)
     before = get_object_or_404(Task.objects.only("id", "status"), pk=pk).status
+    # What the page showed decides what to swap: after a raced click the stale card must move.
+    shown = request.POST.get("shown", "")
+    if shown in Status.values:
+        before = shown
     change, past = TASK_ACTIONS[action]
     try:
         change(pk, actor=actor_for(request))

@@ -69,6 +69,33 @@
     if (card) { card.focus(); }
   });
 
+  // A poll that was in flight while a button changed the board carries the state from before
+  // the click; swapping it in would put a retried card back in the dead-letter column for one
+  // refresh. Such a poll's answer is dropped; the next one is fresh. (Events fire on the swap
+  // target, so the element that sent a request is read from its requestConfig.)
+  var actions = 0;
+  function sender(event) {
+    var config = event.detail.requestConfig;
+    return config ? config.elt : null;
+  }
+  function isPoll(elt) {
+    return Boolean(elt && elt.hasAttribute && elt.hasAttribute("data-refresh-on-visible"));
+  }
+  function countAction(event) {
+    var config = event.detail.requestConfig;
+    if (config && !isPoll(config.elt) && config.verb && config.verb !== "get") { actions += 1; }
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = sender(event);
+    if (isPoll(elt)) { elt.vibeActionsSeen = actions; }
+    countAction(event);
+  });
+  document.addEventListener("htmx:afterRequest", countAction);
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var elt = sender(event);
+    if (isPoll(elt) && elt.vibeActionsSeen !== actions) { event.detail.shouldSwap = false; }
+  });
+
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail.xhr ? event.detail.xhr.status : 0;
     if (status === 403) {
