@@ -48,6 +48,7 @@ FLUSH_SECONDS = 2.0  # how often live output tails are written to the Run rows
 REAP_SECONDS = 1.0  # how often an idle worker looks for expired leases
 SQLITE_INTERVAL = 0.1  # default idle poll on SQLite: p50 dispatch ~ half of it
 LISTEN_FALLBACK_INTERVAL = 2.0  # default idle poll on PostgreSQL, behind LISTEN/NOTIFY
+CONNECTION_CHECK_SECONDS = 1.0  # wake-ups renew stale DB connections at most this often
 WAIT_SLICE = 0.25  # an idle wait checks the stop flag at least this often
 SUMMARY_LINES = 30
 ERROR_LINES = 40
@@ -182,6 +183,7 @@ class Worker:
         self._found_nothing = False
         self._woken = False  # a NOTIFY for our lane arrived: claim without looking first
         self._next_claim_check = 0.0
+        self._next_connection_check = 0.0
         row = self._row()
         self.lane = row.lane
         self.capacity = row.capacity_limit
@@ -280,7 +282,18 @@ class Worker:
                     break
             else:
                 time.sleep(slice_)
-        close_old_connections()
+        self._refresh_connections()
+
+    def _refresh_connections(self) -> None:
+        """close_old_connections() on wake-ups, at most once a second.
+
+        With CONN_HEALTH_CHECKS it costs a round trip before the next query; a worker woken many
+        times a second by a busy queue pays it once a second, not before every claim.
+        """
+        now = time.monotonic()
+        if now >= self._next_connection_check:
+            self._next_connection_check = now + CONNECTION_CHECK_SECONDS
+            close_old_connections()
 
     # --- claiming -----------------------------------------------------------------------------
 
