@@ -550,7 +550,6 @@ class Worker:
                     self.grace_seconds,
                     len(self.slots),
                 )
-                self._set_status(WorkerStatus.DRAINING, only_from=(WorkerStatus.ONLINE,))
         if self.forced or now >= self._drain_deadline:
             for slot in self.slots.values():
                 if slot.process is None:

@@ -418,3 +418,13 @@ def test_simulated_agent_moves_work_through_the_whole_pipeline(fleet):
     assert reload(data_review).verdict == "PASS"
     ux = Task.objects.get(parent=frontend, lane="ux")
     assert ux.verdict == "PASS" and ux.score is not None
+
+
+def test_paused_worker_stays_paused_and_claims_nothing(fleet):
+    Worker.objects.filter(pk="@backend-1").delete()  # the default pool's row, if present
+    Worker.objects.create(worker_id="@backend-1", lane="backend", status="paused")
+    task = submit("Wait for a person", pipeline="none")
+    output = fleet.run("@backend-1", "backend")
+    assert "is paused: it claims nothing until resumed" in output
+    assert reload(task).status == Status.PENDING
+    assert Worker.objects.get(pk="@backend-1").status == "paused"

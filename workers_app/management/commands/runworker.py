@@ -178,9 +178,10 @@ class Command(BaseCommand):
             if options["tier"]:
                 updates["tier"] = options["tier"]
             WorkerRow.objects.filter(pk=worker_id).update(**updates)
-        if row.status in (WorkerStatus.OFFLINE, WorkerStatus.DRAINING):
+        if row.status == WorkerStatus.OFFLINE:
             lifecycle.set_worker_status(worker_id, WorkerStatus.ONLINE, actor=f"worker:{worker_id}")
-        elif row.status == WorkerStatus.PAUSED:
-            self.stdout.write(f"{worker_id} is paused: it claims nothing until resumed")
+        elif row.status in (WorkerStatus.PAUSED, WorkerStatus.DRAINING):
+            # A person's choice outlives restarts: only a resume brings it back to work.
+            self.stdout.write(f"{worker_id} is {row.status}: it claims nothing until resumed")
         row.refresh_from_db()
         return row
