@@ -21,9 +21,8 @@ SCRIPT = Path(__file__).resolve()
 REPO_ROOT = SCRIPT.parents[2]
 LANE = "backend"
 PROCESS_TIMEOUT = 180
-# Flushing after a test without serialized rollback re-creates content types under new ids,
-# which breaks the next test that restores the serialized database; this keeps the order safe.
-SERIALIZED = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# Real processes need committed rows; tests/conftest.py puts the default pool back after the flush.
+SERIALIZED = pytest.mark.django_db(transaction=True)
 
 
 def _start(env: dict[str, str], *args: str, start_at: float) -> subprocess.Popen:
