@@ -37,7 +37,7 @@ class Child:
     restarts: int = field(default=0)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True)
         self.restart_at = None
 
     def alive(self) -> bool:
