@@ -184,6 +184,7 @@ def all_profiles() -> dict[str, AgentProfile]:
 
 
 def get_profile(name: str) -> AgentProfile:
+    """The named profile, or a ProfileError that lists the names there are."""
     profiles = all_profiles()
     try:
         return profiles[name]

@@ -32,6 +32,7 @@ class PromptError(RuntimeError):
 
 
 def sop_for(lane: str) -> str:
+    """The role's SOP; a missing file is a configuration fault, reported as such."""
     name = SOP_FILES.get(lane)
     if not name:
         raise PromptError(f"no SOP is defined for lane {lane!r}")

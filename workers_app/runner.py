@@ -47,6 +47,7 @@ def _die_with_worker() -> None:
 
 
 def clean_text(data: bytes) -> str:
+    """Agents print anything; keep it readable and storable (PostgreSQL refuses NUL)."""
     return data.decode("utf-8", errors="replace").replace("\x00", "")
 
 

@@ -58,16 +58,19 @@ class Workspace:
 
 
 def workspace_root() -> Path | None:
+    """The repository (or folder) agents work in; None means a scratch folder per task."""
     raw = getattr(settings, "VIBE_WORKSPACE", "")
     return Path(raw).expanduser() if raw else None
 
 
 def worktrees_dir() -> Path:
+    """Outside the repository, so its own checkout never sees the worktrees."""
     raw = getattr(settings, "VIBE_WORKTREES_DIR", "")
     return Path(raw).expanduser() if raw else Path(settings.VAR_DIR) / "worktrees"
 
 
 def scratch_dir() -> Path:
+    """Empty per-task folders, used when no VIBE_WORKSPACE is set."""
     return Path(settings.VAR_DIR) / "scratch"
 
 
@@ -93,6 +96,7 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def is_git_repository(path: Path) -> bool:
+    """Worktrees only make sense inside git; any other folder is used as it is."""
     try:
         return _git(path, "rev-parse", "--is-inside-work-tree").strip() == "true"
     except WorkspaceError:
@@ -121,6 +125,7 @@ def work_root(task: Task) -> Task:
 
 
 def branch_name(task_id: int) -> str:
+    """One branch per piece of work, named so a person can find it from the task."""
     return f"vibe/task-{task_id}"
 
 
