@@ -86,6 +86,9 @@ class Waker:
             "host": db.get("HOST") or None,
             "port": db.get("PORT") or None,
         }
+        # libpq settings from the URL (sslmode, connect_timeout, …) apply here too.
+        django_only = {"isolation_level", "assume_role", "server_side_binding", "pool"}
+        params.update({k: v for k, v in (db.get("OPTIONS") or {}).items() if k not in django_only})
         self.conn = psycopg.connect(
             **{k: v for k, v in params.items() if v is not None}, autocommit=True
         )
