@@ -27,7 +27,7 @@ except ImportError:  # Windows: SQLite's busy timeout alone
     fcntl = None
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from . import pipeline
@@ -145,32 +145,40 @@ _CLAIMABLE_SQL = (
     f" WHERE dep.from_task_id = {_TASKS}.id AND pre.status <> 'completed')"
     f" ORDER BY {_TASKS}.priority DESC, {_TASKS}.created_at, {_TASKS}.id LIMIT 1"
 )
+# Whether the worker may claim and its lane has a pending task past its backoff (a cheap read).
+_MAY_CLAIM_SQL = (
+    "SELECT w.status = 'online' AND w.active_tasks < w.capacity_limit AND EXISTS ("
+    f"SELECT 1 FROM {_TASKS} WHERE {_TASKS}.status = 'pending' AND {_TASKS}.lane = w.lane"
+    f" AND ({_TASKS}.not_before IS NULL OR {_TASKS}.not_before <= %s))"
+    " FROM worker_health w WHERE w.worker_id = %s"
+)
 _task_columns_by_vendor: dict[str, tuple[str, list[str], list[tuple]]] = {}
 
 
-def _task_columns() -> tuple[str, list[str], list[tuple]]:
+def _task_columns(db) -> tuple[str, list[str], list[tuple]]:
     """The SELECT list of a whole Task, its attribute names, and each column's converters."""
-    cached = _task_columns_by_vendor.get(connection.vendor)
+    cached = _task_columns_by_vendor.get(db.vendor)
     if cached is None:
         fields = Task._meta.concrete_fields
-        select = ", ".join(f"{_TASKS}.{connection.ops.quote_name(f.column)}" for f in fields)
+        select = ", ".join(f"{_TASKS}.{db.ops.quote_name(f.column)}" for f in fields)
         converters = []
         for field in fields:
             col = field.get_col(_TASKS)
-            funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            funcs = db.ops.get_db_converters(col) + col.get_db_converters(db)
             converters.append((col, funcs))
         cached = (select, [f.attname for f in fields], converters)
-        _task_columns_by_vendor[connection.vendor] = cached
+        _task_columns_by_vendor[db.vendor] = cached
     return cached
 
 
 def _fetch_task(where: str, params: Sequence, *, lock: bool, skip_locked: bool = False):
     """One Task by hand-written SQL; `lock` takes its row lock on PostgreSQL."""
-    select, attnames, converters = _task_columns()
+    db = transaction.get_connection()
+    select, attnames, converters = _task_columns(db)
     sql = f"SELECT {select} FROM {_TASKS} {where}"
-    if lock and connection.features.has_select_for_update:
+    if lock and db.features.has_select_for_update:
         sql += " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
@@ -178,40 +186,59 @@ def _fetch_task(where: str, params: Sequence, *, lock: bool, skip_locked: bool =
     values = []
     for value, (col, funcs) in zip(row, converters, strict=True):
         for func in funcs:
-            value = func(value, col, connection)
+            value = func(value, col, db)
         values.append(value)
-    return Task.from_db(connection.alias, attnames, values)
+    return Task.from_db(db.alias, attnames, values)
+
+
+_PLAIN_TYPES = (str, int, type(None))
+_update_columns: dict[str, tuple[str, object, bool]] = {}
+
+
+def _update_column(name: str) -> tuple[str, object, bool]:
+    """(quoted column, field, whether a plain str/int/None value can skip the field's prep)."""
+    if name not in _update_columns:
+        field = Task._meta.get_field(name)
+        plain = not isinstance(field, models.JSONField | models.DateTimeField)
+        quoted = transaction.get_connection().ops.quote_name(field.column)
+        _update_columns[name] = (quoted, field, plain)
+    return _update_columns[name]
 
 
 def _update_task(pk: int, expected: Sequence[str], fields: dict) -> int:
     """UPDATE … WHERE id AND status IN expected (the compare-and-swap); rows changed."""
     if any(hasattr(value, "resolve_expression") for value in fields.values()):
         return Task.objects.filter(pk=pk, status__in=expected).update(**fields)
+    db = transaction.get_connection()
     sets, params = [], []
     for name, value in fields.items():
-        field = Task._meta.get_field(name)
-        sets.append(f"{connection.ops.quote_name(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
+        column, field, plain = _update_column(name)
+        sets.append(f"{column} = %s")
+        if plain and type(value) in _PLAIN_TYPES:
+            params.append(value)
+        else:
+            params.append(field.get_db_prep_save(value, db))
     marks = ", ".join(["%s"] * len(expected))
     sql = f"UPDATE {_TASKS} SET {', '.join(sets)} WHERE id = %s AND status IN ({marks})"
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, [*params, pk, *expected])
         return cursor.rowcount
 
 
 def _write_history(task_id: int, from_status: str, to_status: str, actor: str, note: str) -> None:
-    with connection.cursor() as cursor:
+    db = transaction.get_connection()
+    with db.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {TaskHistory._meta.db_table}"
             " (task_id, from_status, to_status, actor, note, created_at)"
             " VALUES (%s, %s, %s, %s, %s, %s)",
             [
                 task_id,
-                from_status,
-                to_status,
+                str(from_status),
+                str(to_status),
                 actor,
                 note,
-                connection.ops.adapt_datetimefield_value(timezone.now()),
+                db.ops.adapt_datetimefield_value(timezone.now()),
             ],
         )
 
@@ -502,6 +529,20 @@ def claim_next(worker, *, lease_seconds: int | None = None) -> Task | None:
     worker_id = worker.pk if isinstance(worker, Worker) else str(worker)
     lease = timedelta(seconds=lease_seconds or settings.VIBE_LEASE_SECONDS)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    if connection.vendor == "sqlite" and not connection.in_atomic_block:
+        # SQLite has one write lock for the whole file: an idle worker that polls must not
+        # take it just to find nothing. A plain read (never blocked in WAL mode) answers
+        # that; the transaction below checks everything again before claiming.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MAY_CLAIM_SQL,
+                [connection.ops.adapt_datetimefield_value(timezone.now()), worker_id],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise WorkerNotFound(f"worker {worker_id} does not exist")
+        if not row[0]:
+            return None
     with _atomic():
         with connection.cursor() as cursor:
             cursor.execute(
