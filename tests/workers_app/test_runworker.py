@@ -428,3 +428,21 @@ def test_paused_worker_stays_paused_and_claims_nothing(fleet):
     assert "is paused: it claims nothing until resumed" in output
     assert reload(task).status == Status.PENDING
     assert Worker.objects.get(pk="@backend-1").status == "paused"
+
+
+def test_noisy_binary_output_is_stored_bounded_and_clean(fleet):
+    task = submit("Print a lot", pipeline="none")
+    fleet.run("@backend-1", "backend", "noisy_agent.py")
+    assert reload(task).status == Status.COMPLETED
+    run = Run.objects.get(task=task)
+    assert "\x00" not in run.stdout_tail
+    assert run.stdout_tail.rstrip().endswith("noisy agent: done")
+    assert len(run.stdout_tail) < 70_000  # 200 KB of output, a 64 KB tail kept
+
+
+def test_max_tasks_stops_after_that_many_claims(fleet):
+    tasks = [submit(f"job {n}", pipeline="none") for n in range(3)]
+    worker = fleet.start("@backend-1", "backend", "ok_agent.py", "--max-tasks", "2")
+    assert worker.wait(60) == 0, worker.output()
+    statuses = sorted(reload(t).status for t in tasks)
+    assert statuses == [Status.COMPLETED, Status.COMPLETED, Status.PENDING]
