@@ -108,6 +108,9 @@ class Task(models.Model):
         on_delete=models.SET_NULL,
         related_name="tasks",
         db_column="worker_id",
+        # tasks_worker_idx (worker, status) serves lookups by worker; a second index on the
+        # column would only cost every claim another write.
+        db_index=False,
     )
     attempt_count = models.IntegerField(default=0, db_default=0)
     max_attempts = models.IntegerField(default=3, db_default=3)
@@ -169,7 +172,8 @@ class Task(models.Model):
         ordering = ["-priority", "created_at"]
         indexes = [
             models.Index(
-                fields=["lane", "-priority", "created_at"],
+                # In claim order to the last key (id), so PostgreSQL needs no sort either.
+                fields=["lane", "-priority", "created_at", "id"],
                 condition=Q(status="pending"),
                 name="tasks_claimable_idx",
             ),
