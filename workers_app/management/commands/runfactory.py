@@ -25,6 +25,8 @@ from workers_app.profiles import ProfileError, get_profile, runnable_profile
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 RESTART_PAUSE_SECONDS = 5.0
+QUICK_EXIT_SECONDS = 10.0  # a child that exits sooner than this after starting "failed quickly"
+MAX_QUICK_FAILURES = 3
 STOP_GRACE_SECONDS = 30.0
 
 
@@ -34,11 +36,14 @@ class Child:
     argv: list[str]
     proc: subprocess.Popen | None = None
     restart_at: float | None = None
-    restarts: int = field(default=0)
+    quick_failures: int = field(default=0)
+    started_at: float = 0.0
+    given_up: bool = False
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True)
         self.restart_at = None
+        self.started_at = time.monotonic()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -130,7 +135,7 @@ class Command(BaseCommand):
             time.sleep(0.2)
             now = time.monotonic()
             for child in children:
-                if child.alive():
+                if child.alive() or child.given_up:
                     continue
                 if child.name == "web":
                     return (
@@ -138,13 +143,23 @@ class Command(BaseCommand):
                         "is the port in use? Try --port"
                     )
                 if child.restart_at is None:
+                    quick = now - child.started_at < QUICK_EXIT_SECONDS
+                    child.quick_failures = child.quick_failures + 1 if quick else 0
+                    if child.quick_failures >= MAX_QUICK_FAILURES:
+                        # A worker that cannot even start (a broken profile, a deleted row)
+                        # would only fill the terminal; its own message above says why.
+                        child.given_up = True
+                        self.stderr.write(
+                            f"{child.name} failed {child.quick_failures} times right after "
+                            "starting; not restarting it (see its message above)"
+                        )
+                        continue
                     child.restart_at = now + RESTART_PAUSE_SECONDS
                     self.stderr.write(
                         f"{child.name} exited with status {child.proc.returncode}; restarting "
                         f"in {RESTART_PAUSE_SECONDS:g}s"
                     )
                 elif now >= child.restart_at and not self.stopping:
-                    child.restarts += 1
                     child.start()
         return ""
 
