@@ -122,6 +122,37 @@ def test_many_processes_claim_every_task_exactly_once(subprocess_env):
         assert claimed_at[dependent] > completed_at[prerequisite]
 
 
+def test_claims_follow_the_claimable_queryset_order(db):
+    """claim_next's hand-written SQL picks exactly what Task.objects.claimable() lists, in order."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tasks_app import lifecycle
+    from tasks_app.models import Task
+    from workers_app.models import Worker
+
+    Worker.objects.create(worker_id="@order", lane=LANE, capacity_limit=100)
+    made = [
+        lifecycle.submit(f"t{n}", lane=LANE, priority=p, actor="system", pipeline="none")
+        for n, p in enumerate([10, 90, 50, 90, 10, 50, 70, 0, 90, 30])
+    ]
+    same_moment = [made[0].pk, made[4].pk, made[5].pk, made[8].pk]  # ties: then by id
+    Task.objects.filter(pk__in=same_moment).update(created_at=made[3].created_at)
+    Task.objects.filter(pk=made[1].pk).update(not_before=timezone.now() + timedelta(hours=1))
+    Task.objects.filter(pk=made[2].pk).update(not_before=timezone.now() - timedelta(seconds=1))
+    made[6].depends_on.add(made[7])  # waits for a task that stays pending
+    lifecycle.submit("other lane", lane="frontend", actor="system", pipeline="none")
+
+    expected = list(Task.objects.claimable(LANE).values_list("pk", flat=True))
+    claimed = []
+    while (task := lifecycle.claim_next("@order")) is not None:
+        claimed.append(task.pk)
+    assert claimed == expected
+    assert made[1].pk not in claimed and made[6].pk not in claimed
+    assert len(claimed) == 8
+
+
 # --- people racing each other -----------------------------------------------------------------
 
 
