@@ -7,6 +7,7 @@ from . import views
 app_name = "tasks_app"
 urlpatterns = [
     path("", views.board_page, name="board"),
+    path("metrics/", views.metrics_page, name="metrics"),
     path("throughput/", views.throughput_page, name="throughput"),
     path("tasks/<int:pk>/", views.task_detail, name="task_detail"),
     path("tasks/<int:pk>/<slug:action>/", views.task_action, name="task_action"),

@@ -12,10 +12,12 @@ from urllib.parse import urlencode, urlsplit
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.dateparse import parse_date
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_tables2 import RequestConfig
@@ -56,9 +58,19 @@ def wants_partial(request: HttpRequest) -> bool:
 def render_page(request: HttpRequest, template: str, context: dict, status: int = 200):
     """Render and mark the response as varying on HX-Request, so caches never mix the two."""
     context.setdefault("can", allowed_actions(request.user))
+    # Rendered once per page rather than once per card form: the board has hundreds of them.
+    context.setdefault("csrf_input", csrf_input(request))
+    context.setdefault("next_url", request.get_full_path())
     response = render(request, template, context, status=status)
     patch_vary_headers(response, ("HX-Request",))
     return response
+
+
+def csrf_input(request: HttpRequest) -> str:
+    """The hidden CSRF field for forms that must also work without JavaScript."""
+    return format_html(
+        '<input type="hidden" name="csrfmiddlewaretoken" value="{}">', get_token(request)
+    )
 
 
 def safe_next(request: HttpRequest, fallback: str) -> str:
@@ -121,7 +133,6 @@ def board_page(request: HttpRequest) -> HttpResponse:
     context["worker_ids"] = list(Worker.objects.order_by("worker_id").values_list("pk", flat=True))
     context["lanes"] = Lane.choices
     context["error_types"] = board.ERROR_TYPE_CHOICES
-    context["throughput"] = board.throughput()
     raw_task = request.GET.get("task", "").strip()
     if raw_task:
         task = Task.objects.filter(pk=int(raw_task)).first() if raw_task.isdigit() else None
@@ -134,9 +145,20 @@ def board_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+def metrics_page(request: HttpRequest) -> HttpResponse:
+    """The metrics bar alone: two queries, for anything that wants the headline numbers."""
+    return render_page(request, "partials/metrics.html", {"metrics": board.metrics()})
+
+
+@login_required
+@require_GET
 def throughput_page(request: HttpRequest) -> HttpResponse:
-    """The throughput chart alone, refreshed on its own slower clock."""
-    return render_page(request, "partials/throughput.html", {"throughput": board.throughput()})
+    """The throughput chart: loaded after the board (it reads the history, so the board does not
+    wait for it) and refreshed on its own slower clock; a page of its own without JavaScript."""
+    context = {"throughput": board.throughput()}
+    if wants_partial(request):
+        return render_page(request, "partials/throughput.html", context)
+    return render_page(request, "tasks/throughput.html", context)
 
 
 # --- Task detail ------------------------------------------------------------------------------

@@ -327,3 +327,21 @@ def test_retry_all_rejects_bad_input_and_changes_nothing(client, operator, viewe
     assert client.get(reverse("tasks_app:retry_all")).status_code == 403
     assert client.post(reverse("tasks_app:retry_all"), {"ids": [task.pk]}).status_code == 403
     assert Task.objects.get(pk=task.pk).status == Status.DEAD_LETTER
+
+
+def test_cached_cards_carry_each_visitors_own_csrf_token(operator, approver):
+    """Cards come from a per-process cache; the CSRF field in them must still be the visitor's
+    own, so the form works without JavaScript (a shared token would be refused with a 403)."""
+    tasks = [_dead_letter("First"), _dead_letter("Second")]
+    for user, task in zip((operator, approver), tasks, strict=True):
+        url = reverse("tasks_app:task_action", args=[task.pk, "retry"])
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(user)
+        html = client.get(reverse("tasks_app:board")).content.decode()
+        assert "<!--vibe-csrf-->" not in html
+        form = html.split(f'action="{url}"')[1].split("</form>")[0]
+        token = form.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
+        response = client.post(url, {"csrfmiddlewaretoken": token, "origin": "card", "next": "/"})
+        assert response.status_code == 302, user.username
+        task.refresh_from_db()
+        assert task.status == Status.PENDING
