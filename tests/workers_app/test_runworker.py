@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from tasks_app import lifecycle
 from tasks_app.models import Run, Status, Task, TaskHistory
@@ -446,3 +447,17 @@ def test_max_tasks_stops_after_that_many_claims(fleet):
     assert worker.wait(60) == 0, worker.output()
     statuses = sorted(reload(t).status for t in tasks)
     assert statuses == [Status.COMPLETED, Status.COMPLETED, Status.PENDING]
+
+
+def test_idle_worker_notices_new_work_at_once(fleet):
+    # On PostgreSQL the fallback poll is set to 30 s, so only LISTEN/NOTIFY can be this quick.
+    flags = ["--interval", "30"] if connection.vendor == "postgresql" else []
+    worker = fleet.start("@backend-1", "backend", "ok_agent.py", *flags)
+    wait_for(lambda: "polling every" in worker.output() or "LISTEN" in worker.output())
+    time.sleep(1.0)  # idle for a while
+    task = submit("Quick!", pipeline="none")
+    wait_for(lambda: reload(task).status == Status.COMPLETED, timeout=10, what="completion")
+    times = dict(TaskHistory.objects.filter(task=task).values_list("to_status", "created_at"))
+    assert (times[Status.IN_PROGRESS] - times[Status.PENDING]).total_seconds() < 1.0
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
