@@ -7,10 +7,12 @@ whole page and its htmx partial (when `request.htmx`), so a link without JavaScr
 
 from __future__ import annotations
 
+from functools import wraps
 from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
@@ -94,6 +96,24 @@ def _message_text(text: str) -> str:
     return text[:1].upper() + text[1:] if text else text
 
 
+VIEW_PERMISSION = "tasks_app.view_task"
+
+
+def viewer_required(view):
+    """Login, then the Viewer role (or anything above it): an account in no group sees nothing."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if not request.user.has_perm(VIEW_PERMISSION):
+            raise PermissionDenied(
+                f"{request.user.get_username()} may not see the factory yet; ask an "
+                "administrator to add you to the Viewer group"
+            )
+        return view(request, *args, **kwargs)
+
+    return login_required(wrapped)
+
+
 # --- Board ------------------------------------------------------------------------------------
 
 
@@ -115,7 +135,7 @@ def live_context(filters: board.Filters) -> dict:
     }
 
 
-@login_required
+@viewer_required
 @require_GET
 def board_page(request: HttpRequest) -> HttpResponse:
     """The kanban at `/`; its live region alone when htmx polls it (target `live`)."""
@@ -126,9 +146,6 @@ def board_page(request: HttpRequest) -> HttpResponse:
 
     from workers_app.models import Worker
 
-    context["filter_form"] = board.BoardFilterForm(
-        initial={name: value for name, value in filters.items()}
-    )
     context["filter_errors"] = filters.errors
     context["worker_ids"] = list(Worker.objects.order_by("worker_id").values_list("pk", flat=True))
     context["lanes"] = Lane.choices
@@ -143,14 +160,14 @@ def board_page(request: HttpRequest) -> HttpResponse:
     return render_page(request, "tasks/board.html", context)
 
 
-@login_required
+@viewer_required
 @require_GET
 def metrics_page(request: HttpRequest) -> HttpResponse:
     """The metrics bar alone: two queries, for anything that wants the headline numbers."""
     return render_page(request, "partials/metrics.html", {"metrics": board.metrics()})
 
 
-@login_required
+@viewer_required
 @require_GET
 def throughput_page(request: HttpRequest) -> HttpResponse:
     """The throughput chart: loaded after the board (it reads the history, so the board does not
@@ -190,7 +207,7 @@ def _load_task(pk: int) -> Task:
     return get_object_or_404(Task.objects.select_related("worker", "parent"), pk=pk)
 
 
-@login_required
+@viewer_required
 @require_GET
 def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """`/tasks/<id>/`: a page of its own, or the panel that opens in place on the board."""
@@ -359,7 +376,7 @@ def _history_filters(request: HttpRequest) -> tuple[dict[str, str], list[str]]:
     return values, errors
 
 
-@login_required
+@viewer_required
 @require_GET
 def history_page(request: HttpRequest) -> HttpResponse:
     """The seed's Task History view: every transition, newest first, filterable and paginated."""

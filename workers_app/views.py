@@ -20,7 +20,7 @@ from tasks_app import board, lifecycle
 from tasks_app.models import Status, Task
 from tasks_app.permissions import require
 from tasks_app.tables import WorkerTable
-from tasks_app.views import actor_for, render_page, safe_next, wants_partial
+from tasks_app.views import actor_for, render_page, safe_next, viewer_required, wants_partial
 
 from .models import Worker
 
@@ -46,7 +46,7 @@ def current_tasks_by_worker(worker_ids: list[str]) -> dict[str, list[Task]]:
     return grouped
 
 
-@login_required
+@viewer_required
 @require_GET
 def pool(request: HttpRequest) -> HttpResponse:
     """The seed's Worker Pool: sortable, refreshed every 10 s; its table alone for htmx."""

@@ -330,3 +330,15 @@ def test_html_ids_are_unique_on_the_board(client, approver):
     ids = re.findall(r'\sid="([^"]+)"', html)
     duplicates = {i for i in ids if ids.count(i) > 1}
     assert not duplicates
+
+
+@pytest.mark.parametrize(
+    "url", ["/", "/tasks/1/", "/workers/", "/history/", "/metrics/", "/throughput/"]
+)
+def test_an_account_in_no_group_sees_nothing(client, outsider, url):
+    lifecycle.submit("Secret roadmap item", lane="qa", actor="cli")
+    client.force_login(outsider)
+    response = client.get(url)
+    assert response.status_code == 403
+    assert b"Secret roadmap item" not in response.content
+    assert b"Viewer group" in response.content
