@@ -228,11 +228,11 @@ class PostgresTarget:
                 conn.execute("DELETE FROM tasks WHERE id > %s", [finished])
             else:
                 conn.execute("TRUNCATE tasks RESTART IDENTITY CASCADE")
-            conn.execute("DELETE FROM worker_health WHERE worker_id LIKE '@bench-%'")
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO worker_health (worker_id, lane, tier, capacity_limit, status, "
-                    "priority_score, active_tasks) VALUES (%s, %s, 'senior', 1, 'online', 50, 0)",
+                    "priority_score, active_tasks) VALUES (%s, %s, 'senior', 1, 'online', 50, 0) "
+                    "ON CONFLICT (worker_id) DO UPDATE SET active_tasks = 0",
                     [(f"@bench-{n}", LANE) for n in range(1, max(workers, 1) + 1)],
                 )
             if finished and finished != self.finished:
