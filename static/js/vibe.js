@@ -96,6 +96,24 @@
     if (isPoll(elt) && elt.vibeActionsSeen !== actions) { event.detail.shouldSwap = false; }
   });
 
+  // After a button's card or row was swapped away, keep keyboard focus somewhere useful: the
+  // task's card in its new column, or else the message that says what happened.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var config = event.detail.requestConfig;
+    if (!config || config.verb === "get") { return; }
+    var active = document.activeElement;
+    if (active && active !== document.body && document.body.contains(active)) { return; }
+    var match = /\/tasks\/(\d+)\//.exec(config.path || "");
+    var card = match && document.getElementById("card-link-" + match[1]);
+    var box = document.getElementById("messages");
+    if (card) {
+      card.focus();
+    } else if (box) {
+      box.setAttribute("tabindex", "-1");
+      box.focus();
+    }
+  });
+
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail.xhr ? event.detail.xhr.status : 0;
     if (status === 403) {

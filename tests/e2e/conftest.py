@@ -134,7 +134,7 @@ def seed_demo_board() -> dict:
     from django.utils import timezone
 
     from tasks_app import lifecycle
-    from tasks_app.models import Run, TaskHistory
+    from tasks_app.models import Run, Task, TaskHistory
 
     notable: dict = {}
 
@@ -253,6 +253,10 @@ def seed_demo_board() -> dict:
         lifecycle.submit(goal, lane=lane, priority=priority, actor="user:alice")
     for wid in ("@backend-1", "@frontend-1", "@qa-1", "@security-1", "@ux-designer"):
         _worker(wid)
+    # Ages that look like a working day rather than "0s" everywhere (screenshots only).
+    for i, pk in enumerate(Task.objects.order_by("pk").values_list("pk", flat=True)):
+        minutes = 4 + (i * 37) % 540
+        Task.objects.filter(pk=pk).update(created_at=timezone.now() - timedelta(minutes=minutes))
     return notable
 
 

@@ -49,6 +49,7 @@ def test_operator_reads_the_board_opens_a_task_and_retries_in_place(
     assert int(page.locator("#count-pending").inner_text()) == pending_before + 1
     assert f"Task #{dead} retried." in page.locator("#messages").inner_text()
     assert page.locator("#task-detail").is_visible()  # the open task survived
+    assert page.evaluate("document.activeElement.id") == f"card-link-{dead}"  # focus followed
 
 
 def test_raced_retry_shows_the_lifecycle_message(page, live_server, demo_board, operator, login):
