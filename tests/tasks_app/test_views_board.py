@@ -292,7 +292,9 @@ def _count_queries(client, url: str, **headers) -> int:
         ("tasks_app:board", {}),
         ("tasks_app:board", {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "live"}),
         ("workers_app:pool", {}),
+        ("workers_app:pool", {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "pool"}),
         ("tasks_app:history", {}),
+        ("tasks_app:metrics", {}),
     ],
 )
 def test_page_query_count_does_not_grow_with_the_number_of_tasks(client, viewer, url_name, headers):
@@ -342,3 +344,26 @@ def test_an_account_in_no_group_sees_nothing(client, outsider, url):
     assert response.status_code == 403
     assert b"Secret roadmap item" not in response.content
     assert b"Viewer group" in response.content
+
+
+def test_metrics_bar_counts_live_work_and_todays_completions(client, viewer):
+    worker = make_worker("@qa-1", "qa")
+    done = lifecycle.submit("Done today", lane="qa", actor="cli", pipeline="none")
+    claimed = lifecycle.claim_next(worker)
+    lifecycle.complete(done.pk, worker_id=worker.pk, token=claimed.claim_token, result={})
+    old = lifecycle.submit("Done long ago", lane="qa", actor="cli", pipeline="none")
+    claimed = lifecycle.claim_next(worker)
+    lifecycle.complete(old.pk, worker_id=worker.pk, token=claimed.claim_token, result={})
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Task.objects.filter(pk=old.pk).update(updated_at=timezone.now() - timedelta(days=3))
+    lifecycle.submit("Waiting", lane="qa", actor="cli")
+    lifecycle.submit("Risky", lane="qa", risk="high", actor="cli")
+    login(client, viewer)
+    html = client.get(reverse("tasks_app:metrics")).content.decode()
+    assert re.search(r"Completed today</dt><dd>1</dd>", html)
+    assert re.search(r"Pending</dt><dd>1</dd>", html)
+    assert re.search(r"Awaiting approval</dt><dd>1</dd>", html)
+    assert re.search(r"Dead letter</dt><dd>0</dd>", html)
