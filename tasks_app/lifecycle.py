@@ -604,9 +604,10 @@ def heartbeat(task_id: int, *, worker_id: str, token: int, lease_seconds: int | 
     """Extend a running task's lease; raises LeaseLost when the worker lost it."""
     lease = timedelta(seconds=lease_seconds or settings.VIBE_LEASE_SECONDS)
     now = timezone.now()
-    changed = Task.objects.filter(
-        pk=task_id, status=Status.IN_PROGRESS, worker_id=worker_id, claim_token=token
-    ).update(lease_expires_at=now + lease)
+    with _atomic():  # in the SQLite writers' queue, so busy claimers never starve it
+        changed = Task.objects.filter(
+            pk=task_id, status=Status.IN_PROGRESS, worker_id=worker_id, claim_token=token
+        ).update(lease_expires_at=now + lease)
     if changed != 1:
         raise LeaseLost(f"task {task_id} is no longer held by {worker_id}")
 
@@ -1008,4 +1009,5 @@ def resume_worker(worker_id: str, *, actor: str):
 def worker_heartbeat(worker_id: str) -> None:
     from workers_app.models import Worker
 
-    Worker.objects.filter(pk=worker_id).update(last_heartbeat=timezone.now())
+    with _atomic():
+        Worker.objects.filter(pk=worker_id).update(last_heartbeat=timezone.now())
