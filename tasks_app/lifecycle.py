@@ -250,6 +250,13 @@ def _writer_queue_fd(path: str) -> int | None:
     """This thread's handle on the lock file beside the SQLite database (one per thread, so
     threads of one process queue like processes do)."""
     handles = _writer_queue.__dict__.setdefault("handles", {})
+    if _writer_queue.__dict__.setdefault("pid", os.getpid()) != os.getpid():
+        # A forked child shares its parent's open file, and with it the parent's lock: reopen.
+        for fd in handles.values():
+            if fd is not None:
+                os.close(fd)  # the parent keeps its own handle, and its lock
+        handles.clear()
+        _writer_queue.pid = os.getpid()
     if path not in handles:
         try:
             handles[path] = os.open(f"{path}-writers", os.O_RDWR | os.O_CREAT, 0o600)

@@ -153,6 +153,17 @@ def test_claims_follow_the_claimable_queryset_order(db):
     assert len(claimed) == 8
 
 
+@SERIALIZED
+def test_sqlite_writers_queue_on_a_lock_file_beside_the_database(subprocess_env):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the writers' queue is for SQLite only")
+    pytest.importorskip("fcntl")
+    report = _reports([_start(subprocess_env, "queue", start_at=0.0)])[0]
+    assert report == {"inside": True, "after": False, "nested": False}
+
+
 # --- people racing each other -----------------------------------------------------------------
 
 
@@ -288,6 +299,33 @@ def _people_loop(action: str, actor: str, ids: list[int]) -> dict:
     return {"outcomes": outcomes}
 
 
+def _writers_queue_probe() -> dict:
+    """Whether another handle can take the queue's lock: inside, after, and nested _atomic()."""
+    import fcntl
+
+    from django.db import connection, transaction
+
+    from tasks_app import lifecycle
+
+    other = os.open(f"{connection.settings_dict['NAME']}-writers", os.O_RDWR | os.O_CREAT)
+
+    def taken() -> bool:
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(other, fcntl.LOCK_UN)
+        return False
+
+    with lifecycle._atomic():
+        inside = taken()
+    after = taken()
+    with transaction.atomic(), lifecycle._atomic():
+        # An outer transaction already holds SQLite's write lock: waiting could deadlock.
+        nested = taken()
+    return {"inside": inside, "after": after, "nested": nested}
+
+
 def _main(argv: list[str]) -> None:
     args, start_at = argv[:-2], float(argv[-1])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vibe_project.settings")
@@ -300,6 +338,8 @@ def _main(argv: list[str]) -> None:
     time.sleep(max(0.0, start_at - time.time()))
     if args[0] == "claim":
         report = _claim_loop(args[1])
+    elif args[0] == "queue":
+        report = _writers_queue_probe()
     else:
         report = _people_loop(args[0], args[1], [int(i) for i in args[2:]])
     print(json.dumps(report))
