@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
@@ -113,8 +114,7 @@ class Filters:
         return bool(self.lane or self.worker or self.error or self.q)
 
     def as_query(self) -> str:
-        from urllib.parse import urlencode
-
+        """The filters as a query string, for links and the next refresh."""
         pairs = [(k, v) for k, v in self.items() if v]
         return urlencode(pairs)
 
