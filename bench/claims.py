@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/claims.py                 # SQLite and PostgreSQL, about a minute
-    .venv/bin/python bench/claims.py --seconds 2 --skip-million --skip-postgres
+    .venv/bin/python bench/claims.py                 # SQLite and PostgreSQL, about 4 minutes
+    .venv/bin/python bench/claims.py --seconds 2 --repeat 1 --skip-million --skip-postgres
 
 Each worker process loops `claim_next` → `complete` with a no-op agent (no subprocess), so the
 figure is the control plane's own cost per task. The same run measures a bare `sqlite3` loop
@@ -458,12 +458,22 @@ def bench_target(target, args, *, with_raw: bool, million_target=None) -> list[t
     return goals
 
 
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 1,2,4") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("worker counts must be at least 1")
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement")
     parser.add_argument(
         "--workers",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=_worker_counts,
         default=[1, 2, 4],
         help="worker process counts, comma-separated (default 1,2,4)",
     )
