@@ -301,19 +301,19 @@ class Command(BaseCommand):
     def do_worker(self, options: dict) -> None:
         self._reply(options, grammar.worker_reply(options["worker_id"]))
 
-    def do_retry(self, options: dict) -> None:
-        actor, user, trusted = self._actor(options, "retry")
+    def _chat_action(self, action: str, options: dict) -> None:
+        """retry and approve run through the chat grammar, so every door answers alike."""
+        actor, user, trusted = self._actor(options, action)
         reply = grammar.execute(
-            f"retry {options['task_id']}", user=user, actor=actor, door="cli", trusted=trusted
+            f"{action} {options['task_id']}", user=user, actor=actor, door="cli", trusted=trusted
         )
         self._reply(options, reply)
 
+    def do_retry(self, options: dict) -> None:
+        self._chat_action("retry", options)
+
     def do_approve(self, options: dict) -> None:
-        actor, user, trusted = self._actor(options, "approve")
-        reply = grammar.execute(
-            f"approve {options['task_id']}", user=user, actor=actor, door="cli", trusted=trusted
-        )
-        self._reply(options, reply)
+        self._chat_action("approve", options)
 
     def do_cancel(self, options: dict) -> None:
         actor, _, _ = self._actor(options, "cancel")
