@@ -673,11 +673,16 @@ def complete(task_id: int, *, worker_id: str, token: int, result: dict | None = 
         return task
 
 
+def _sentence_case(label: str) -> str:
+    """'security audit' → 'Security audit', but 'QA' stays 'QA' (str.capitalize would not)."""
+    return label[:1].upper() + label[1:]
+
+
 def _spawn_reviews(task: Task, step_index: int) -> None:
     step = pipeline.steps(task.pipeline)[step_index]
     for lane in step.lanes:
         review = Task.objects.create(
-            goal=f"{pipeline.REVIEW_LABELS.get(lane, lane).capitalize()} of task #{task.pk}: "
+            goal=f"{_sentence_case(pipeline.REVIEW_LABELS.get(lane, lane))} of task #{task.pk}: "
             f"{task.goal}"[:MAX_GOAL_LENGTH],
             lane=lane,
             priority=min(100, task.priority + 1),

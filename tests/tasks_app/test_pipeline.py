@@ -250,3 +250,13 @@ def test_pipeline_rules_as_data():
     findings = CRITICAL_FAIL["findings"]
     assert pipeline.blocking_findings("security", findings) == [findings[0]]
     assert pipeline.blocking_findings("ux", findings) == []
+
+
+def test_review_tasks_are_named_for_what_they_check():
+    parent = lifecycle.submit("add login", lane="backend", actor="cli")
+    work(Lane.BACKEND)
+    [audit] = open_children(reload(parent))
+    assert audit.goal == f"Security audit of task #{parent.pk}: add login"
+    work(Lane.SECURITY, PASS)
+    [qa] = open_children(reload(parent))
+    assert qa.goal == f"QA of task #{parent.pk}: add login"
