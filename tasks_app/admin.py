@@ -450,8 +450,12 @@ class TaskHistoryAdmin(admin.ModelAdmin):
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
         """A bare number finds that task's history, as people type `42` to mean task #42."""
         term = search_term.strip().lstrip("#")
-        if term.isdigit():
-            return queryset.filter(task_id=int(term)), False
+        if term.isascii() and term.isdigit():  # "²".isdigit() too, but int() refuses it
+            task_id = int(term)
+            # Beyond the id column no task can match, and the database would refuse the number.
+            if task_id >= 2**63:
+                return queryset.none(), False
+            return queryset.filter(task_id=task_id), False
         return super().get_search_results(request, queryset, search_term)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

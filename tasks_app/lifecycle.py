@@ -423,6 +423,9 @@ def validate_new(spec: NewTask) -> NewTask:
         raise InvalidInput(
             f"prerequisites must be task ids (whole numbers), not {list(spec.depends_on)!r}"
         ) from None
+    for pk in depends_on:
+        if not 1 <= pk < 2**63:  # beyond the id column: no such task (and no OverflowError)
+            raise InvalidInput(f"task {pk} does not exist (named as a prerequisite)")
     try:
         chosen = pipeline.pipeline_for(spec.lane, spec.pipeline)
     except ValueError as exc:

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import EmptyPage
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
@@ -36,6 +37,8 @@ TASK_ACTIONS = {
     "cancel": (lifecycle.cancel, "cancelled"),
 }
 HISTORY_PAGE_SIZE = 50
+# Far beyond any real history, yet small enough that its SQL OFFSET fits a 64-bit integer.
+MAX_HISTORY_PAGE = 10**9
 
 
 # --- Helpers ----------------------------------------------------------------------------------
@@ -152,7 +155,9 @@ def board_page(request: HttpRequest) -> HttpResponse:
     context["error_types"] = board.ERROR_TYPE_CHOICES
     raw_task = request.GET.get("task", "").strip()
     if raw_task:
-        task = Task.objects.filter(pk=int(raw_task)).first() if raw_task.isdigit() else None
+        # isascii: "²".isdigit() is True, but int("²") raises.
+        is_id = raw_task.isascii() and raw_task.isdigit()
+        task = Task.objects.filter(pk=int(raw_task)).first() if is_id else None
         if task is None:
             context["detail_missing"] = raw_task
         else:
@@ -402,9 +407,19 @@ def history_page(request: HttpRequest) -> HttpResponse:
     if values["date"]:
         qs = qs.filter(created_at__date=parse_date(values["date"]))
     table = HistoryTable(qs)
-    RequestConfig(
-        request, paginate={"per_page": HISTORY_PAGE_SIZE, "paginator_class": LazyPaginator}
-    ).configure(table)
+    # Sorting from the query; the page size is ours, and the page number is checked here, since
+    # an absurd one makes an OFFSET the database cannot hold (a 500, not an empty page).
+    RequestConfig(request, paginate=False).configure(table)
+    raw_page = request.GET.get("page", "")
+    page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() else 1
+    try:
+        table.paginate(
+            paginator_class=LazyPaginator,
+            per_page=HISTORY_PAGE_SIZE,
+            page=page if 1 <= page <= MAX_HISTORY_PAGE else 1,
+        )
+    except EmptyPage:
+        table.paginate(paginator_class=LazyPaginator, per_page=HISTORY_PAGE_SIZE, page=1)
     query = urlencode([(k, v) for k, v in values.items() if v])
     return render_page(
         request,

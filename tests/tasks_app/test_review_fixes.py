@@ -1,0 +1,64 @@
+"""Odd input a person can type into the board's address bar or the CLI: never a 500."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tasks_app import lifecycle
+from tasks_app.models import Task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def test_board_with_a_non_ascii_digit_task_says_it_does_not_exist(client, viewer):
+    client.force_login(viewer)
+    response = client.get(reverse("tasks_app:board"), {"task": "²"})
+    assert response.status_code == 200
+    assert "Task ² does not exist" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"page": "99999999999999999999"},
+        {"page": "4611686018427387904"},
+        {"per_page": "-5"},
+        {"per_page": "99999999999999999999"},
+    ],
+)
+def test_history_page_survives_absurd_page_numbers(client, viewer, query):
+    lifecycle.submit("One task", lane="qa", actor="cli")
+    client.force_login(viewer)
+    response = client.get(reverse("tasks_app:history"), query)
+    assert response.status_code == 200
+    assert "One task" in response.content.decode()
+
+
+def test_history_page_size_is_not_chosen_by_the_query(client, viewer):
+    for i in range(3):
+        lifecycle.submit(f"Task {i}", lane="qa", actor="cli")
+    client.force_login(viewer)
+    html = client.get(reverse("tasks_app:history"), {"per_page": "1"}).content.decode()
+    assert all(f"Task {i}" in html for i in range(3))
+
+
+def test_submit_after_an_id_beyond_any_task_is_refused_cleanly():
+    with pytest.raises(lifecycle.InvalidInput, match="does not exist"):
+        lifecycle.submit("x", lane="backend", actor="cli", depends_on=[10**20])
+    assert not Task.objects.exists()
+
+
+@pytest.mark.parametrize("term", ["²", "99999999999999999999", "#12"])
+def test_history_admin_search_by_odd_numbers_is_not_a_500(client, superuser, term):
+    task = lifecycle.submit("Searchable", lane="qa", actor="cli")
+    client.force_login(superuser)
+    response = client.get(reverse("admin:tasks_app_taskhistory_changelist"), {"q": term})
+    assert response.status_code == 200
+    response = client.get(reverse("admin:tasks_app_taskhistory_changelist"), {"q": str(task.pk)})
+    assert "Searchable" in response.content.decode() or f"#{task.pk}" in response.content.decode()
