@@ -361,8 +361,10 @@ def retry_all(request: HttpRequest) -> HttpResponse:
 def _history_filters(request: HttpRequest) -> tuple[dict[str, str], list[str]]:
     """lane, status, actor and date from the query string; a bad value is dropped and named."""
     errors: list[str] = []
+    # NUL never appears in stored text, and PostgreSQL refuses it in a query (a 500).
     values = {
-        key: request.GET.get(key, "").strip()[:200] for key in ("lane", "status", "actor", "date")
+        key: request.GET.get(key, "").replace("\x00", "").strip()[:200]
+        for key in ("lane", "status", "actor", "date")
     }
     if values["lane"] and values["lane"] not in Lane.values:
         errors.append(f"Unknown lane “{values['lane']}”; showing every lane.")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
+from io import StringIO
+
 import pytest
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from tasks_app import lifecycle
@@ -62,3 +67,34 @@ def test_history_admin_search_by_odd_numbers_is_not_a_500(client, superuser, ter
     assert response.status_code == 200
     response = client.get(reverse("admin:tasks_app_taskhistory_changelist"), {"q": str(task.pk)})
     assert "Searchable" in response.content.decode() or f"#{task.pk}" in response.content.decode()
+
+
+def test_history_actor_filter_with_a_nul_byte_is_not_a_500(client, viewer):
+    lifecycle.submit("Filtered", lane="qa", actor="user:vera")
+    client.force_login(viewer)
+    response = client.get(reverse("tasks_app:history"), {"actor": "ve\x00ra"})
+    assert response.status_code == 200
+    assert "Filtered" in response.content.decode()
+
+
+def test_cli_dlq_limit_beyond_the_database_is_a_usage_error():
+    with pytest.raises(CommandError, match="at most") as info:
+        call_command("vibe", "dlq", "--limit", "99999999999999999999", stdout=StringIO())
+    assert info.value.returncode == 2
+
+
+def test_cli_submit_from_stdin_that_is_not_utf8_is_refused_cleanly(monkeypatch):
+    raw = io.TextIOWrapper(io.BytesIO(b"\xff\xfe goal\n"), errors="surrogateescape")
+    monkeypatch.setattr("sys.stdin", raw)
+    with pytest.raises(CommandError, match="cannot read it"):
+        call_command("vibe", "submit", "--from-file", "-", "--lane", "qa", stdout=StringIO())
+    assert not Task.objects.exists()
+
+
+def test_cli_submit_from_file_refuses_true_as_a_prerequisite(tmp_path):
+    first = lifecycle.submit("Prerequisite", lane="qa", actor="cli")
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps({"goal": "x", "lane": "qa", "after": [True]}) + "\n")
+    with pytest.raises(CommandError, match="list of task ids"):
+        call_command("vibe", "submit", "--from-file", str(path), stdout=StringIO())
+    assert list(Task.objects.values_list("pk", flat=True)) == [first.pk]

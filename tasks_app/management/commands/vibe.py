@@ -26,6 +26,7 @@ from tasks_app.permissions import ACTION_PERMISSIONS, can
 from tasks_app.pipeline import PIPELINES
 
 USAGE_ERROR = 2
+DLQ_MAX_LIMIT = 1_000_000
 
 
 def _usage(message: str) -> CommandError:
@@ -66,7 +67,13 @@ def read_task_file(path: str, *, default_lane: str | None) -> list[lifecycle.New
     Raises CommandError naming the line of the first problem; nothing is submitted then.
     """
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        if path == "-":
+            # The bytes, decoded strictly: the text layer would turn bad bytes into surrogates
+            # that only fail later, deep in the database driver.
+            stdin = getattr(sys.stdin, "buffer", None)
+            text = stdin.read().decode("utf-8") if stdin is not None else sys.stdin.read()
+        else:
+            text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CommandError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -100,7 +107,9 @@ def read_task_file(path: str, *, default_lane: str | None) -> list[lifecycle.New
             if not lane:
                 raise CommandError(f'{where}: no lane (give "lane" or --lane)')
             after = item.get("after", [])
-            if not isinstance(after, list) or not all(isinstance(a, int) for a in after):
+            if not isinstance(after, list) or not all(
+                isinstance(a, int) and not isinstance(a, bool) for a in after
+            ):
                 raise CommandError(f'{where}: "after" must be a list of task ids')
             spec = lifecycle.NewTask(
                 goal=item.get("goal"),
@@ -293,6 +302,8 @@ class Command(BaseCommand):
     def do_dlq(self, options: dict) -> None:
         if options["limit"] < 1:
             raise _usage("--limit must be at least 1")
+        if options["limit"] > DLQ_MAX_LIMIT:  # and the database's LIMIT holds it
+            raise _usage(f"--limit must be at most {DLQ_MAX_LIMIT}")
         self._reply(options, grammar.dlq_reply(limit=options["limit"]))
 
     def do_task(self, options: dict) -> None:
