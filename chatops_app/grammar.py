@@ -332,7 +332,8 @@ def _act(action: str, task_id: str, *, user, actor: str, door: str, trusted: boo
 
 def execute(text: str, *, user, actor: str, door: str, trusted: bool = False) -> Reply:
     """Run one command line (what follows `/vibe`)."""
-    words = (text or "").split()
+    # NUL is never part of an id, and PostgreSQL refuses it in a query.
+    words = (text or "").replace("\x00", "").split()
     if not words:
         return help_reply()
     command, args = words[0].lower(), words[1:]
