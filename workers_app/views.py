@@ -73,6 +73,8 @@ def worker_action(request: HttpRequest, worker_id: str, action: str) -> HttpResp
     if action not in WORKER_ACTIONS:
         raise Http404(f"there is no worker action called {action!r}")
     require(request.user, action)
+    if "\x00" in worker_id:  # no worker has one, and PostgreSQL refuses it in a query (a 500)
+        raise Http404(f"worker {worker_id!r} does not exist")
     get_object_or_404(Worker.objects.only("pk"), pk=worker_id)
     change, past = WORKER_ACTIONS[action]
     try:

@@ -23,6 +23,12 @@ VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: lo
 MAX_WORKER_ID = 64
 
 
+# The column holds a 32-bit integer on PostgreSQL; nobody runs this many agents on one worker.
+MAX_CAPACITY = 1000
+# A lease past this would overflow the date arithmetic of every claim (and nobody wants it).
+MAX_LEASE_SECONDS = 30 * 86_400
+
+
 def _positive_int(raw: str) -> int:
     try:
         value = int(raw)
@@ -33,7 +39,14 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-def _seconds(minimum: float):
+def _capacity(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_CAPACITY:
+        raise argparse.ArgumentTypeError(f"{value} must be at most {MAX_CAPACITY}")
+    return value
+
+
+def _seconds(minimum: float, maximum: float = float("inf")):
     def parse(raw: str) -> float:
         try:
             value = float(raw)
@@ -41,6 +54,8 @@ def _seconds(minimum: float):
             raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
         if not value >= minimum or value == float("inf"):
             raise argparse.ArgumentTypeError(f"{raw} must be a number of seconds ≥ {minimum:g}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{raw} must be a number of seconds ≤ {maximum:g}")
         return value
 
     return parse
@@ -61,7 +76,7 @@ class Command(BaseCommand):
         parser.add_argument("--lane", choices=Lane.values, help="Lane, to create the worker row.")
         parser.add_argument("--tier", choices=Tier.values, help="Tier, to create the worker row.")
         parser.add_argument(
-            "--capacity", type=_positive_int, help="How many tasks at once (sets capacity_limit)."
+            "--capacity", type=_capacity, help="How many tasks at once (sets capacity_limit)."
         )
         parser.add_argument(
             "--agent",
@@ -80,7 +95,9 @@ class Command(BaseCommand):
             help="Idle poll in seconds (default 0.1 on SQLite, 2 behind LISTEN on PostgreSQL).",
         )
         parser.add_argument(
-            "--lease", type=_seconds(1), help="Lease in seconds (default VIBE_LEASE_SECONDS)."
+            "--lease",
+            type=_seconds(1, MAX_LEASE_SECONDS),
+            help="Lease in seconds (default VIBE_LEASE_SECONDS).",
         )
         parser.add_argument(
             "--grace",
