@@ -78,7 +78,9 @@ class HistoryTable(tables.Table):
             record.task.goal[:60],
         )
 
-    def render_lane(self, value: str) -> str:
+    def render_lane(self, record: TaskHistory) -> str:
+        # `value` would be the choice's label ("Backend"), not the lane the CSS class needs.
+        value = record.task.lane
         label = Lane(value).label if value in Lane.values else value
         return format_html('<span class="lane lane-{}">{}</span>', value, label)
 

@@ -98,3 +98,10 @@ def test_cli_submit_from_file_refuses_true_as_a_prerequisite(tmp_path):
     with pytest.raises(CommandError, match="list of task ids"):
         call_command("vibe", "submit", "--from-file", str(path), stdout=StringIO())
     assert list(Task.objects.values_list("pk", flat=True)) == [first.pk]
+
+
+def test_history_page_lane_chip_carries_the_lanes_css_class(client, viewer):
+    lifecycle.submit("Coloured", lane="qa", actor="cli")
+    client.force_login(viewer)
+    html = client.get(reverse("tasks_app:history")).content.decode()
+    assert '<span class="lane lane-qa">QA</span>' in html
