@@ -17,7 +17,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -246,10 +246,22 @@ def _write_history(task_id: int, from_status: str, to_status: str, actor: str, n
 _writer_queue = threading.local()
 
 
+class _Handles(dict):
+    """One thread's lock-file handles, closed when the thread ends and its locals go: a server
+    that starts a thread per request (runserver) would otherwise leak one per request until it
+    ran out of file descriptors."""
+
+    def __del__(self) -> None:
+        for fd in self.values():
+            if fd is not None:
+                with suppress(OSError):  # already closed
+                    os.close(fd)
+
+
 def _writer_queue_fd(path: str) -> int | None:
     """This thread's handle on the lock file beside the SQLite database (one per thread, so
     threads of one process queue like processes do)."""
-    handles = _writer_queue.__dict__.setdefault("handles", {})
+    handles = _writer_queue.__dict__.setdefault("handles", _Handles())
     if _writer_queue.__dict__.setdefault("pid", os.getpid()) != os.getpid():
         # A forked child shares its parent's open file, and with it the parent's lock: reopen.
         for fd in handles.values():

@@ -105,3 +105,34 @@ def test_history_page_lane_chip_carries_the_lanes_css_class(client, viewer):
     client.force_login(viewer)
     html = client.get(reverse("tasks_app:history")).content.decode()
     assert '<span class="lane lane-qa">QA</span>' in html
+
+
+def test_writers_queue_handles_of_finished_threads_are_closed(tmp_path):
+    """runserver starts a thread per request; each lifecycle write there opened the lock file
+    and never closed it, until the process ran out of file descriptors."""
+    import contextlib
+    import gc
+    import os
+    import threading
+
+    fd_dir = "/proc/self/fd"
+    if not os.path.isdir(fd_dir):
+        pytest.skip("needs /proc to count open files")
+    path = str(tmp_path / "vibe.db")
+
+    def open_handles() -> int:
+        count = 0
+        for name in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):  # closed while listing
+                count += os.readlink(f"{fd_dir}/{name}") == f"{path}-writers"
+        return count
+
+    def one_request() -> None:
+        assert lifecycle._writer_queue_fd(path) is not None
+
+    for _ in range(20):
+        thread = threading.Thread(target=one_request)
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert open_handles() == 0
