@@ -27,6 +27,14 @@ class ChatLinkAdmin(admin.ModelAdmin):
     fields = ("platform", "external_id", "user", "created_at")
     readonly_fields = ("created_at",)
 
+    # A link hands a chat identity someone's permissions: only superusers make or change one,
+    # as with `vibe link`, so staff can never link themselves to a more powerful person.
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):

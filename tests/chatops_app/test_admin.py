@@ -69,3 +69,20 @@ def test_superuser_links_a_chat_user(client, superuser, operator):
     assert ChatLink.objects.count() == 1
     listing = client.get(reverse("admin:chatops_app_chatlink_changelist"), {"q": "otto"})
     assert "U123" in listing.content.decode()
+
+
+def test_staff_with_link_permissions_still_cannot_link_chat_users(client, operator, superuser):
+    from django.contrib.auth.models import Permission
+
+    operator.is_staff = True
+    operator.save()
+    operator.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="chatops_app", codename__contains="link")
+    )
+    client.force_login(operator)
+    response = client.post(
+        reverse("admin:chatops_app_chatlink_add"),
+        {"platform": "slack", "external_id": "U666", "user": superuser.pk},
+    )
+    assert response.status_code == 403
+    assert not ChatLink.objects.exists()
