@@ -16,7 +16,7 @@ from chatops_app.discord import escape
 from chatops_app.models import ChatLink
 from tasks_app import lifecycle
 from tasks_app.models import Status, Task, TaskHistory
-from workers_app.models import Worker
+from tests.chatops_app.factories import dead_letter_task
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discord"
 NASTY_GOAL = (
@@ -33,18 +33,6 @@ def key(settings) -> Ed25519PrivateKey:
         private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     )
     return private
-
-
-@pytest.fixture
-def worker(db) -> Worker:
-    return Worker.objects.create(worker_id="@chat-test", lane="backend", capacity_limit=5)
-
-
-def _dead_letter(worker: Worker, goal: str = "build the login page") -> Task:
-    task = lifecycle.submit(goal, lane="backend", actor="cli", max_attempts=1)
-    claimed = lifecycle.claim_next(worker)
-    lifecycle.fail(task.pk, worker_id=worker.pk, token=claimed.claim_token, error_type="timeout")
-    return Task.objects.get(pk=task.pk)
 
 
 def _awaiting(goal: str = "drop the old billing tables") -> Task:
@@ -117,7 +105,7 @@ def _buttons(answer: dict) -> list[str]:
 
 
 def test_status_is_posted_for_the_channel(client, key, worker):
-    _dead_letter(worker)
+    dead_letter_task(worker)
     answer = vibe(client, key, "status")
     assert answer["type"] == 4
     assert "flags" not in answer["data"], "status is meant for the whole channel"
@@ -127,7 +115,7 @@ def test_status_is_posted_for_the_channel(client, key, worker):
 
 
 def test_dlq_has_retry_buttons(client, key, worker):
-    first, second = _dead_letter(worker, "first"), _dead_letter(worker, "second")
+    first, second = dead_letter_task(worker, "first"), dead_letter_task(worker, "second")
     answer = vibe(client, key, "dlq")
     assert answer["data"]["flags"] == EPHEMERAL
     assert "2 dead-letter tasks" in answer["data"]["content"]
@@ -172,7 +160,7 @@ def test_autocomplete_and_unknown_interaction_types_are_answered(client, key, db
 
 def test_linked_approver_approves_and_retries_with_their_discord_id(client, key, approver, worker):
     ChatLink.objects.create(platform="discord", external_id="4242", user=approver)
-    waiting, dead = _awaiting(), _dead_letter(worker)
+    waiting, dead = _awaiting(), dead_letter_task(worker)
     assert "approved" in vibe(client, key, "approve", waiting.pk, user_id="4242")["data"]["content"]
     answer = vibe(client, key, "retry", dead.pk, user_id="4242", dm=True)  # a DM carries `user`
     assert "reset to pending" in answer["data"]["content"]
@@ -184,7 +172,7 @@ def test_linked_approver_approves_and_retries_with_their_discord_id(client, key,
 
 def test_viewer_and_unlinked_are_refused_and_nothing_changes(client, key, viewer, worker):
     ChatLink.objects.create(platform="discord", external_id="777", user=viewer)
-    waiting, dead = _awaiting(), _dead_letter(worker)
+    waiting, dead = _awaiting(), dead_letter_task(worker)
     counts = (waiting.history.count(), dead.history.count())
     refused = vibe(client, key, "approve", waiting.pk, user_id="777")["data"]["content"]
     assert "vera does not have the permission to approve" in refused
@@ -222,7 +210,7 @@ def test_approve_button_updates_the_message_and_removes_buttons(client, key, app
 
 def test_retry_button_by_an_approver(client, key, approver, worker):
     ChatLink.objects.create(platform="discord", external_id="4242", user=approver)
-    task = _dead_letter(worker)
+    task = dead_letter_task(worker)
     assert click(client, key, "retry", task, user_id="4242")["type"] == 7
     task.refresh_from_db()
     assert task.status == Status.PENDING
@@ -230,7 +218,7 @@ def test_retry_button_by_an_approver(client, key, approver, worker):
 
 def test_refused_click_is_ephemeral_and_keeps_the_buttons(client, key, viewer, worker):
     ChatLink.objects.create(platform="discord", external_id="777", user=viewer)
-    task = _dead_letter(worker)
+    task = dead_letter_task(worker)
     history = task.history.count()
     for user_id in ("777", "31337"):
         answer = click(client, key, "retry", task, user_id=user_id)
@@ -263,7 +251,7 @@ def test_buttons_that_are_not_ours(client, key, db):
 
 
 def test_task_text_cannot_mention_or_format(client, key, worker):
-    task = _dead_letter(worker, NASTY_GOAL)
+    task = dead_letter_task(worker, NASTY_GOAL)
     for answer in (vibe(client, key, "task", task.pk), vibe(client, key, "dlq")):
         content = answer["data"]["content"]
         assert answer["data"]["allowed_mentions"] == {"parse": []}
@@ -285,7 +273,7 @@ def test_escape_keeps_the_text_readable():
 
 def test_long_replies_fit_discord_limits(client, key, worker):
     for n in range(12):
-        _dead_letter(worker, f"broken {n} " + "_" * 400)
+        dead_letter_task(worker, f"broken {n} " + "_" * 400)
     answer = vibe(client, key, "dlq")
     assert len(answer["data"]["content"]) <= 2000
     assert len(_buttons(answer)) == 5

@@ -14,7 +14,7 @@ from chatops_app.models import ChatLink
 from chatops_app.signatures import slack_signature
 from tasks_app import lifecycle
 from tasks_app.models import Status, Task, TaskHistory
-from workers_app.models import Worker
+from tests.chatops_app.factories import dead_letter_task
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 SECRET = "test-slack-signing-secret"
@@ -29,19 +29,6 @@ def slack_secret(settings) -> str:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.VIBE_SLACK_SIGNING_SECRET = SECRET
     return SECRET
-
-
-@pytest.fixture
-def worker(db) -> Worker:
-    return Worker.objects.create(worker_id="@chat-test", lane="backend", capacity_limit=5)
-
-
-def _dead_letter(worker: Worker, goal: str = "build the login page") -> Task:
-    task = lifecycle.submit(goal, lane="backend", actor="cli", max_attempts=1)
-    claimed = lifecycle.claim_next(worker)
-    assert claimed is not None and claimed.pk == task.pk
-    lifecycle.fail(task.pk, worker_id=worker.pk, token=claimed.claim_token, error_type="agent_exit")
-    return Task.objects.get(pk=task.pk)
 
 
 def _awaiting(goal: str = "drop the old billing tables") -> Task:
@@ -124,7 +111,7 @@ def _buttons(message: dict) -> list[tuple[str, str]]:
 
 
 def test_status_is_posted_to_the_channel(client, worker):
-    _dead_letter(worker)
+    dead_letter_task(worker)
     message = vibe(client, "status")
     assert message["response_type"] == "in_channel"
     assert message["blocks"][0] == {
@@ -137,8 +124,8 @@ def test_status_is_posted_to_the_channel(client, worker):
 
 
 def test_dlq_lists_dead_letter_tasks_with_retry_buttons(client, worker):
-    first = _dead_letter(worker, "first broken thing")
-    second = _dead_letter(worker, "second broken thing")
+    first = dead_letter_task(worker, "first broken thing")
+    second = dead_letter_task(worker, "second broken thing")
     message = vibe(client, "dlq")
     assert message["response_type"] == "ephemeral"
     text = _all_text(message)
@@ -171,7 +158,7 @@ def test_unknown_worker_is_a_friendly_refusal(client, db):
 
 
 def test_task_shows_history_and_the_button_that_applies(client, worker):
-    dead = _dead_letter(worker)
+    dead = dead_letter_task(worker)
     message = vibe(client, f"task {dead.pk}")
     text = _all_text(message)
     assert f"Task #{dead.pk}" in text
@@ -210,7 +197,7 @@ def test_slack_bolt_slash_command_body_is_answered(client, db):
 
 def test_long_replies_stay_within_slack_limits(client, worker):
     for n in range(12):
-        _dead_letter(worker, f"broken {n} " + "x" * 400)
+        dead_letter_task(worker, f"broken {n} " + "x" * 400)
     message = vibe(client, "dlq")
     assert "… and 2 more" in _all_text(message)
     long_error = vibe(client, "task " + "9" * 300)
@@ -233,7 +220,7 @@ def test_linked_approver_can_approve(client, approver):
 
 def test_linked_approver_can_retry(client, approver, worker):
     _link(approver, "U0ALICE")
-    task = _dead_letter(worker)
+    task = dead_letter_task(worker)
     message = vibe(client, f"retry #{task.pk}", "U0ALICE")
     assert "reset to pending" in _all_text(message)
     task.refresh_from_db()
@@ -249,7 +236,7 @@ def _snapshot(task: Task) -> tuple:
 
 def test_linked_viewer_cannot_approve_or_retry(client, viewer, worker, caplog):
     _link(viewer, "U0VERA")
-    waiting, dead = _awaiting(), _dead_letter(worker)
+    waiting, dead = _awaiting(), dead_letter_task(worker)
     before = (_snapshot(waiting), _snapshot(dead))
     approve = _all_text(vibe(client, f"approve {waiting.pk}", "U0VERA"))
     retry = _all_text(vibe(client, f"retry {dead.pk}", "U0VERA"))
@@ -261,7 +248,7 @@ def test_linked_viewer_cannot_approve_or_retry(client, viewer, worker, caplog):
 
 
 def test_unlinked_user_cannot_act_and_is_told_how_to_link(client, worker):
-    dead = _dead_letter(worker)
+    dead = dead_letter_task(worker)
     before = _snapshot(dead)
     message = vibe(client, f"retry {dead.pk}", "U0STRANGER")
     text = _all_text(message)
@@ -275,14 +262,14 @@ def test_inactive_linked_user_cannot_act(client, approver, worker):
     approver.is_active = False
     approver.save()
     _link(approver, "U0GONE")
-    dead = _dead_letter(worker)
+    dead = dead_letter_task(worker)
     before = _snapshot(dead)
     assert "permission" in _all_text(vibe(client, f"retry {dead.pk}", "U0GONE"))
     assert _snapshot(dead) == before
 
 
 def test_read_only_commands_are_open_to_unlinked_users(client, worker):
-    dead = _dead_letter(worker)
+    dead = dead_letter_task(worker)
     assert f"Task #{dead.pk}" in _all_text(vibe(client, f"task {dead.pk}", "U0STRANGER"))
 
 
@@ -300,7 +287,7 @@ def test_illegal_move_comes_back_with_the_lifecycle_message(client, approver):
 
 
 def test_task_text_is_escaped_so_it_cannot_ping_or_format(client, worker):
-    task = _dead_letter(worker, NASTY_GOAL)
+    task = dead_letter_task(worker, NASTY_GOAL)
     for text in (f"task {task.pk}", "dlq"):
         message = vibe(client, text)
         raw = json.dumps(message)
@@ -326,7 +313,7 @@ def test_typed_text_echoed_back_is_escaped(client, db):
 
 def test_refused_attempts_leave_no_history(client, worker, viewer):
     _link(viewer, "U0VERA")
-    dead = _dead_letter(worker)
+    dead = dead_letter_task(worker)
     vibe(client, f"retry {dead.pk}", "U0VERA")
     vibe(client, f"retry {dead.pk}", "U0NOBODY")
     assert not TaskHistory.objects.filter(actor__startswith="slack:").exists()

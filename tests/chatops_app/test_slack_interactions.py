@@ -18,7 +18,7 @@ from chatops_app.models import ChatLink
 from chatops_app.signatures import slack_signature
 from tasks_app import lifecycle
 from tasks_app.models import Status, Task, TaskHistory
-from workers_app.models import Worker
+from tests.chatops_app.factories import dead_letter_task
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 SECRET = "test-slack-signing-secret"
@@ -77,18 +77,6 @@ def slack_secret(settings) -> str:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.VIBE_SLACK_SIGNING_SECRET = SECRET
     return SECRET
-
-
-@pytest.fixture
-def worker(db) -> Worker:
-    return Worker.objects.create(worker_id="@chat-test", lane="backend", capacity_limit=5)
-
-
-def _dead_letter(worker: Worker, goal: str = "build the login page") -> Task:
-    task = lifecycle.submit(goal, lane="backend", actor="cli", max_attempts=1)
-    claimed = lifecycle.claim_next(worker)
-    lifecycle.fail(task.pk, worker_id=worker.pk, token=claimed.claim_token, error_type="timeout")
-    return Task.objects.get(pk=task.pk)
 
 
 def _notification_message(task: Task, action: str) -> dict:
@@ -196,7 +184,7 @@ def test_approver_approves_from_a_button_and_the_message_shows_who(client, appro
 
 def test_approver_retries_from_a_button(client, approver, worker, response_url):
     ChatLink.objects.create(platform="slack", external_id="U0ALICE", user=approver)
-    task = _dead_letter(worker)
+    task = dead_letter_task(worker)
     assert click(client, _payload(task, "retry", "U0ALICE", response_url.url)).status_code == 200
     task.refresh_from_db()
     assert task.status == Status.PENDING
@@ -211,7 +199,7 @@ def test_refused_click_changes_nothing_and_tells_only_the_clicker(
 ):
     if who == "viewer":
         ChatLink.objects.create(platform="slack", external_id="U0VERA", user=viewer)
-    task = _dead_letter(worker)
+    task = dead_letter_task(worker)
     history = task.history.count()
     slack_user = "U0VERA" if who == "viewer" else "U0STRANGER"
     assert click(client, _payload(task, "retry", slack_user, response_url.url)).status_code == 200
