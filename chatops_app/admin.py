@@ -7,10 +7,11 @@ here: the list exists to answer "did the message about task 42 get out, and if n
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
+
+from tasks_app.admin import ReadOnlyAdmin
 
 from .models import ChatLink, Notification
 
@@ -37,7 +38,7 @@ class ChatLinkAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "event",
@@ -78,12 +79,3 @@ class NotificationAdmin(admin.ModelAdmin):
     @admin.display(description="last error")
     def short_error(self, obj: Notification) -> str:
         return Truncator(obj.last_error).chars(60) or "—"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

@@ -96,6 +96,19 @@ def run_lifecycle_action(
 # --- Inlines ----------------------------------------------------------------------------------
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written only by the product (history, runs, the outbox): look, never touch."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 class _ReadOnlyInline(admin.TabularInline):
     """History and runs are written by the lifecycle and the workers, never in a form."""
 
@@ -427,7 +440,7 @@ class TaskAdmin(admin.ModelAdmin):
 
 
 @admin.register(TaskHistory)
-class TaskHistoryAdmin(admin.ModelAdmin):
+class TaskHistoryAdmin(ReadOnlyAdmin):
     """Append-only: readable by anyone allowed to view it, changeable by nobody."""
 
     list_display = ("created_at", "task_link", "from_status", "to_status", "actor", "short_note")
@@ -458,18 +471,9 @@ class TaskHistoryAdmin(admin.ModelAdmin):
             return queryset.filter(task_id=task_id), False
         return super().get_search_results(request, queryset, search_term)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(ReadOnlyAdmin):
     """Agent runs, like build logs: read-only."""
 
     list_display = (
@@ -493,12 +497,3 @@ class RunAdmin(admin.ModelAdmin):
     def task_link(self, obj: Run) -> str:
         url = reverse("admin:tasks_app_task_change", args=[obj.task_id])
         return format_html('<a href="{}">#{}</a>', url, obj.task_id)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
