@@ -67,6 +67,11 @@ class Fleet:
             *flags,
         ]
         log = self.tmp_path / f"{worker_id.strip('@')}-{len(self.procs)}.log"
+        return self._spawn(worker_id, argv, log, env)
+
+    def _spawn(
+        self, worker_id: str, argv: list[str], log: Path, env: dict[str, str] | None
+    ) -> WorkerProcess:
         with open(log, "wb") as fh:
             proc = subprocess.Popen(
                 argv,
@@ -83,17 +88,7 @@ class Fleet:
         """`runworker ARGS` exactly as given (no default agent command)."""
         argv = [sys.executable, str(REPO_ROOT / "manage.py"), "runworker", *args]
         log = self.tmp_path / f"plain-{len(self.procs)}.log"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(
-                argv,
-                cwd=REPO_ROOT,
-                env={**self.env, **(env or {})},
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        worker = WorkerProcess(args[0], proc, log)
-        self.procs.append(worker)
-        return worker
+        return self._spawn(args[0], argv, log, env)
 
     def run(self, worker_id: str, lane: str, agent: str = "ok_agent.py", *flags, **kw) -> str:
         """Run a worker with --once to completion; returns its output."""
