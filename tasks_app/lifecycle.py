@@ -27,7 +27,7 @@ except ImportError:  # Windows: SQLite's busy timeout alone
     fcntl = None
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 from . import pipeline
@@ -152,43 +152,74 @@ _MAY_CLAIM_SQL = (
     f" AND ({_TASKS}.not_before IS NULL OR {_TASKS}.not_before <= %s))"
     " FROM worker_health w WHERE w.worker_id = %s"
 )
-_task_columns_by_vendor: dict[str, tuple[str, list[str], list[tuple]]] = {}
+_task_columns_by_vendor: dict[str, tuple[str, str, list[str], list[tuple]]] = {}
 
 
-def _task_columns(db) -> tuple[str, list[str], list[tuple]]:
-    """The SELECT list of a whole Task, its attribute names, and each column's converters."""
+def _task_columns(db) -> tuple[str, str, list[str], list[tuple]]:
+    """A whole Task's SELECT list, its RETURNING list, attribute names and column converters."""
     cached = _task_columns_by_vendor.get(db.vendor)
     if cached is None:
         fields = Task._meta.concrete_fields
         select = ", ".join(f"{_TASKS}.{db.ops.quote_name(f.column)}" for f in fields)
+        returning = ", ".join(db.ops.quote_name(f.column) for f in fields)
         converters = []
         for field in fields:
             col = field.get_col(_TASKS)
             funcs = db.ops.get_db_converters(col) + col.get_db_converters(db)
             converters.append((col, funcs))
-        cached = (select, [f.attname for f in fields], converters)
+        cached = (select, returning, [f.attname for f in fields], converters)
         _task_columns_by_vendor[db.vendor] = cached
     return cached
 
 
-def _fetch_task(where: str, params: Sequence, *, lock: bool, skip_locked: bool = False):
-    """One Task by hand-written SQL; `lock` takes its row lock on PostgreSQL."""
-    db = transaction.get_connection()
-    select, attnames, converters = _task_columns(db)
-    sql = f"SELECT {select} FROM {_TASKS} {where}"
-    if lock and db.features.has_select_for_update:
-        sql += " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
+def _task_from_row(db, row: Sequence) -> Task:
+    """A Task from a row of `_task_columns`, through each field's own converters."""
+    _select, _returning, attnames, converters = _task_columns(db)
     values = []
     for value, (col, funcs) in zip(row, converters, strict=True):
         for func in funcs:
             value = func(value, col, db)
         values.append(value)
     return Task.from_db(db.alias, attnames, values)
+
+
+def _fetch_task(where: str, params: Sequence, *, lock: bool, skip_locked: bool = False):
+    """One Task by hand-written SQL; `lock` takes its row lock on PostgreSQL."""
+    db = transaction.get_connection()
+    select = _task_columns(db)[0]
+    sql = f"SELECT {select} FROM {_TASKS} {where}"
+    if lock and db.features.has_select_for_update:
+        sql += " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else _task_from_row(db, row)
+
+
+_ID_COLUMN = [f.attname for f in Task._meta.concrete_fields].index("id")
+# Claim a slot of the worker's capacity: exact, because the row is re-checked as it is written.
+_TAKE_SLOT_SQL = (
+    "UPDATE worker_health SET active_tasks = active_tasks + 1"
+    " WHERE worker_id = %s AND status = 'online' AND active_tasks < capacity_limit"
+    " RETURNING lane"
+)
+_claim_sql_by_vendor: dict[str, str] = {}
+
+
+def _claim_sql(db) -> str:
+    """Pick the next claimable task of a lane and take it, in one statement."""
+    sql = _claim_sql_by_vendor.get(db.vendor)
+    if sql is None:
+        skip = " FOR UPDATE SKIP LOCKED" if db.features.has_select_for_update_skip_locked else ""
+        sql = (
+            f"UPDATE {_TASKS} SET status = 'in_progress', worker_id = %s,"
+            " lease_expires_at = %s, claim_token = claim_token + 1, started_at = %s,"
+            " not_before = NULL, finished_at = NULL, updated_at = %s"
+            f" WHERE id = (SELECT {_TASKS}.id FROM {_TASKS} {_CLAIMABLE_SQL}{skip})"
+            f" AND status = 'pending' RETURNING {_task_columns(db)[1]}"
+        )
+        _claim_sql_by_vendor[db.vendor] = sql
+    return sql
 
 
 _PLAIN_TYPES = (str, int, type(None))
@@ -205,10 +236,18 @@ def _update_column(name: str) -> tuple[str, object, bool]:
     return _update_columns[name]
 
 
-def _update_task(pk: int, expected: Sequence[str], fields: dict) -> int:
-    """UPDATE … WHERE id AND status IN expected (the compare-and-swap); rows changed."""
+def _update_task(
+    pk: int, expected: Sequence[str], fields: dict, held: tuple[str, int] | None = None
+) -> int:
+    """UPDATE … WHERE id AND status IN expected (the compare-and-swap); rows changed.
+
+    `held` is (worker id, claim token): the row changes only while that claim still holds it.
+    """
     if any(hasattr(value, "resolve_expression") for value in fields.values()):
-        return Task.objects.filter(pk=pk, status__in=expected).update(**fields)
+        rows = Task.objects.filter(pk=pk, status__in=expected)
+        if held:
+            rows = rows.filter(worker_id=held[0], claim_token=held[1])
+        return rows.update(**fields)
     db = transaction.get_connection()
     sets, params = [], []
     for name, value in fields.items():
@@ -220,8 +259,12 @@ def _update_task(pk: int, expected: Sequence[str], fields: dict) -> int:
             params.append(field.get_db_prep_save(value, db))
     marks = ", ".join(["%s"] * len(expected))
     sql = f"UPDATE {_TASKS} SET {', '.join(sets)} WHERE id = %s AND status IN ({marks})"
+    params += [pk, *expected]
+    if held:
+        sql += " AND worker_id = %s AND claim_token = %s"
+        params += list(held)
     with db.cursor() as cursor:
-        cursor.execute(sql, [*params, pk, *expected])
+        cursor.execute(sql, params)
         return cursor.rowcount
 
 
@@ -313,6 +356,31 @@ def _atomic() -> Iterator[None]:
             yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+    _checkpoint_now_and_then(conn)
+
+
+def _checkpoint_now_and_then(conn) -> None:
+    """Fold the WAL back into the database every CHECKPOINT_EVERY commits, outside the queue.
+
+    SQLite's own automatic checkpoint runs inside the committing transaction, so it would hold
+    the writers' queue through its fsyncs (half of all time spent in the queue on a slow disk).
+    A PASSIVE checkpoint needs no write lock: run here, after the queue has moved on, it lets
+    the other writers carry on. `wal_autocheckpoint` stays set, higher, as a safety net for
+    writes that do not come through the lifecycle.
+    """
+    commits = _writer_queue.__dict__.get("commits", 0) + 1
+    if commits < settings.VIBE_SQLITE_CHECKPOINT_EVERY:
+        _writer_queue.commits = commits
+        return
+    _writer_queue.commits = 0
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.fetchall()
+    except DatabaseError as exc:
+        # The move has committed: its caller must not hear of a failure. The next checkpoint
+        # (or SQLite's own) folds in what this one could not.
+        logger.warning("WAL checkpoint skipped: %s", exc)
 
 
 def _load(task_id: int | str, *, lock: bool = True) -> Task:
@@ -339,14 +407,28 @@ def _illegal(task: Task, action: str, allowed: Sequence[str]) -> IllegalTransiti
     )
 
 
-def _move(task: Task, expected: str | Sequence[str], *, actor: str, note: str = "", **fields):
-    """Compare-and-swap `task` from `expected` to `fields['status']`; write its history row."""
+def _move(
+    task: Task,
+    expected: str | Sequence[str],
+    *,
+    actor: str,
+    note: str = "",
+    held: tuple[str, int] | None = None,
+    **fields,
+):
+    """Compare-and-swap `task` from `expected` to `fields['status']`; write its history row.
+
+    With `held` (worker id, claim token) the move also needs that claim to still hold the task,
+    and raises LeaseLost when it does not.
+    """
     expected_list = [expected] if isinstance(expected, str) else list(expected)
     now = timezone.now()
     fields.setdefault("updated_at", now)
-    changed = _update_task(task.pk, expected_list, fields)
+    changed = _update_task(task.pk, expected_list, fields, held)
     if changed != 1:
         current = Task.objects.filter(pk=task.pk).values_list("status", flat=True).first()
+        if held:
+            raise _lease_lost(task.pk, held[0], current)
         raise IllegalTransition(
             f"task {task.pk} changed while you acted (it is now {_status_label(current or '?')});"
             " nothing was done"
@@ -542,15 +624,15 @@ def approve(task_id: int | str, *, actor: str) -> Task:
 def claim_next(worker, *, lease_seconds: int | None = None) -> Task | None:
     """Atomically take the most urgent claimable task of the worker's lane, or None.
 
-    The worker row is locked first, so its capacity check and `active_tasks` update cannot race
-    with another claim of the same worker; on PostgreSQL the task row is taken with SKIP LOCKED so
-    workers of one lane never wait on each other.
+    The worker's slot is taken first, by an UPDATE that re-checks status and capacity as it
+    writes, so `active_tasks` never passes `capacity_limit` however many processes drive one
+    worker; on PostgreSQL the task row is taken with SKIP LOCKED so workers of one lane never
+    wait on each other.
     """
-    from workers_app.models import Worker, WorkerStatus
+    from workers_app.models import Worker
 
     worker_id = worker.pk if isinstance(worker, Worker) else str(worker)
     lease = timedelta(seconds=lease_seconds or settings.VIBE_LEASE_SECONDS)
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     if connection.vendor == "sqlite" and not connection.in_atomic_block:
         # SQLite has one write lock for the whole file: an idle worker that polls must not
         # take it just to find nothing. A plain read (never blocked in WAL mode) answers
@@ -565,60 +647,51 @@ def claim_next(worker, *, lease_seconds: int | None = None) -> Task | None:
             raise WorkerNotFound(f"worker {worker_id} does not exist")
         if not row[0]:
             return None
+    actor = _worker_actor(worker_id)
+    note = f"claimed by {worker_id}"
+    adapt = connection.ops.adapt_datetimefield_value
+    # Only the statements run in the transaction (on SQLite, in the writers' queue): everything
+    # Python can do before or after the lock is done there, so the lock passes on sooner.
     with _atomic():
+        now = timezone.now()
         with connection.cursor() as cursor:
+            cursor.execute(_TAKE_SLOT_SQL, [worker_id])
+            slot = cursor.fetchone()
+            if slot is None:  # paused, draining, at capacity — or gone
+                cursor.execute("SELECT 1 FROM worker_health WHERE worker_id = %s", [worker_id])
+                if cursor.fetchone() is None:
+                    raise WorkerNotFound(f"worker {worker_id} does not exist")
+                return None
+            stamp = adapt(now)
             cursor.execute(
-                "SELECT lane, status, capacity_limit, active_tasks FROM worker_health"
-                f" WHERE worker_id = %s{lock}",
-                [worker_id],
+                _claim_sql(connection),
+                [worker_id, adapt(now + lease), stamp, stamp, slot[0], stamp],
             )
             row = cursor.fetchone()
         if row is None:
-            raise WorkerNotFound(f"worker {worker_id} does not exist")
-        lane, status, capacity_limit, active_tasks = row
-        if status != WorkerStatus.ONLINE or active_tasks >= capacity_limit:
+            transaction.set_rollback(True)  # give the slot back
             return None
-        now = timezone.now()
-        # The same rows and order as Task.objects.claimable(lane, now), in hand-written SQL.
-        task = _fetch_task(
-            _CLAIMABLE_SQL,
-            [lane, connection.ops.adapt_datetimefield_value(now)],
-            lock=True,
-            skip_locked=True,
-        )
-        if task is None:
-            return None
-        _move(
-            task,
-            Status.PENDING,
-            actor=_worker_actor(worker_id),
-            note=f"claimed by {worker_id}",
-            status=Status.IN_PROGRESS,
-            worker_id=worker_id,
-            lease_expires_at=now + lease,
-            claim_token=task.claim_token + 1,
-            started_at=now,
-            not_before=None,
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE worker_health SET active_tasks = active_tasks + 1 WHERE worker_id = %s",
-                [worker_id],
-            )
-        return task
+        _write_history(row[_ID_COLUMN], Status.PENDING, Status.IN_PROGRESS, actor, note)
+    return _task_from_row(connection, row)
+
+
+def _lease_lost(task_id: int, worker_id: str, status: str | None) -> LeaseLost:
+    return LeaseLost(
+        f"task {task_id} is no longer held by {worker_id} (it is "
+        f"{_status_label(status or '?')}); its result was not recorded"
+    )
 
 
 def _load_held(task_id: int, worker_id: str, token: int) -> Task:
-    task = _load(task_id)
+    """The task as its worker last left it, read without a lock: while the claim holds, only
+    the holder changes it, and every write of the holder re-checks the claim (`held=`)."""
+    task = _load(task_id, lock=False)
     if (
         task.status != Status.IN_PROGRESS
         or task.worker_id != worker_id
         or task.claim_token != token
     ):
-        raise LeaseLost(
-            f"task {task.pk} is no longer held by {worker_id} (it is "
-            f"{_status_label(task.status)}); its result was not recorded"
-        )
+        raise _lease_lost(task.pk, worker_id, task.status)
     return task
 
 
@@ -637,41 +710,39 @@ def heartbeat(task_id: int, *, worker_id: str, token: int, lease_seconds: int | 
 def complete(task_id: int, *, worker_id: str, token: int, result: dict | None = None) -> Task:
     """The agent finished. Reviews record their verdict; building work goes on to review."""
     result = dict(result or {})
+    # Read and check everything before the transaction, so the lock is held for the writes
+    # alone; the writes re-check the claim (`held`), so nothing read here can be stale.
+    task = _load_held(task_id, worker_id, token)
+    held = (worker_id, token)
+    actor = _worker_actor(worker_id)
+    fields: dict = {
+        "lease_expires_at": None,
+        "branch": str(result.pop("branch", "") or task.branch)[:200],
+        "head_commit": str(result.pop("head_commit", "") or task.head_commit)[:64],
+        "diff_stat": str(result.pop("diff_stat", "") or task.diff_stat),
+    }
+    if task.is_review or "verdict" in result:
+        try:
+            clean = validate_result(result, lane=task.lane)
+        except VerdictError as exc:
+            raise InvalidInput(f"task {task.pk}: malformed verdict: {exc}") from None
+        fields.update(result=clean, verdict=clean["verdict"], score=clean["score"])
+    else:
+        fields["result"] = {"summary": str(result.get("summary", ""))[:4000]}
+    steps = pipeline.steps(task.pipeline) if not task.is_review else ()
     with _atomic():
-        if connection.vendor == "postgresql":
+        fields["finished_at"] = timezone.now()
+        if connection.vendor == "postgresql" and task.parent_id:
             # Lock the reviewed work before its review — the order cancel() uses — so the two
             # never deadlock, and reviews of one step finishing together see each other.
-            with connection.cursor() as cursor:
-                cursor.execute(f"SELECT parent_id FROM {_TASKS} WHERE id = %s", [task_id])
-                parent_id = (cursor.fetchone() or [None])[0]
-            if parent_id:
-                _load(parent_id)
-        task = _load_held(task_id, worker_id, token)
-        actor = _worker_actor(worker_id)
-        now = timezone.now()
-        fields: dict = {
-            "finished_at": now,
-            "lease_expires_at": None,
-            "branch": str(result.pop("branch", "") or task.branch)[:200],
-            "head_commit": str(result.pop("head_commit", "") or task.head_commit)[:64],
-            "diff_stat": str(result.pop("diff_stat", "") or task.diff_stat),
-        }
-        if task.is_review or "verdict" in result:
-            try:
-                clean = validate_result(result, lane=task.lane)
-            except VerdictError as exc:
-                raise InvalidInput(f"task {task.pk}: malformed verdict: {exc}") from None
-            fields.update(result=clean, verdict=clean["verdict"], score=clean["score"])
-        else:
-            fields["result"] = {"summary": str(result.get("summary", ""))[:4000]}
-
-        steps = pipeline.steps(task.pipeline) if not task.is_review else ()
+            _load(task.parent_id)
         if steps:
             _move(
                 task,
                 Status.IN_PROGRESS,
                 actor=actor,
                 note=f"work done; {steps[0].label} next",
+                held=held,
                 status=Status.REVIEW_NEEDED,
                 pipeline_step=0,
                 **fields,
@@ -680,12 +751,18 @@ def complete(task_id: int, *, worker_id: str, token: int, result: dict | None = 
         else:
             note = f"verdict {fields['verdict']}" if "verdict" in fields else "completed"
             _move(
-                task, Status.IN_PROGRESS, actor=actor, note=note, status=Status.COMPLETED, **fields
+                task,
+                Status.IN_PROGRESS,
+                actor=actor,
+                note=note,
+                held=held,
+                status=Status.COMPLETED,
+                **fields,
             )
         _release_worker_slot(worker_id)
         if task.is_review and task.parent_id:
             _after_review(task.parent_id, actor=actor)
-        return task
+    return task
 
 
 def _sentence_case(label: str) -> str:
@@ -823,13 +900,22 @@ def fail(task_id: int, *, worker_id: str, token: int, error_type: str, error: st
         raise InvalidInput(
             f"unknown error type {error_type!r}; use one of {', '.join(sorted(ERROR_TYPES))}"
         )
+    task = _load_held(task_id, worker_id, token)
     with _atomic():
-        task = _load_held(task_id, worker_id, token)
-        _record_failure(task, error_type, error, actor=_worker_actor(worker_id))
-        return task
+        _record_failure(
+            task, error_type, error, actor=_worker_actor(worker_id), held=(worker_id, token)
+        )
+    return task
 
 
-def _record_failure(task: Task, error_type: str, error: str, *, actor: str) -> None:
+def _record_failure(
+    task: Task,
+    error_type: str,
+    error: str,
+    *,
+    actor: str,
+    held: tuple[str, int] | None = None,
+) -> None:
     kind = ERROR_TYPES[error_type]
     attempts = task.attempt_count + 1
     now = timezone.now()
@@ -852,6 +938,7 @@ def _record_failure(task: Task, error_type: str, error: str, *, actor: str) -> N
             Status.IN_PROGRESS,
             actor=actor,
             note=note,
+            held=held,
             status=Status.PENDING,
             not_before=now + delay,
             worker_id=None,
@@ -863,25 +950,34 @@ def _record_failure(task: Task, error_type: str, error: str, *, actor: str) -> N
             if kind.retryable
             else f"{error_type} is not worth retrying: {kind.hint}"
         )
-        _move(task, Status.IN_PROGRESS, actor=actor, note=why, status=Status.DEAD_LETTER, **fields)
+        _move(
+            task,
+            Status.IN_PROGRESS,
+            actor=actor,
+            note=why,
+            held=held,
+            status=Status.DEAD_LETTER,
+            **fields,
+        )
     _release_worker_slot(held_by)
 
 
 def release(task_id: int, *, worker_id: str, token: int, note: str = "released") -> Task:
     """Give a task back without counting an attempt (the worker is shutting down)."""
+    task = _load_held(task_id, worker_id, token)
     with _atomic():
-        task = _load_held(task_id, worker_id, token)
         _move(
             task,
             Status.IN_PROGRESS,
             actor=_worker_actor(worker_id),
             note=note,
+            held=(worker_id, token),
             status=Status.PENDING,
             worker_id=None,
             lease_expires_at=None,
         )
         _release_worker_slot(worker_id)
-        return task
+    return task
 
 
 def requeue_expired(*, now: datetime | None = None, limit: int = 100) -> int:

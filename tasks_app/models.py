@@ -218,7 +218,9 @@ class Task(models.Model):
 class TaskHistory(models.Model):
     """One row per status change. Append-only: written by `lifecycle`, never edited."""
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history")
+    # No index of its own: task_history_task_idx (task, created_at) serves every lookup by task,
+    # and each status change would otherwise write one more index page.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history", db_index=False)
     from_status = models.CharField(max_length=20, blank=True, default="", db_default="")
     to_status = models.CharField(max_length=20)
     actor = models.CharField(max_length=200)

@@ -150,7 +150,11 @@ SQLITE_INIT_COMMAND = (
     "PRAGMA synchronous=NORMAL;"
     f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS};"
     "PRAGMA foreign_keys=ON;"
+    # The lifecycle checkpoints every VIBE_SQLITE_CHECKPOINT_EVERY of its commits, outside the
+    # writers' queue; SQLite's own checkpoint (inside a commit) is only the safety net.
+    "PRAGMA wal_autocheckpoint=10000;"
 )
+VIBE_SQLITE_CHECKPOINT_EVERY = env_int("VIBE_SQLITE_CHECKPOINT_EVERY", 100, minimum=1)
 
 _default_db_url = f"sqlite:///{VAR_DIR / 'vibe_coding.db'}"
 DATABASE_URL = env_str("DATABASE_URL", _default_db_url) or _default_db_url

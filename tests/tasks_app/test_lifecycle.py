@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import threading
+from contextlib import closing
 from datetime import timedelta
 
 import pytest
@@ -445,6 +448,83 @@ def test_an_old_claim_token_is_fenced_off():
     finish(again)
 
 
+WORKER_WRITES = {
+    "complete": lambda task: lifecycle.complete(
+        task.pk, worker_id="@qa-1", token=task.claim_token, result={"summary": "done"}
+    ),
+    "fail": lambda task: lifecycle.fail(
+        task.pk, worker_id="@qa-1", token=task.claim_token, error_type="agent_exit"
+    ),
+    "release": lambda task: lifecycle.release(task.pk, worker_id="@qa-1", token=task.claim_token),
+}
+
+
+def _cancel(task: Task) -> None:
+    lifecycle.cancel(task.pk, actor="user:otto")
+
+
+def _expire_and_claim_again(task: Task) -> None:
+    Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert lifecycle.requeue_expired() == 1
+    make_due(task)
+    assert claim().claim_token == task.claim_token + 1  # the same worker id, a newer claim
+
+
+TAKEOVERS = {
+    # takeover: (what a person or the reaper does, the status it leaves, history rows, active)
+    "cancelled": (_cancel, Status.CANCELLED, 3, 0),
+    "claimed again": (_expire_and_claim_again, Status.IN_PROGRESS, 4, 1),
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("takeover", sorted(TAKEOVERS))
+@pytest.mark.parametrize("write", sorted(WORKER_WRITES))
+def test_a_claim_lost_after_the_worker_read_its_task_is_still_fenced_off(write, takeover):
+    """The worker reads its task before its write transaction. A claim lost in between (a
+    person cancelled, or the lease ran out and the task was claimed again) still wins: the
+    worker's write changes nothing."""
+    Worker.objects.get_or_create(worker_id="@qa-1", defaults={"lane": "qa", "capacity_limit": 2})
+    submit()
+    task = claim()
+    move, status, history_rows, still_active = TAKEOVERS[takeover]
+    has_read, taken_over = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def pause_after_reading_the_task(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("SELECT") and " FROM tasks " in sql and not has_read.is_set():
+            has_read.set()
+            taken_over.wait(30)
+        return result
+
+    def worker() -> None:
+        try:
+            with connection.execute_wrapper(pause_after_reading_the_task):
+                WORKER_WRITES[write](task)
+            outcome.append("written")
+        except Exception as exc:  # noqa: BLE001 - the test asserts which one
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert has_read.wait(30), "the worker never read its task"
+    move(task)
+    rows = state(task)
+    taken_over.set()
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost), outcome
+    assert f"task {task.pk} is no longer held by @qa-1" in str(outcome[0])
+    assert state(task) == rows == (status, history_rows)
+    fresh = Task.objects.get(pk=task.pk)
+    assert fresh.result == {}
+    assert fresh.finished_at is None or status == Status.CANCELLED  # a new attempt is not over
+    assert fresh.attempt_count == (1 if takeover == "claimed again" else 0)
+    assert active("@qa-1") == still_active
+
+
 def test_release_gives_the_task_back_without_counting_an_attempt():
     submit()
     task = claim()
@@ -735,3 +815,27 @@ def test_worker_heartbeat_makes_it_alive():
     lifecycle.worker_heartbeat("@qa-1")
     worker.refresh_from_db()
     assert worker.is_alive and worker.display_status == WorkerStatus.ONLINE
+
+
+# --- SQLite checkpoints -----------------------------------------------------------------------
+
+
+def _goals_in_the_database_file_alone(tmp_path) -> set[str]:
+    """What a reader of the main database file sees without its WAL: what was checkpointed."""
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(connection.settings_dict["NAME"], copy)
+    with closing(sqlite3.connect(copy)) as db:
+        return {goal for (goal,) in db.execute("SELECT goal FROM tasks")}
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="WAL checkpoints are SQLite's")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("every, folded_in", [(1, True), (1_000_000, False)])
+def test_the_lifecycle_folds_the_wal_into_the_database_every_so_many_commits(
+    settings, tmp_path, every, folded_in
+):
+    """Checkpoints run after the writers' queue has moved on, every N lifecycle commits; a
+    commit in between leaves its pages in the WAL (SQLite's own checkpoint is set far higher)."""
+    settings.VIBE_SQLITE_CHECKPOINT_EVERY = every
+    submit("checkpoint me")
+    assert ("checkpoint me" in _goals_in_the_database_file_alone(tmp_path)) is folded_in
