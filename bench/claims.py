@@ -5,7 +5,8 @@ Run from the repository root:
     .venv/bin/python bench/claims.py                 # SQLite and PostgreSQL, about 4 minutes
     .venv/bin/python bench/claims.py --seconds 2 --repeat 1 --skip-million --skip-postgres
 
-Each worker process loops `claim_next` → `complete` with a no-op agent (no subprocess), so the
+Each worker process claims and completes tasks as `runworker` does — `claim_next`, then
+`complete_and_claim` for as long as there is work — with a no-op agent (no subprocess), so the
 figure is the control plane's own cost per task. The same run measures a bare `sqlite3` loop
 doing the minimum a claim→complete needs on the same schema and pragmas, and prints our rate as
 a ratio to it. Double claims are counted from `task_history`: a task claimed more than once
@@ -171,25 +172,27 @@ class SqliteTarget:
             "UPDATE tasks SET status = 'completed', finished_at = ?, lease_expires_at = NULL, "
             "updated_at = ? WHERE id = ? AND status = 'in_progress' AND claim_token = ?"
         )
+        # One transaction per task, the shape the workers use: complete the task in hand and
+        # claim the next one together.
         cycles = 0
+        held = None
         started = time.perf_counter()
         deadline = started + seconds
         while time.perf_counter() < deadline:
             now = datetime.now(UTC)
             stamp = _stamp(now)
             conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute(
+            if held is not None:
+                conn.execute(complete_sql, (stamp, stamp, *held))
+                cycles += 1
+            held = conn.execute(
                 claim_sql, ("@raw", _stamp(now + timedelta(minutes=2)), stamp, stamp, LANE)
             ).fetchone()
-            if row is None:
-                conn.execute("ROLLBACK")
+            if held is not None:
+                conn.execute(history_sql, (held[0], "worker:@raw", "claimed by @raw", stamp))
+            conn.execute("COMMIT")
+            if held is None:
                 break
-            conn.execute(history_sql, (row[0], "worker:@raw", "claimed by @raw", stamp))
-            conn.execute("COMMIT")
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(complete_sql, (stamp, stamp, row[0], row[1]))
-            conn.execute("COMMIT")
-            cycles += 1
         elapsed = time.perf_counter() - started
         conn.close()
         return cycles / elapsed
@@ -343,12 +346,18 @@ def child_main(worker_id: str) -> None:
     from tasks_app import lifecycle
 
     errors: list[str] = []
+    held = None
 
     def cycle() -> bool:
-        task = lifecycle.claim_next(worker_id)
-        if task is None:
-            return False
-        lifecycle.complete(task.pk, worker_id=worker_id, token=task.claim_token)
+        """One task claimed and completed, as runworker does it: a worker that finishes a task
+        takes the next one in the same transaction (`complete_and_claim`)."""
+        nonlocal held
+        if held is None:
+            held = lifecycle.claim_next(worker_id)
+            if held is None:
+                return False
+        task, held = held, None
+        _, held = lifecycle.complete_and_claim(task.pk, worker_id=worker_id, token=task.claim_token)
         return True
 
     for _ in range(WARMUP_CYCLES):

@@ -203,6 +203,10 @@ _TAKE_SLOT_SQL = (
     " WHERE worker_id = %s AND status = 'online' AND active_tasks < capacity_limit"
     " RETURNING lane"
 )
+_GIVE_SLOT_BACK_SQL = (
+    "UPDATE worker_health SET active_tasks = active_tasks - 1"
+    " WHERE worker_id = %s AND active_tasks > 0"
+)
 _claim_sql_by_vendor: dict[str, str] = {}
 
 
@@ -222,6 +226,42 @@ def _claim_sql(db) -> str:
     return sql
 
 
+@contextmanager
+def _statements(db) -> Iterator:
+    """The database driver's own cursor, for the statements a move runs in its transaction.
+
+    Django's cursor wrapper costs about ten times what one of these small statements does
+    (30 µs against 3 µs on the bench machine), and on SQLite that time is spent holding the
+    writers' queue. Statements are written with %s and run here with the driver's own
+    placeholders; errors still come out as Django's.
+    """
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        cursor = db.connection.cursor()
+        try:
+            yield _DriverCursor(cursor, qmark=db.vendor == "sqlite")
+        finally:
+            cursor.close()
+
+
+class _DriverCursor:
+    __slots__ = ("cursor", "qmark")
+
+    def __init__(self, cursor, *, qmark: bool) -> None:
+        self.cursor, self.qmark = cursor, qmark
+
+    def execute(self, sql: str, params: Sequence = ()) -> _DriverCursor:
+        self.cursor.execute(sql.replace("%s", "?") if self.qmark else sql, params)
+        return self
+
+    def fetchone(self):
+        return self.cursor.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+
 _PLAIN_TYPES = (str, int, type(None))
 _update_columns: dict[str, tuple[str, object, bool]] = {}
 
@@ -236,19 +276,20 @@ def _update_column(name: str) -> tuple[str, object, bool]:
     return _update_columns[name]
 
 
-def _update_task(
-    pk: int, expected: Sequence[str], fields: dict, held: tuple[str, int] | None = None
-) -> int:
-    """UPDATE … WHERE id AND status IN expected (the compare-and-swap); rows changed.
+_HISTORY_SQL = (
+    f"INSERT INTO {TaskHistory._meta.db_table}"
+    " (task_id, from_status, to_status, actor, note, created_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+def _update_sql(
+    db, pk: int, expected: Sequence[str], fields: dict, held: tuple[str, int] | None
+) -> tuple[str, list]:
+    """UPDATE … WHERE id AND status IN expected (the compare-and-swap), and its parameters.
 
     `held` is (worker id, claim token): the row changes only while that claim still holds it.
     """
-    if any(hasattr(value, "resolve_expression") for value in fields.values()):
-        rows = Task.objects.filter(pk=pk, status__in=expected)
-        if held:
-            rows = rows.filter(worker_id=held[0], claim_token=held[1])
-        return rows.update(**fields)
-    db = transaction.get_connection()
     sets, params = [], []
     for name, value in fields.items():
         column, field, plain = _update_column(name)
@@ -263,27 +304,7 @@ def _update_task(
     if held:
         sql += " AND worker_id = %s AND claim_token = %s"
         params += list(held)
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
-
-
-def _write_history(task_id: int, from_status: str, to_status: str, actor: str, note: str) -> None:
-    db = transaction.get_connection()
-    with db.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {TaskHistory._meta.db_table}"
-            " (task_id, from_status, to_status, actor, note, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            [
-                task_id,
-                str(from_status),
-                str(to_status),
-                actor,
-                note,
-                db.ops.adapt_datetimefield_value(timezone.now()),
-            ],
-        )
+    return sql, params
 
 
 _writer_queue = threading.local()
@@ -407,7 +428,19 @@ def _illegal(task: Task, action: str, allowed: Sequence[str]) -> IllegalTransiti
     )
 
 
-def _move(
+@dataclass
+class _Move:
+    """A status change with its statements built, ready to run in a transaction."""
+
+    task: Task
+    held: tuple[str, int] | None
+    fields: dict
+    note: str
+    update: tuple[str, list]
+    history: list
+
+
+def _prepare_move(
     task: Task,
     expected: str | Sequence[str],
     *,
@@ -415,30 +448,52 @@ def _move(
     note: str = "",
     held: tuple[str, int] | None = None,
     **fields,
-):
-    """Compare-and-swap `task` from `expected` to `fields['status']`; write its history row.
-
-    With `held` (worker id, claim token) the move also needs that claim to still hold the task,
-    and raises LeaseLost when it does not.
-    """
+) -> _Move:
+    """Build a move's statements; the hot paths do this before their transaction, so the
+    writers' queue is held for the statements alone."""
     expected_list = [expected] if isinstance(expected, str) else list(expected)
-    now = timezone.now()
-    fields.setdefault("updated_at", now)
-    changed = _update_task(task.pk, expected_list, fields, held)
+    db = transaction.get_connection()
+    now = fields.setdefault("updated_at", timezone.now())
+    update = _update_sql(db, task.pk, expected_list, fields, held)
+    history = [
+        task.pk,
+        str(task.status),
+        str(fields["status"]),
+        actor,
+        note,
+        db.ops.adapt_datetimefield_value(now),
+    ]
+    return _Move(task, held, fields, note, update, history)
+
+
+def _apply_move(move: _Move) -> Task:
+    """Run a prepared move: the compare-and-swap, then its history row."""
+    task = move.task
+    with _statements(transaction.get_connection()) as cursor:
+        changed = cursor.execute(*move.update).rowcount
+        if changed == 1:
+            cursor.execute(_HISTORY_SQL, move.history)
     if changed != 1:
         current = Task.objects.filter(pk=task.pk).values_list("status", flat=True).first()
-        if held:
-            raise _lease_lost(task.pk, held[0], current)
+        if move.held:
+            raise _lease_lost(task.pk, move.held[0], current)
         raise IllegalTransition(
             f"task {task.pk} changed while you acted (it is now {_status_label(current or '?')});"
             " nothing was done"
         )
-    from_status = task.status
-    for name, value in fields.items():
+    for name, value in move.fields.items():
         setattr(task, name, value)
-    _write_history(task.pk, from_status, fields["status"], actor, note)
-    _after_status(task, fields["status"], note)
+    _after_status(task, move.fields["status"], move.note)
     return task
+
+
+def _move(task: Task, expected: str | Sequence[str], **kwargs) -> Task:
+    """Compare-and-swap `task` from `expected` to `status=`; write its history row.
+
+    With `held=(worker id, claim token)` the move also needs that claim to still hold the task,
+    and raises LeaseLost when it does not.
+    """
+    return _apply_move(_prepare_move(task, expected, **kwargs))
 
 
 def _after_status(task: Task, status: str, note: str) -> None:
@@ -472,12 +527,8 @@ def _backoff(attempt: int) -> timedelta:
 
 def _release_worker_slot(worker_id: str | None) -> None:
     if worker_id:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE worker_health SET active_tasks = active_tasks - 1"
-                " WHERE worker_id = %s AND active_tasks > 0",
-                [worker_id],
-            )
+        with _statements(transaction.get_connection()) as cursor:
+            cursor.execute(_GIVE_SLOT_BACK_SQL, [worker_id])
 
 
 # --- Submitting and approving -----------------------------------------------------------------
@@ -647,32 +698,52 @@ def claim_next(worker, *, lease_seconds: int | None = None) -> Task | None:
             raise WorkerNotFound(f"worker {worker_id} does not exist")
         if not row[0]:
             return None
-    actor = _worker_actor(worker_id)
-    note = f"claimed by {worker_id}"
-    adapt = connection.ops.adapt_datetimefield_value
-    # Only the statements run in the transaction (on SQLite, in the writers' queue): everything
-    # Python can do before or after the lock is done there, so the lock passes on sooner.
+    claim = _Claim.prepare(worker_id, lease)
     with _atomic():
+        row = claim.take()
+    return None if row is None else _task_from_row(transaction.get_connection(), row)
+
+
+class _Claim:
+    """A claim's statements, built before the transaction and run inside it by `take`."""
+
+    def __init__(self, db, worker_id: str, params: list, history: list) -> None:
+        self.db, self.worker_id, self.params, self.history = db, worker_id, params, history
+
+    @classmethod
+    def prepare(cls, worker_id: str, lease: timedelta) -> _Claim:
+        db = transaction.get_connection()
+        adapt = db.ops.adapt_datetimefield_value
         now = timezone.now()
-        with connection.cursor() as cursor:
-            cursor.execute(_TAKE_SLOT_SQL, [worker_id])
-            slot = cursor.fetchone()
+        stamp = adapt(now)
+        params = [worker_id, adapt(now + lease), stamp, stamp, None, stamp]  # [4]: the lane
+        note = f"claimed by {worker_id}"
+        history = [None, Status.PENDING.value, Status.IN_PROGRESS.value]  # [0]: the task
+        history += [_worker_actor(worker_id), note, stamp]
+        return cls(db, worker_id, params, history)
+
+    def take(self, *, missing_ok: bool = False):
+        """The claimed row, or None. Nothing is left to undo when there is nothing to claim
+        (the slot is handed back in the same transaction), so a caller may run this after
+        writes of its own."""
+        with _statements(self.db) as cursor:
+            slot = cursor.execute(_TAKE_SLOT_SQL, [self.worker_id]).fetchone()
             if slot is None:  # paused, draining, at capacity — or gone
-                cursor.execute("SELECT 1 FROM worker_health WHERE worker_id = %s", [worker_id])
-                if cursor.fetchone() is None:
-                    raise WorkerNotFound(f"worker {worker_id} does not exist")
+                if not missing_ok:
+                    cursor.execute(
+                        "SELECT 1 FROM worker_health WHERE worker_id = %s", [self.worker_id]
+                    )
+                    if cursor.fetchone() is None:
+                        raise WorkerNotFound(f"worker {self.worker_id} does not exist")
                 return None
-            stamp = adapt(now)
-            cursor.execute(
-                _claim_sql(connection),
-                [worker_id, adapt(now + lease), stamp, stamp, slot[0], stamp],
-            )
-            row = cursor.fetchone()
-        if row is None:
-            transaction.set_rollback(True)  # give the slot back
-            return None
-        _write_history(row[_ID_COLUMN], Status.PENDING, Status.IN_PROGRESS, actor, note)
-    return _task_from_row(connection, row)
+            self.params[4] = slot[0]
+            row = cursor.execute(_claim_sql(self.db), self.params).fetchone()
+            if row is None:
+                cursor.execute(_GIVE_SLOT_BACK_SQL, [self.worker_id])
+                return None
+            self.history[0] = row[_ID_COLUMN]
+            cursor.execute(_HISTORY_SQL, self.history)
+        return row
 
 
 def _lease_lost(task_id: int, worker_id: str, status: str | None) -> LeaseLost:
@@ -707,15 +778,22 @@ def heartbeat(task_id: int, *, worker_id: str, token: int, lease_seconds: int | 
         raise LeaseLost(f"task {task_id} is no longer held by {worker_id}")
 
 
-def complete(task_id: int, *, worker_id: str, token: int, result: dict | None = None) -> Task:
-    """The agent finished. Reviews record their verdict; building work goes on to review."""
-    result = dict(result or {})
+@dataclass
+class _Completion:
+    """A completion read, checked and built before its transaction; `_write_completion` runs it."""
+
+    move: _Move
+    worker_id: str
+    spawns_reviews: bool
+
+
+def _prepare_completion(task_id: int, worker_id: str, token: int, result: dict | None):
     # Read and check everything before the transaction, so the lock is held for the writes
     # alone; the writes re-check the claim (`held`), so nothing read here can be stale.
+    result = dict(result or {})
     task = _load_held(task_id, worker_id, token)
-    held = (worker_id, token)
-    actor = _worker_actor(worker_id)
     fields: dict = {
+        "finished_at": timezone.now(),
         "lease_expires_at": None,
         "branch": str(result.pop("branch", "") or task.branch)[:200],
         "head_commit": str(result.pop("head_commit", "") or task.head_commit)[:64],
@@ -730,39 +808,67 @@ def complete(task_id: int, *, worker_id: str, token: int, result: dict | None = 
     else:
         fields["result"] = {"summary": str(result.get("summary", ""))[:4000]}
     steps = pipeline.steps(task.pipeline) if not task.is_review else ()
+    if steps:
+        fields.update(status=Status.REVIEW_NEEDED, pipeline_step=0)
+        note = f"work done; {steps[0].label} next"
+    else:
+        fields["status"] = Status.COMPLETED
+        note = f"verdict {fields['verdict']}" if "verdict" in fields else "completed"
+    move = _prepare_move(
+        task,
+        Status.IN_PROGRESS,
+        actor=_worker_actor(worker_id),
+        note=note,
+        held=(worker_id, token),
+        **fields,
+    )
+    return _Completion(move, worker_id, bool(steps))
+
+
+def _write_completion(done: _Completion) -> None:
+    task = done.move.task
+    if connection.vendor == "postgresql" and task.parent_id:
+        # Lock the reviewed work before its review — the order cancel() uses — so the two
+        # never deadlock, and reviews of one step finishing together see each other.
+        _load(task.parent_id)
+    _apply_move(done.move)
+    if done.spawns_reviews:
+        _spawn_reviews(task, 0)
+    _release_worker_slot(done.worker_id)
+    if task.is_review and task.parent_id:
+        _after_review(task.parent_id, actor=_worker_actor(done.worker_id))
+
+
+def complete(task_id: int, *, worker_id: str, token: int, result: dict | None = None) -> Task:
+    """The agent finished. Reviews record their verdict; building work goes on to review."""
+    done = _prepare_completion(task_id, worker_id, token, result)
     with _atomic():
-        fields["finished_at"] = timezone.now()
-        if connection.vendor == "postgresql" and task.parent_id:
-            # Lock the reviewed work before its review — the order cancel() uses — so the two
-            # never deadlock, and reviews of one step finishing together see each other.
-            _load(task.parent_id)
-        if steps:
-            _move(
-                task,
-                Status.IN_PROGRESS,
-                actor=actor,
-                note=f"work done; {steps[0].label} next",
-                held=held,
-                status=Status.REVIEW_NEEDED,
-                pipeline_step=0,
-                **fields,
-            )
-            _spawn_reviews(task, 0)
-        else:
-            note = f"verdict {fields['verdict']}" if "verdict" in fields else "completed"
-            _move(
-                task,
-                Status.IN_PROGRESS,
-                actor=actor,
-                note=note,
-                held=held,
-                status=Status.COMPLETED,
-                **fields,
-            )
-        _release_worker_slot(worker_id)
-        if task.is_review and task.parent_id:
-            _after_review(task.parent_id, actor=actor)
-    return task
+        _write_completion(done)
+    return done.move.task
+
+
+def complete_and_claim(
+    task_id: int,
+    *,
+    worker_id: str,
+    token: int,
+    result: dict | None = None,
+    lease_seconds: int | None = None,
+) -> tuple[Task, Task | None]:
+    """`complete`, then `claim_next` for the slot it frees, in one transaction.
+
+    A busy worker then takes the write lock (on SQLite, the writers' queue) once per task
+    rather than twice. The claim follows the rules of `claim_next`: a paused or draining
+    worker, or one deleted meanwhile, completes and claims nothing.
+    """
+    lease = timedelta(seconds=lease_seconds or settings.VIBE_LEASE_SECONDS)
+    done = _prepare_completion(task_id, worker_id, token, result)
+    claim = _Claim.prepare(worker_id, lease)
+    with _atomic():
+        _write_completion(done)
+        row = claim.take(missing_ok=True)
+    following = None if row is None else _task_from_row(transaction.get_connection(), row)
+    return done.move.task, following
 
 
 def _sentence_case(label: str) -> str:

@@ -308,7 +308,7 @@ class Worker:
         woken, self._woken = self._woken, False
         self._found_nothing = False
         while len(self.slots) < self.capacity and not self.stopping:
-            if self.max_tasks is not None and self.claimed >= self.max_tasks:
+            if not self._may_claim():
                 return
             # A plain read first: claim_next is a write (on SQLite it takes the database's write
             # lock), and workers polling ten times a second must not queue every writer behind
@@ -448,18 +448,36 @@ class Worker:
         else:
             outcome = {"summary": _last_lines(result.stdout, SUMMARY_LINES), **snapshot}
         self._record_run(slot, result, "completed")
-        if self._call(lifecycle.complete, slot, result=outcome):
+        following = None
+        if self._may_claim():
+            # The slot this frees is filled in the same transaction: one write, not two.
+            done = self._call(
+                lifecycle.complete_and_claim,
+                slot,
+                result=outcome,
+                lease_seconds=self.lease_seconds,
+            )
+            following = done[1] if done else None
+        else:
+            done = self._call(lifecycle.complete, slot, result=outcome)
+        if done:
             logger.info("%s: completed task %s", self.worker_id, task.pk)
+        if following is not None:
+            self.claimed += 1
+            self._start(following)
 
-    def _call(self, func, slot: _Slot, **kwargs) -> bool:
-        """A lifecycle call for a held task; a lost lease is logged, not raised."""
+    def _may_claim(self) -> bool:
+        return not self.stopping and (self.max_tasks is None or self.claimed < self.max_tasks)
+
+    def _call(self, func, slot: _Slot, **kwargs):
+        """A lifecycle call for a held task, returning what it returns; a lost lease is logged,
+        not raised, and returns None."""
         try:
-            func(slot.task.pk, worker_id=self.worker_id, token=slot.token, **kwargs)
-            return True
+            return func(slot.task.pk, worker_id=self.worker_id, token=slot.token, **kwargs)
         except lifecycle.LeaseLost as exc:
             logger.warning("%s: %s", self.worker_id, exc)
             Run.objects.filter(pk=slot.run_id).update(outcome="lease_lost")
-            return False
+            return None
 
     def _fail(self, slot: _Slot, error_type: str, error: str) -> None:
         if self._call(lifecycle.fail, slot, error_type=error_type, error=error):

@@ -588,6 +588,90 @@ def test_complete_without_reviews_completes():
     assert active("@qa-1") == 0
 
 
+def complete_and_claim(task: Task, result: dict | None = None) -> tuple[Task, Task | None]:
+    return lifecycle.complete_and_claim(
+        task.pk, worker_id=task.worker_id, token=task.claim_token, result=result
+    )
+
+
+def test_complete_and_claim_finishes_one_task_and_takes_the_next_in_one_go():
+    first, second = submit("first", priority=90), submit("second", priority=10)
+    running = claim()
+    assert running.pk == first.pk
+    done, following = complete_and_claim(running, {"summary": "shipped"})
+    assert done.pk == first.pk and following is not None and following.pk == second.pk
+    assert Task.objects.get(pk=first.pk).status == Status.COMPLETED
+    fresh = Task.objects.get(pk=second.pk)
+    assert (fresh.status, fresh.worker_id, fresh.claim_token) == (
+        Status.IN_PROGRESS,
+        "@qa-1",
+        following.claim_token,
+    )
+    assert following.lease_expires_at is not None and following.started_at is not None
+    assert [(h.from_status, h.to_status) for h in second.history.order_by("id")] == [
+        ("", "pending"),
+        ("pending", "in_progress"),
+    ]
+    assert active("@qa-1") == 1 == in_progress_of("@qa-1")
+    done, following = complete_and_claim(following)
+    assert following is None  # nothing left: the completion stands, no slot is held
+    assert Task.objects.get(pk=second.pk).status == Status.COMPLETED
+    assert active("@qa-1") == 0 == in_progress_of("@qa-1")
+
+
+@pytest.mark.parametrize("status", [WorkerStatus.PAUSED, WorkerStatus.DRAINING])
+def test_complete_and_claim_by_a_paused_or_draining_worker_only_completes(status):
+    submit("first")
+    waiting = submit("second")
+    running = claim()
+    lifecycle.set_worker_status("@qa-1", status, actor="cli")
+    done, following = complete_and_claim(running)
+    assert following is None
+    assert Task.objects.get(pk=done.pk).status == Status.COMPLETED
+    assert state(waiting) == (Status.PENDING, 1)
+    assert active("@qa-1") == 0
+
+
+def test_complete_and_claim_keeps_to_capacity():
+    for n in range(4):
+        submit(f"task {n}")
+    one, two = claim(), claim()
+    _, following = complete_and_claim(one)
+    assert following is not None
+    assert active("@qa-1") == 2 == in_progress_of("@qa-1")
+    Worker.objects.filter(pk="@qa-1").update(capacity_limit=1)  # a person lowered it meanwhile
+    _, following = complete_and_claim(two)
+    assert following is None
+    assert active("@qa-1") == 1 == in_progress_of("@qa-1")
+
+
+def test_complete_and_claim_refuses_like_complete_and_claims_nothing():
+    audit = task_in(Status.REVIEW_NEEDED).children.get()
+    Worker.objects.filter(pk="@security-1").update(capacity_limit=5)
+    review = claim("@security-1")
+    assert review.pk == audit.pk
+    submit("another audit", lane="security")
+    before = (state(review), active("@security-1"))
+    with pytest.raises(InvalidInput, match="malformed verdict"):
+        complete_and_claim(review, {"verdict": "MAYBE"})
+    with pytest.raises(LeaseLost):
+        lifecycle.complete_and_claim(
+            review.pk, worker_id="@security-1", token=review.claim_token + 1
+        )
+    assert (state(review), active("@security-1")) == before
+
+
+def test_complete_and_claim_runs_the_pipeline_like_complete():
+    submit("build it", lane="backend")
+    submit("build more", lane="backend")
+    work = claim("@backend-1")
+    done, following = complete_and_claim(work, {"summary": "built"})
+    assert Task.objects.get(pk=done.pk).status == Status.REVIEW_NEEDED
+    audit = Task.objects.get(parent_id=done.pk)
+    assert (audit.lane, audit.status) == ("security", Status.PENDING)
+    assert following is not None and following.lane == "backend"
+
+
 def test_fail_backs_off_exponentially_then_dead_letters():
     submit(max_attempts=3)
     base = settings.VIBE_RETRY_BASE_SECONDS
