@@ -1039,32 +1039,15 @@ def _record_failure(
             f"attempt {attempts}/{task.max_attempts} failed ({error_type}); "
             f"retrying in {delay.total_seconds():.0f}s"
         )
-        _move(
-            task,
-            Status.IN_PROGRESS,
-            actor=actor,
-            note=note,
-            held=held,
-            status=Status.PENDING,
-            not_before=now + delay,
-            worker_id=None,
-            **fields,
-        )
+        fields.update(status=Status.PENDING, not_before=now + delay, worker_id=None)
     else:
-        why = (
+        note = (
             f"attempt {attempts}/{task.max_attempts} failed ({error_type})"
             if kind.retryable
             else f"{error_type} is not worth retrying: {kind.hint}"
         )
-        _move(
-            task,
-            Status.IN_PROGRESS,
-            actor=actor,
-            note=why,
-            held=held,
-            status=Status.DEAD_LETTER,
-            **fields,
-        )
+        fields["status"] = Status.DEAD_LETTER
+    _move(task, Status.IN_PROGRESS, actor=actor, note=note, held=held, **fields)
     _release_worker_slot(held_by)
 
 
