@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.widgets import AutocompleteSelectMultiple
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -96,7 +98,22 @@ def run_lifecycle_action(
 # --- Inlines ----------------------------------------------------------------------------------
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class DrillDownAdmin(admin.ModelAdmin):
+    """A changelist whose date drill-down survives a hand-made URL.
+
+    Django's date hierarchy catches a ValueError from a bad year or month but not the
+    OverflowError a 20-digit one raises, which would be a 500; it becomes the changelist's
+    usual "invalid filter" redirect instead.
+    """
+
+    def get_changelist_instance(self, request: HttpRequest):
+        try:
+            return super().get_changelist_instance(request)
+        except OverflowError as exc:
+            raise IncorrectLookupParameters(exc) from None
+
+
+class ReadOnlyAdmin(DrillDownAdmin):
     """Records written only by the product (history, runs, the outbox): look, never touch."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -180,6 +197,36 @@ class ErrorTypeFilter(admin.SimpleListFilter):
         return queryset.filter(last_error_type=value) if value else queryset
 
 
+def _is_task_id(value: object) -> bool:
+    try:
+        return 0 < int(str(value)) < 2**63
+    except ValueError:
+        return False
+
+
+class TaskIdsField(forms.ModelMultipleChoiceField):
+    """Prerequisite ids: one that no task could have (not a whole number, or past 64 bits) is
+    refused like any unknown task, before it reaches a query, where SQLite would overflow."""
+
+    def _check_values(self, value):
+        for pk in value:
+            if not _is_task_id(pk):
+                raise forms.ValidationError(
+                    self.error_messages["invalid_pk_value"],
+                    code="invalid_pk_value",
+                    params={"pk": pk},
+                )
+        return super()._check_values(value)
+
+
+class TaskIdsWidget(AutocompleteSelectMultiple):
+    """Shows a refused form again without looking up ids that cannot be tasks (Django's
+    widget would pass them to a query and fail with a 500)."""
+
+    def optgroups(self, name: str, value: list, attr: dict | None = None) -> list:
+        return super().optgroups(name, [v for v in value if _is_task_id(v)], attr)
+
+
 class TaskAddForm(forms.ModelForm):
     """The add form: what `lifecycle.submit` takes, checked by the lifecycle's own rules."""
 
@@ -234,7 +281,7 @@ class TaskChangeForm(forms.ModelForm):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(DrillDownAdmin):
     list_display = (
         "id",
         "short_goal",
@@ -368,6 +415,12 @@ class TaskAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
         kwargs["form"] = TaskChangeForm if obj is not None else TaskAddForm
         return super().get_form(request, obj, change=change, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "depends_on":
+            kwargs["form_class"] = TaskIdsField
+            kwargs["widget"] = TaskIdsWidget(db_field, self.admin_site, using=kwargs.get("using"))
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj=None):
         if obj is None:

@@ -212,6 +212,39 @@ def test_add_with_bad_input_shows_the_error_and_creates_nothing(client, superuse
     assert not Task.objects.exists()
 
 
+@pytest.mark.parametrize("forged", ["99999999999999999999999", "abc", "1e5", "-4", "0"])
+def test_add_with_a_forged_prerequisite_id_shows_the_error_and_creates_nothing(
+    client, superuser, forged
+):
+    real = lifecycle.submit("schema", lane="backend", actor="cli")
+    client.force_login(superuser)
+    payload = {"goal": "api", "lane": "backend", "priority": 50, "risk": "low"}
+    response = client.post(
+        reverse("admin:tasks_app_task_add"), {**payload, "depends_on": [real.pk, forged]}
+    )
+    assert response.status_code == 200
+    assert f"“{forged}” is not a valid value" in response.content.decode()
+    assert list(Task.objects.values_list("pk", flat=True)) == [real.pk]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        CHANGELIST + "?created_at__year=99999999999999999999",
+        CHANGELIST + "?created_at__year=2026&created_at__month=99999999999999999999",
+        reverse("admin:tasks_app_taskhistory_changelist") + "?created_at__year=1" + "0" * 20,
+        reverse("admin:tasks_app_run_changelist") + "?started_at__year=99999999999999999999",
+        reverse("admin:chatops_app_notification_changelist")
+        + "?created_at__year=99999999999999999999",
+    ],
+)
+def test_a_date_drill_down_past_any_date_is_an_invalid_filter_not_an_error(client, superuser, url):
+    client.force_login(superuser)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")  # Django's "invalid filter" page
+
+
 def test_add_form_has_no_status_field(client, superuser):
     client.force_login(superuser)
     response = client.get(reverse("admin:tasks_app_task_add"))
