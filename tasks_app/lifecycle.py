@@ -961,43 +961,21 @@ def _after_review(parent_id: int, *, actor: str) -> None:
         "round_base": round_base,
     }
     blockers = [f for r in failed for f in pipeline.blocking_findings(r.lane, r.findings)]
+    rounds_used = parent.review_round + 1 - round_base
     if blockers:
         titles = "; ".join(f["title"] for f in blockers)
-        _move(
-            parent,
-            Status.REVIEW_NEEDED,
-            actor=actor,
-            note=f"blocked: {blockers[0]['severity']} finding in {labels}: {titles}",
-            status=Status.BLOCKED,
-            context=context,
-            last_error_type="review_blocked",
-            last_error=titles,
-        )
-        return
-    rounds_used = parent.review_round + 1 - round_base
-    if rounds_used >= pipeline.max_review_rounds():
-        _move(
-            parent,
-            Status.REVIEW_NEEDED,
-            actor=actor,
-            note=f"blocked: review failed {rounds_used} rounds (last: {labels}); a person decides",
-            status=Status.BLOCKED,
-            context=context,
-            last_error_type="review_failed",
-            last_error=f"review failed {rounds_used} rounds",
-        )
-        return
-    _move(
-        parent,
-        Status.REVIEW_NEEDED,
-        actor=actor,
-        note=f"rework: {labels} failed with {len(findings)} finding(s)",
-        status=Status.PENDING,
-        context=context,
-        review_round=parent.review_round + 1,
-        pipeline_step=0,
-        worker_id=None,
-    )
+        note = f"blocked: {blockers[0]['severity']} finding in {labels}: {titles}"
+        outcome = {"status": Status.BLOCKED, "last_error_type": "review_blocked"}
+        outcome["last_error"] = titles
+    elif rounds_used >= pipeline.max_review_rounds():
+        note = f"blocked: review failed {rounds_used} rounds (last: {labels}); a person decides"
+        outcome = {"status": Status.BLOCKED, "last_error_type": "review_failed"}
+        outcome["last_error"] = f"review failed {rounds_used} rounds"
+    else:
+        note = f"rework: {labels} failed with {len(findings)} finding(s)"
+        outcome = {"status": Status.PENDING, "pipeline_step": 0, "worker_id": None}
+        outcome["review_round"] = parent.review_round + 1
+    _move(parent, Status.REVIEW_NEEDED, actor=actor, note=note, context=context, **outcome)
 
 
 def fail(task_id: int, *, worker_id: str, token: int, error_type: str, error: str = "") -> Task:
