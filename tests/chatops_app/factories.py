@@ -1,7 +1,13 @@
-"""Tasks in the states the chat tests need, made through the lifecycle like real ones."""
+"""What the chat tests share: tasks in the states they need, made through the lifecycle like
+real ones, and requests signed as Slack signs them."""
 
 from __future__ import annotations
 
+import time
+
+from django.urls import reverse
+
+from chatops_app.signatures import slack_signature
 from tasks_app import lifecycle
 from tasks_app.models import Task
 from workers_app.models import Worker
@@ -15,3 +21,17 @@ def dead_letter_task(
     assert claimed is not None and claimed.pk == task.pk
     lifecycle.fail(task.pk, worker_id=worker.pk, token=claimed.claim_token, error_type=error_type)
     return Task.objects.get(pk=task.pk)
+
+
+def slack_post(client, view: str, body: bytes, secret: str):
+    """POST a form body to one of the Slack views, signed with `secret` as Slack would."""
+    ts = str(int(time.time()))
+    return client.post(
+        reverse(view),
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": slack_signature(body, ts, secret),
+        },
+    )

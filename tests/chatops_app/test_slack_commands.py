@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -11,10 +10,9 @@ import pytest
 from django.urls import reverse
 
 from chatops_app.models import ChatLink
-from chatops_app.signatures import slack_signature
 from tasks_app import lifecycle
 from tasks_app.models import Status, Task, TaskHistory
-from tests.chatops_app.factories import dead_letter_task
+from tests.chatops_app.factories import dead_letter_task, slack_post
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 SECRET = "test-slack-signing-secret"
@@ -42,16 +40,7 @@ def _link(user, slack_id: str) -> None:
 
 
 def _send(client, body: bytes):
-    ts = str(int(time.time()))
-    return client.post(
-        reverse("chatops_app:slack_commands"),
-        data=body,
-        content_type="application/x-www-form-urlencoded",
-        headers={
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": slack_signature(body, ts, SECRET),
-        },
-    )
+    return slack_post(client, "chatops_app:slack_commands", body, SECRET)
 
 
 def vibe(client, text: str, user_id: str = "U0ANYONE") -> dict:

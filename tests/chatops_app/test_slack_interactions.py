@@ -12,13 +12,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from django.urls import reverse
 
 from chatops_app.models import ChatLink
-from chatops_app.signatures import slack_signature
 from tasks_app import lifecycle
 from tasks_app.models import Status, Task, TaskHistory
-from tests.chatops_app.factories import dead_letter_task
+from tests.chatops_app.factories import dead_letter_task, slack_post
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 SECRET = "test-slack-signing-secret"
@@ -137,16 +135,7 @@ def _payload(task: Task, action: str, slack_user: str, url: str, name: str = "al
 def click(client, payload: dict | str):
     raw = payload if isinstance(payload, str) else json.dumps(payload)
     body = f"payload={quote(raw)}".encode()
-    ts = str(int(time.time()))
-    return client.post(
-        reverse("chatops_app:slack_interactions"),
-        data=body,
-        content_type="application/x-www-form-urlencoded",
-        headers={
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": slack_signature(body, ts, SECRET),
-        },
-    )
+    return slack_post(client, "chatops_app:slack_interactions", body, SECRET)
 
 
 def _texts(blocks: list[dict]) -> str:
