@@ -101,15 +101,16 @@ def run_lifecycle_action(
 class DrillDownAdmin(admin.ModelAdmin):
     """A changelist whose date drill-down survives a hand-made URL.
 
-    Django's date hierarchy catches a ValueError from a bad year or month but not the
-    OverflowError a 20-digit one raises, which would be a 500; it becomes the changelist's
-    usual "invalid filter" redirect instead.
+    Django's date hierarchy refuses most bad years and months itself, but not a 20-digit one
+    (OverflowError) nor the year 9999 (its end, year 10000, is a ValueError outside Django's
+    own check), which would be a 500; they get the changelist's usual "invalid filter"
+    redirect instead.
     """
 
     def get_changelist_instance(self, request: HttpRequest):
         try:
             return super().get_changelist_instance(request)
-        except OverflowError as exc:
+        except (OverflowError, ValueError) as exc:
             raise IncorrectLookupParameters(exc) from None
 
 

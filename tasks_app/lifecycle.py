@@ -450,27 +450,27 @@ def _prepare_move(
     **fields,
 ) -> _Move:
     """Build a move's statements; the hot paths do this before their transaction, so the
-    writers' queue is held for the statements alone."""
+    writers' queue is held for the statements alone. The time of the change (`updated_at`,
+    the history row) is filled in by `_apply_move`, inside the transaction."""
     expected_list = [expected] if isinstance(expected, str) else list(expected)
     db = transaction.get_connection()
-    now = fields.setdefault("updated_at", timezone.now())
+    fields.pop("updated_at", None)
+    fields["updated_at"] = None  # last, so its parameter is the last of the SET list
     update = _update_sql(db, task.pk, expected_list, fields, held)
-    history = [
-        task.pk,
-        str(task.status),
-        str(fields["status"]),
-        actor,
-        note,
-        db.ops.adapt_datetimefield_value(now),
-    ]
+    history = [task.pk, str(task.status), str(fields["status"]), actor, note, None]
     return _Move(task, held, fields, note, update, history)
 
 
 def _apply_move(move: _Move) -> Task:
     """Run a prepared move: the compare-and-swap, then its history row."""
     task = move.task
-    with _statements(transaction.get_connection()) as cursor:
-        changed = cursor.execute(*move.update).rowcount
+    db = transaction.get_connection()
+    now = timezone.now()
+    sql, params = move.update
+    params[len(move.fields) - 1] = move.history[-1] = db.ops.adapt_datetimefield_value(now)
+    move.fields["updated_at"] = now
+    with _statements(db) as cursor:
+        changed = cursor.execute(sql, params).rowcount
         if changed == 1:
             cursor.execute(_HISTORY_SQL, move.history)
     if changed != 1:
@@ -698,7 +698,7 @@ def claim_next(worker, *, lease_seconds: int | None = None) -> Task | None:
             raise WorkerNotFound(f"worker {worker_id} does not exist")
         if not row[0]:
             return None
-    claim = _Claim.prepare(worker_id, lease)
+    claim = _Claim(worker_id, lease)
     with _atomic():
         row = claim.take()
     return None if row is None else _task_from_row(transaction.get_connection(), row)
@@ -707,25 +707,17 @@ def claim_next(worker, *, lease_seconds: int | None = None) -> Task | None:
 class _Claim:
     """A claim's statements, built before the transaction and run inside it by `take`."""
 
-    def __init__(self, db, worker_id: str, params: list, history: list) -> None:
-        self.db, self.worker_id, self.params, self.history = db, worker_id, params, history
-
-    @classmethod
-    def prepare(cls, worker_id: str, lease: timedelta) -> _Claim:
-        db = transaction.get_connection()
-        adapt = db.ops.adapt_datetimefield_value
-        now = timezone.now()
-        stamp = adapt(now)
-        params = [worker_id, adapt(now + lease), stamp, stamp, None, stamp]  # [4]: the lane
-        note = f"claimed by {worker_id}"
-        history = [None, Status.PENDING.value, Status.IN_PROGRESS.value]  # [0]: the task
-        history += [_worker_actor(worker_id), note, stamp]
-        return cls(db, worker_id, params, history)
+    def __init__(self, worker_id: str, lease: timedelta) -> None:
+        self.db = transaction.get_connection()
+        self.worker_id, self.lease = worker_id, lease
+        self.sql = _claim_sql(self.db)
+        self.actor, self.note = _worker_actor(worker_id), f"claimed by {worker_id}"
 
     def take(self, *, missing_ok: bool = False):
         """The claimed row, or None. Nothing is left to undo when there is nothing to claim
         (the slot is handed back in the same transaction), so a caller may run this after
         writes of its own."""
+        adapt = self.db.ops.adapt_datetimefield_value
         with _statements(self.db) as cursor:
             slot = cursor.execute(_TAKE_SLOT_SQL, [self.worker_id]).fetchone()
             if slot is None:  # paused, draining, at capacity — or gone
@@ -736,13 +728,18 @@ class _Claim:
                     if cursor.fetchone() is None:
                         raise WorkerNotFound(f"worker {self.worker_id} does not exist")
                 return None
-            self.params[4] = slot[0]
-            row = cursor.execute(_claim_sql(self.db), self.params).fetchone()
+            # Stamped now that the write lock (SQLite) or the worker's row (PostgreSQL) is
+            # ours: a time taken before waiting could predate the very task claimed.
+            now = timezone.now()
+            stamp = adapt(now)
+            lease = adapt(now + self.lease)
+            params = [self.worker_id, lease, stamp, stamp, slot[0], stamp]
+            row = cursor.execute(self.sql, params).fetchone()
             if row is None:
                 cursor.execute(_GIVE_SLOT_BACK_SQL, [self.worker_id])
                 return None
-            self.history[0] = row[_ID_COLUMN]
-            cursor.execute(_HISTORY_SQL, self.history)
+            history = [row[_ID_COLUMN], Status.PENDING.value, Status.IN_PROGRESS.value]
+            cursor.execute(_HISTORY_SQL, [*history, self.actor, self.note, stamp])
         return row
 
 
@@ -863,7 +860,7 @@ def complete_and_claim(
     """
     lease = timedelta(seconds=lease_seconds or settings.VIBE_LEASE_SECONDS)
     done = _prepare_completion(task_id, worker_id, token, result)
-    claim = _Claim.prepare(worker_id, lease)
+    claim = _Claim(worker_id, lease)
     with _atomic():
         _write_completion(done)
         row = claim.take(missing_ok=True)

@@ -462,9 +462,27 @@ class Worker:
             done = self._call(lifecycle.complete, slot, result=outcome)
         if done:
             logger.info("%s: completed task %s", self.worker_id, task.pk)
-        if following is not None:
-            self.claimed += 1
+        if following is None:
+            return
+        if self.stopping:  # a stop signal came while the claim was being written
+            self._release_unstarted(following, "released: worker stopping")
+            return
+        try:
             self._start(following)
+        except Exception:
+            # The completion has committed: a fault here is the next task's, never this one's.
+            logger.exception("%s: could not start task %s", self.worker_id, following.pk)
+            self.slots.pop(following.pk, None)
+            self._release_unstarted(following, "released: the worker could not start it")
+            return
+        self.claimed += 1
+
+    def _release_unstarted(self, task: Task, note: str) -> None:
+        """Give back a task claimed but never started, without counting an attempt."""
+        try:
+            lifecycle.release(task.pk, worker_id=self.worker_id, token=task.claim_token, note=note)
+        except lifecycle.LifecycleError as exc:
+            logger.warning("%s: %s", self.worker_id, exc)
 
     def _may_claim(self) -> bool:
         return not self.stopping and (self.max_tasks is None or self.claimed < self.max_tasks)

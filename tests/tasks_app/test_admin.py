@@ -232,6 +232,8 @@ def test_add_with_a_forged_prerequisite_id_shows_the_error_and_creates_nothing(
     [
         CHANGELIST + "?created_at__year=99999999999999999999",
         CHANGELIST + "?created_at__year=2026&created_at__month=99999999999999999999",
+        CHANGELIST + "?created_at__year=9999",
+        CHANGELIST + "?created_at__year=9999&created_at__month=12",
         reverse("admin:tasks_app_taskhistory_changelist") + "?created_at__year=1" + "0" * 20,
         reverse("admin:tasks_app_run_changelist") + "?started_at__year=99999999999999999999",
         reverse("admin:chatops_app_notification_changelist")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import sqlite3
 import threading
-from contextlib import closing
+import time
+from contextlib import closing, contextmanager
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chatops_app.models import Notification, Platform
@@ -670,6 +672,64 @@ def test_complete_and_claim_runs_the_pipeline_like_complete():
     audit = Task.objects.get(parent_id=done.pk)
     assert (audit.lane, audit.status) == ("security", Status.PENDING)
     assert following is not None and following.lane == "backend"
+
+
+def history_in_time_order(task: Task) -> list[tuple[str, str]]:
+    """The task's moves as the task page lists them: by time (then id)."""
+    return [(h.from_status, h.to_status) for h in task.history.order_by("created_at", "id")]
+
+
+def test_complete_and_claim_stamps_the_claim_after_the_review_it_claims_was_made():
+    # Security-lane work reviewed by the security lane: finishing it spawns a review that the
+    # same transaction then claims.
+    submit("harden the login", lane="security", pipeline="backend")
+    work = claim("@security-1")
+    _, following = complete_and_claim(work, {"summary": "done"})
+    assert following is not None and following.parent_id == work.pk
+    review = Task.objects.get(pk=following.pk)
+    assert history_in_time_order(review) == [("", "pending"), ("pending", "in_progress")]
+    assert review.started_at >= review.created_at
+
+
+@contextmanager
+def writers_held_up():
+    """Hold up every other writer of the test database: on SQLite the writers' queue (this
+    thread's own handle, which its own lifecycle calls pass through and then release), on
+    PostgreSQL the worker @qa-1's row, until this thread's transaction commits."""
+    if connection.vendor == "sqlite":
+        fd = lifecycle._writer_queue_fd(connection.settings_dict["NAME"])
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # already released by a lifecycle call inside
+    else:
+        with transaction.atomic():
+            Worker.objects.select_for_update().get(pk="@qa-1")
+            yield
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_that_waited_for_another_writer_is_stamped_after_it():
+    Worker.objects.get_or_create(worker_id="@qa-1", defaults={"lane": "qa", "capacity_limit": 2})
+    submit("older and less urgent", priority=10)
+    claimed: list[Task] = []
+
+    def worker() -> None:
+        try:
+            claimed.append(lifecycle.claim_next("@qa-1"))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    with writers_held_up():
+        thread.start()
+        time.sleep(0.5)  # the claim is now waiting for the lock
+        urgent = submit("arrived while the claim waited", priority=90)
+    thread.join(30)
+    assert claimed and claimed[0].pk == urgent.pk
+    assert history_in_time_order(urgent) == [("", "pending"), ("pending", "in_progress")]
+    assert Task.objects.get(pk=urgent.pk).started_at >= urgent.created_at
 
 
 def test_fail_backs_off_exponentially_then_dead_letters():
