@@ -432,6 +432,7 @@ def _illegal(task: Task, action: str, allowed: Sequence[str]) -> IllegalTransiti
 class _Move:
     """A status change with its statements built, ready to run in a transaction."""
 
+    db: object
     task: Task
     held: tuple[str, int] | None
     fields: dict
@@ -458,13 +459,12 @@ def _prepare_move(
     fields["updated_at"] = None  # last, so its parameter is the last of the SET list
     update = _update_sql(db, task.pk, expected_list, fields, held)
     history = [task.pk, str(task.status), str(fields["status"]), actor, note, None]
-    return _Move(task, held, fields, note, update, history)
+    return _Move(db, task, held, fields, note, update, history)
 
 
 def _apply_move(move: _Move) -> Task:
     """Run a prepared move: the compare-and-swap, then its history row."""
-    task = move.task
-    db = transaction.get_connection()
+    task, db = move.task, move.db
     now = timezone.now()
     sql, params = move.update
     params[len(move.fields) - 1] = move.history[-1] = db.ops.adapt_datetimefield_value(now)
@@ -709,15 +709,17 @@ class _Claim:
 
     def __init__(self, worker_id: str, lease: timedelta) -> None:
         self.db = transaction.get_connection()
-        self.worker_id, self.lease = worker_id, lease
+        self.worker_id = worker_id
         self.sql = _claim_sql(self.db)
         self.actor, self.note = _worker_actor(worker_id), f"claimed by {worker_id}"
+        # The lease may start a moment before the claim (the wait in the queue): it only
+        # errs on the safe side, by milliseconds.
+        self.lease_expires_at = self.db.ops.adapt_datetimefield_value(timezone.now() + lease)
 
     def take(self, *, missing_ok: bool = False):
         """The claimed row, or None. Nothing is left to undo when there is nothing to claim
         (the slot is handed back in the same transaction), so a caller may run this after
         writes of its own."""
-        adapt = self.db.ops.adapt_datetimefield_value
         with _statements(self.db) as cursor:
             slot = cursor.execute(_TAKE_SLOT_SQL, [self.worker_id]).fetchone()
             if slot is None:  # paused, draining, at capacity — or gone
@@ -730,10 +732,8 @@ class _Claim:
                 return None
             # Stamped now that the write lock (SQLite) or the worker's row (PostgreSQL) is
             # ours: a time taken before waiting could predate the very task claimed.
-            now = timezone.now()
-            stamp = adapt(now)
-            lease = adapt(now + self.lease)
-            params = [self.worker_id, lease, stamp, stamp, slot[0], stamp]
+            stamp = self.db.ops.adapt_datetimefield_value(timezone.now())
+            params = [self.worker_id, self.lease_expires_at, stamp, stamp, slot[0], stamp]
             row = cursor.execute(self.sql, params).fetchone()
             if row is None:
                 cursor.execute(_GIVE_SLOT_BACK_SQL, [self.worker_id])
