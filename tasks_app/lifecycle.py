@@ -183,13 +183,13 @@ def _task_from_row(db, row: Sequence) -> Task:
     return Task.from_db(db.alias, attnames, values)
 
 
-def _fetch_task(where: str, params: Sequence, *, lock: bool, skip_locked: bool = False):
+def _fetch_task(where: str, params: Sequence, *, lock: bool):
     """One Task by hand-written SQL; `lock` takes its row lock on PostgreSQL."""
     db = transaction.get_connection()
     select = _task_columns(db)[0]
     sql = f"SELECT {select} FROM {_TASKS} {where}"
     if lock and db.features.has_select_for_update:
-        sql += " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+        sql += " FOR UPDATE"
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
