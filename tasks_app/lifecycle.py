@@ -3,7 +3,8 @@
 Admin actions, kanban buttons, Slack, Discord, the CLI and the workers all call these functions,
 so each change behaves the same from every front door. Each function:
 
-- runs in one transaction (IMMEDIATE on SQLite, so writers queue instead of failing);
+- writes in one transaction (IMMEDIATE on SQLite, so writers queue instead of failing); what
+  it reads and checks before that transaction, the write checks again;
 - moves the row with a compare-and-swap on the status it expects, so a double click or two racing
   workers change the task once and the loser gets a clear `LifecycleError`;
 - writes exactly one `TaskHistory` row per change, with the acting front door as `actor`;
