@@ -76,11 +76,16 @@ class InvalidInput(LifecycleError):
 class ErrorType:
     retryable: bool
     hint: str
+    # Infrastructure and configuration faults are the worker's, not the task's: they count
+    # towards its circuit breaker (VIBE_WORKER_FAILURE_LIMIT), which gives their attempts back.
+    infrastructure: bool = False
+    # A failure a person must look at before more money is spent: blocked, not retried.
+    blocks: bool = False
 
 
 ERROR_TYPES: dict[str, ErrorType] = {
     "agent_exit": ErrorType(
-        True, "The agent exited non-zero. Read the run's output tail for its own error."
+        True, "The agent exited non-zero. Read the run's transcript for its own error."
     ),
     "timeout": ErrorType(
         True, "The agent ran past its time limit. Raise the profile's timeout or split the task."
@@ -96,10 +101,48 @@ ERROR_TYPES: dict[str, ErrorType] = {
     "worker_error": ErrorType(
         True, "The worker hit an unexpected error handling this task; see the error text."
     ),
+    "rate_limited": ErrorType(
+        True,
+        "The model provider rate-limited the agent. It is retried after the provider's "
+        "retry-after, with a longer backoff; lower the pool's capacity if it keeps happening.",
+    ),
+    "no_change": ErrorType(
+        True,
+        "The builder said it succeeded but changed nothing. Read its transcript: the goal may "
+        "be unclear, already done, or the agent could not write files.",
+    ),
+    "max_turns": ErrorType(
+        True,
+        "The agent used all its turns before finishing. Raise the profile's max_turns or split "
+        "the task.",
+    ),
+    "reviewer_modified": ErrorType(
+        True,
+        "A reviewer changed files, which reviewers may not do. Its changes were set aside on "
+        "a refs/vibe/set-aside/ ref, not kept on the branch; the review runs again.",
+    ),
     "agent_missing": ErrorType(
         False,
         "The agent command was not found. Install it or fix the worker's agent profile, "
         "then retry.",
+        infrastructure=True,
+    ),
+    "agent_auth": ErrorType(
+        False,
+        "The model provider refused the agent's credentials. Set a valid API key for the "
+        "worker (see docs/agents.md), resume the worker, then retry.",
+        infrastructure=True,
+    ),
+    "sandbox_error": ErrorType(
+        False,
+        "The agent sandbox (bubblewrap) could not start. Install bubblewrap or set "
+        "VIBE_AGENT_SANDBOX=off (see docs/agents.md), then retry.",
+        infrastructure=True,
+    ),
+    "permission_denied": ErrorType(
+        False,
+        "The agent was refused permissions it needed (its transcript lists them). Widen the "
+        "profile's allowed tools or run it in the sandbox, then retry.",
     ),
     "config_error": ErrorType(
         False, "The worker or agent profile is misconfigured. Fix the configuration, then retry."
@@ -108,8 +151,16 @@ ERROR_TYPES: dict[str, ErrorType] = {
         False,
         "The task's workspace could not be prepared. Check VIBE_WORKSPACE is a git "
         "repository the worker can write to, then retry.",
+        infrastructure=True,
+    ),
+    "budget_exceeded": ErrorType(
+        False,
+        "The task reached its budget (VIBE_TASK_BUDGET_USD). A person decides: raise the "
+        "budget or split the task, then retry.",
+        blocks=True,
     ),
 }
+INFRASTRUCTURE_ERRORS = frozenset(n for n, t in ERROR_TYPES.items() if t.infrastructure)
 
 
 def error_hint(error_type: str) -> str:
@@ -976,8 +1027,19 @@ def _after_review(parent_id: int, *, actor: str) -> None:
     _move(parent, Status.REVIEW_NEEDED, actor=actor, note=note, context=context, **outcome)
 
 
-def fail(task_id: int, *, worker_id: str, token: int, error_type: str, error: str = "") -> Task:
-    """A failed attempt: back to pending with backoff while attempts remain, else dead letter."""
+def fail(
+    task_id: int,
+    *,
+    worker_id: str,
+    token: int,
+    error_type: str,
+    error: str = "",
+    retry_after: float | None = None,
+) -> Task:
+    """A failed attempt: back to pending with backoff while attempts remain, else dead letter.
+
+    `retry_after` (seconds, from a provider's rate limit) is a floor under the backoff.
+    """
     if error_type not in ERROR_TYPES:
         raise InvalidInput(
             f"unknown error type {error_type!r}; use one of {', '.join(sorted(ERROR_TYPES))}"
@@ -985,7 +1047,12 @@ def fail(task_id: int, *, worker_id: str, token: int, error_type: str, error: st
     task = _load_held(task_id, worker_id, token)
     with _atomic():
         _record_failure(
-            task, error_type, error, actor=_worker_actor(worker_id), held=(worker_id, token)
+            task,
+            error_type,
+            error,
+            actor=_worker_actor(worker_id),
+            held=(worker_id, token),
+            retry_after=retry_after,
         )
     return task
 
@@ -997,6 +1064,7 @@ def _record_failure(
     *,
     actor: str,
     held: tuple[str, int] | None = None,
+    retry_after: float | None = None,
 ) -> None:
     kind = ERROR_TYPES[error_type]
     attempts = task.attempt_count + 1
@@ -1009,8 +1077,14 @@ def _record_failure(
         "finished_at": now,
     }
     held_by = task.worker_id
-    if kind.retryable and attempts < task.max_attempts:
-        delay = _backoff(attempts)
+    if kind.blocks:
+        note = f"blocked: {error_type}: {kind.hint}"
+        fields.update(status=Status.BLOCKED, worker_id=None)
+    elif kind.retryable and attempts < task.max_attempts:
+        # A rate limit backs off twice as long, and never sooner than the provider asked.
+        delay = _backoff(attempts + (1 if error_type == "rate_limited" else 0))
+        if retry_after:
+            delay = max(delay, timedelta(seconds=min(retry_after, 24 * 3600)))
         note = (
             f"attempt {attempts}/{task.max_attempts} failed ({error_type}); "
             f"retrying in {delay.total_seconds():.0f}s"
@@ -1157,11 +1231,39 @@ def _review_cancelled(parent: Task, review: Task, *, actor: str) -> None:
     )
 
 
+def give_back_attempt(task_id: int | str, *, actor: str, reason: str) -> Task:
+    """Undo an attempt a broken worker spent: the fault was the worker's, not the task's.
+
+    Only a task whose current state is that worker-side failure moves (dead letter, or pending
+    waiting for its retry), so a task a person has retried or cancelled since stays as it is.
+    """
+    actor = _check_actor(actor)
+    with _atomic():
+        task = _load(task_id)
+        allowed = (Status.DEAD_LETTER, Status.PENDING)
+        if task.status not in allowed or task.last_error_type not in INFRASTRUCTURE_ERRORS:
+            raise _illegal(task, "given its attempt back", allowed)
+        return _move(
+            task,
+            task.status,
+            actor=actor,
+            note=f"attempt given back: {reason}"[:2000],
+            status=Status.PENDING,
+            attempt_count=max(task.attempt_count - 1, 0),
+            not_before=None,
+            worker_id=None,
+        )
+
+
 # --- Workers ----------------------------------------------------------------------------------
 
 
-def set_worker_status(worker_id: str, status: str, *, actor: str):
-    """Pause, resume, drain or mark a worker offline. Paused and draining workers claim nothing."""
+def set_worker_status(worker_id: str, status: str, *, actor: str, reason: str = ""):
+    """Pause, resume, drain or mark a worker offline. Paused and draining workers claim nothing.
+
+    `reason` is shown on the pool and by `vibe worker` until the next change of status, so a
+    worker that paused itself says why.
+    """
     from workers_app.models import Worker, WorkerStatus
 
     actor = _check_actor(actor)
@@ -1176,7 +1278,9 @@ def set_worker_status(worker_id: str, status: str, *, actor: str):
             raise WorkerNotFound(f"worker {worker_id} does not exist") from None
         if worker.status == status:
             raise IllegalTransition(f"worker {worker_id} is already {status}")
-        Worker.objects.filter(pk=worker_id).update(status=status, updated_at=timezone.now())
+        Worker.objects.filter(pk=worker_id).update(
+            status=status, status_reason=reason[:2000], updated_at=timezone.now()
+        )
         logger.info("worker %s: %s → %s by %s", worker_id, worker.status, status, actor)
         worker.status = status
         return worker

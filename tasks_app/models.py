@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 from django.urls import reverse
+from django.utils import timezone
 
 
 class Lane(models.TextChoices):
@@ -263,11 +264,43 @@ class Run(models.Model):
     outcome = models.CharField(
         max_length=40, blank=True, default="", help_text="completed, released or an error type."
     )
+    # What kind of run, and where: the adapter's kind, builder or reviewer, the sandbox mode.
+    kind = models.CharField(max_length=20, blank=True, default="", db_default="")
+    role = models.CharField(max_length=10, blank=True, default="", db_default="")
+    sandbox = models.CharField(max_length=10, blank=True, default="", db_default="")
+    note = models.TextField(
+        blank=True, default="", db_default="", help_text="What the worker did around the run."
+    )
+    # What the agent reported: its session (to resume), model, usage and cost.
+    session_id = models.CharField(max_length=200, blank=True, default="", db_default="")
+    resumed = models.BooleanField(default=False, db_default=False)
+    model = models.CharField(max_length=100, blank=True, default="", db_default="")
+    input_tokens = models.BigIntegerField(null=True, blank=True)
+    output_tokens = models.BigIntegerField(null=True, blank=True)
+    cache_read_tokens = models.BigIntegerField(null=True, blank=True)
+    cache_write_tokens = models.BigIntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    turns = models.IntegerField(null=True, blank=True)
+    # The change a builder run left (after the worker's commit), for reviewers and people.
+    base_commit = models.CharField(max_length=64, blank=True, default="", db_default="")
+    head_commit = models.CharField(max_length=64, blank=True, default="", db_default="")
+    changed_files = models.JSONField(
+        default=list,
+        db_default=models.Value([], output_field=models.JSONField()),
+        blank=True,
+        help_text='[{"path": …, "added": n, "removed": n}], binary files with null counts.',
+    )
+    event_count = models.IntegerField(default=0, db_default=0)
+    transcript_bytes = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         db_table = "task_runs"
         ordering = ["started_at", "id"]
-        indexes = [models.Index(fields=["task", "started_at"], name="task_runs_task_idx")]
+        indexes = [
+            models.Index(fields=["task", "started_at"], name="task_runs_task_idx"),
+            # Today's spend, per lane and worker, for budgets and the metrics bar.
+            models.Index(fields=["started_at"], name="task_runs_time_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of task #{self.task_id}"
@@ -275,3 +308,28 @@ class Run(models.Model):
     @property
     def is_running(self) -> bool:
         return self.finished_at is None
+
+
+class RunEvent(models.Model):
+    """One event of a run's transcript, in order: a message, a tool call, a result, an error.
+
+    Written by the worker while the agent runs; the task page polls for events after the last
+    sequence number it has, so a long transcript costs only what is new.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
+    seq = models.IntegerField()
+    kind = models.CharField(max_length=20)
+    text = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "task_run_events"
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="task_run_events_run_seq_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} event {self.seq} ({self.kind})"

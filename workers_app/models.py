@@ -51,6 +51,12 @@ class Worker(models.Model):
     )
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     agent_profile = models.CharField(max_length=60, blank=True, default="", db_default="")
+    status_reason = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Why the worker has its status, e.g. why it paused itself.",
+    )
     hostname = models.CharField(max_length=200, blank=True, default="", db_default="")
     pid = models.IntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())

@@ -1,18 +1,29 @@
-"""Agent profiles: which program a worker runs for a task, and how it hands over the prompt.
+"""Agent profiles: which agent a worker runs, configured as data.
 
-A profile is configuration, not code: a name, an argv template (a list, never a shell string),
-how the prompt is passed (on stdin or in a file), a time limit and extra environment. Built-in
-profiles cover Claude Code, Codex CLI, Aider, Gemini CLI, a generic `command` and the simulated
-agent; users add or override profiles in settings (`VIBE_AGENT_PROFILES`, a dict) or in a TOML
-file named by `VIBE_AGENT_PROFILES_FILE`:
+A profile names its `kind` (claude, codex, gemini, aider, command, simulated); the kind's
+adapter (`workers_app.adapters`) knows the builder, reviewer and resume command lines and how to
+read the agent's output. A profile overrides pieces of that without code, in settings
+(`VIBE_AGENT_PROFILES`, a dict) or in a TOML file named by `VIBE_AGENT_PROFILES_FILE`:
 
     [profiles.claude-opus]
-    argv = ["claude", "-p", "--model", "opus"]
-    prompt = "stdin"          # or "file": the prompt is written to {prompt_file}
+    kind = "claude"
+    model = "opus"
+    max_turns = 60
+    extra_args = ["--append-system-prompt", "Prefer small commits."]
     timeout = 1800            # seconds
-    env = { CLAUDE_CODE_USE_BEDROCK = "0" }
+    env = { DISABLE_TELEMETRY = "1" }
 
-Placeholders in argv: {prompt_file}, {task_id}, {lane}, {stage}, {workspace}, {python}, {repo}.
+    [profiles.my-wrapper]
+    kind = "command"
+    argv = ["python", "/opt/agents/run.py", "--task", "{task_id}"]
+    output = "stream-json"    # or "text": how the factory reads what it prints
+
+`builder`, `reviewer` and `resume` replace a kind's whole command line for that role. In any
+argv item, placeholders are filled in; an item whose placeholders are all empty is left out, so
+`"--model={model}"` disappears when no model is set.
+
+Placeholders: {prompt_file}, {task_id}, {lane}, {stage}, {workspace}, {python}, {repo},
+{worker_id}, {program}, {model}, {max_turns}, {budget_usd}, {session_id}, {test_command}.
 """
 
 from __future__ import annotations
@@ -27,48 +38,97 @@ from pathlib import Path
 from django.conf import settings
 
 PROMPT_MODES = ("stdin", "file")
+OUTPUT_FORMATS = ("text", "stream-json")
+KINDS = ("claude", "codex", "gemini", "aider", "command", "simulated")
 PLACEHOLDERS = frozenset(
-    {"prompt_file", "task_id", "lane", "stage", "workspace", "python", "repo", "worker_id"}
+    {
+        "prompt_file",
+        "task_id",
+        "lane",
+        "stage",
+        "workspace",
+        "python",
+        "repo",
+        "worker_id",
+        "program",
+        "model",
+        "max_turns",
+        "budget_usd",
+        "session_id",
+        "test_command",
+    }
 )
 DEFAULT_TIMEOUT_SECONDS = 3600.0
+DEFAULT_MAX_TURNS = 40
 REPO_DIR = Path(__file__).resolve().parent.parent
 SIMULATED_AGENT = REPO_DIR / "workers_app" / "agents" / "simulated_agent.py"
+ARGV_KEYS = ("argv", "builder", "reviewer", "resume", "extra_args")
 
 
 class ProfileError(ValueError):
     """A profile is unknown or misconfigured; the message says what to fix."""
 
 
+def _placeholders(item: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(item) if f is not None}
+
+
 @dataclass(frozen=True)
 class AgentProfile:
     name: str
-    argv: tuple[str, ...]
+    argv: tuple[str, ...] = ()
     prompt: str = "stdin"
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    kind: str = "command"
+    program: str = ""
+    model: str = ""
+    builder: tuple[str, ...] = ()
+    reviewer: tuple[str, ...] = ()
+    resume: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()
+    output: str = "text"
+    max_turns: int = DEFAULT_MAX_TURNS
+    test_command: str = ""
 
-    def render_argv(self, values: dict[str, str]) -> list[str]:
-        """Fill the placeholders of every argv item; unknown ones are a configuration error."""
-        if not self.argv:
-            raise ProfileError(
-                f"agent profile {self.name!r} has no command; pass --agent-command "
-                '"PROGRAM ARGS…" or give the profile an argv'
-            )
+    def render(self, template: tuple[str, ...] | list[str], values: dict[str, str]) -> list[str]:
+        """Fill the placeholders of every item; an item whose placeholders are all empty goes."""
         rendered = []
-        for item in self.argv:
+        for item in template:
             try:
-                rendered.append(item.format_map(values))
+                names = _placeholders(item)
+                text = item.format_map(values)
             except (KeyError, ValueError, IndexError) as exc:
                 raise ProfileError(
                     f"agent profile {self.name!r}: argv item {item!r} is not a valid template "
                     f"({exc}); placeholders are {', '.join(sorted(PLACEHOLDERS))}"
                 ) from None
+            if names and not any(values.get(name) for name in names):
+                continue
+            rendered.append(text)
         return rendered
+
+    def render_argv(self, values: dict[str, str]) -> list[str]:
+        """The `command` kind's argv: the profile's own, filled in."""
+        if not self.argv:
+            raise ProfileError(
+                f"agent profile {self.name!r} has no command; pass --agent-command "
+                '"PROGRAM ARGS…" or give the profile an argv'
+            )
+        return self.render(self.argv, values)
 
     @property
     def uses_prompt_file(self) -> bool:
-        return self.prompt == "file" or any("{prompt_file}" in item for item in self.argv)
+        templates = (self.argv, self.builder, self.reviewer, self.resume, self.extra_args)
+        return self.prompt == "file" or any(
+            "{prompt_file}" in item for template in templates for item in template
+        )
+
+    @property
+    def runnable(self) -> bool:
+        """False for a `command` profile with nothing to run."""
+        return self.kind != "command" or bool(self.argv)
 
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
@@ -76,77 +136,137 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
     for profile in (
         AgentProfile(
             "claude",
-            ("claude", "-p"),
-            description="Claude Code in print mode; the prompt arrives on stdin.",
+            kind="claude",
+            program="claude",
+            description="Claude Code headless (stream-json): edits and commits in its worktree; "
+            "reviewers read only.",
         ),
         AgentProfile(
             "codex",
-            ("codex", "exec", "--sandbox", "workspace-write", "-"),
-            description="OpenAI Codex CLI, non-interactive; '-' reads the prompt from stdin.",
+            kind="codex",
+            program="codex",
+            description="OpenAI Codex CLI (codex exec --json); the worker commits its changes.",
         ),
         AgentProfile(
             "aider",
-            ("aider", "--yes-always", "--message-file", "{prompt_file}"),
+            kind="aider",
+            program="aider",
             prompt="file",
-            description="Aider, one message from a file, answering yes to its questions.",
+            description="Aider, one message from a file; reviewers in ask mode.",
         ),
         AgentProfile(
             "gemini",
-            ("gemini", "--yolo"),
-            description="Gemini CLI in headless mode; the prompt arrives on stdin.",
+            kind="gemini",
+            program="gemini",
+            description="Gemini CLI headless (stream-json); reviewers in plan mode.",
         ),
         AgentProfile(
             "command",
-            (),
+            kind="command",
             description="Any program: give its argv with --agent-command; prompt on stdin.",
         ),
         AgentProfile(
             "simulated",
             ("{python}", str(SIMULATED_AGENT)),
+            kind="simulated",
             timeout=300.0,
-            description="SIMULATED agent: calls no model, edits nothing, prints plausible "
-            "verdicts so the factory can be watched without an API key.",
+            description="SIMULATED agent: calls no model, writes a note file in a git worktree, "
+            "prints plausible verdicts so the factory can be watched without an API key.",
         ),
     )
 }
+
+
+def _string_list(value: object, where: str, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(a, str) for a in value):
+        raise ProfileError(f"{where}: {key!r} must be a list of strings")
+    return tuple(value)
+
+
+PROFILE_KEYS = frozenset(
+    {
+        *ARGV_KEYS,
+        "command",
+        "prompt",
+        "timeout",
+        "env",
+        "description",
+        "kind",
+        "program",
+        "model",
+        "output",
+        "max_turns",
+        "test_command",
+    }
+)
 
 
 def _profile_from_mapping(name: str, data: object, *, source: str) -> AgentProfile:
     where = f"agent profile {name!r} in {source}"
     if not isinstance(data, dict):
         raise ProfileError(f"{where} must be a table of settings")
-    unknown = set(data) - {"argv", "command", "prompt", "timeout", "env", "description"}
+    unknown = set(data) - PROFILE_KEYS
     if unknown:
         raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    base = BUILTIN_PROFILES.get(name, AgentProfile(name, ()))
-    argv = data.get("argv", base.argv)
+    base = BUILTIN_PROFILES.get(name)
+    if base is None:
+        # A new profile with an argv and no kind is today's generic command.
+        base = AgentProfile(name, kind=str(data.get("kind", "command")))
+    changes: dict[str, object] = {}
+    for key in ARGV_KEYS:
+        if key in data:
+            changes[key] = _string_list(data[key], where, key)
     if "command" in data:
         if not isinstance(data["command"], str):
             raise ProfileError(f"{where}: 'command' must be a string")
-        argv = split_command(data["command"])
-    if not isinstance(argv, list | tuple) or not all(isinstance(a, str) for a in argv):
-        raise ProfileError(f"{where}: 'argv' must be a list of strings")
-    prompt = data.get("prompt", base.prompt)
-    if prompt not in PROMPT_MODES:
-        raise ProfileError(f"{where}: 'prompt' must be 'stdin' or 'file', not {prompt!r}")
-    timeout = data.get("timeout", base.timeout)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ProfileError(f"{where}: 'timeout' must be a positive number of seconds")
-    env = data.get("env", base.env)
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-    ):
-        raise ProfileError(f"{where}: 'env' must map names to strings")
-    description = data.get("description", base.description)
-    profile = AgentProfile(name, tuple(argv), prompt, float(timeout), dict(env), str(description))
+        changes["argv"] = split_command(data["command"])
+    for key in ("kind", "program", "model", "output", "test_command", "description", "prompt"):
+        if key in data:
+            if not isinstance(data[key], str):
+                raise ProfileError(f"{where}: {key!r} must be a string")
+            changes[key] = data[key]
+    if "timeout" in data:
+        timeout = data["timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ProfileError(f"{where}: 'timeout' must be a positive number of seconds")
+        changes["timeout"] = float(timeout)
+    if "max_turns" in data:
+        turns = data["max_turns"]
+        if isinstance(turns, bool) or not isinstance(turns, int) or not 1 <= turns <= 10_000:
+            raise ProfileError(f"{where}: 'max_turns' must be a whole number from 1 to 10000")
+        changes["max_turns"] = turns
+    if "env" in data:
+        env = data["env"]
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise ProfileError(f"{where}: 'env' must map names to strings")
+        changes["env"] = dict(env)
+    profile = replace(base, name=name, **changes)  # type: ignore[arg-type]
+    if profile.kind not in KINDS:
+        raise ProfileError(
+            f"{where}: 'kind' must be one of {', '.join(KINDS)}, not {profile.kind!r}"
+        )
+    if profile.prompt not in PROMPT_MODES:
+        raise ProfileError(f"{where}: 'prompt' must be 'stdin' or 'file', not {profile.prompt!r}")
+    if profile.output not in OUTPUT_FORMATS:
+        raise ProfileError(
+            f"{where}: 'output' must be 'text' or 'stream-json', not {profile.output!r}"
+        )
     _check_placeholders(profile, where)
     return profile
 
 
 def _check_placeholders(profile: AgentProfile, where: str) -> None:
-    for item in profile.argv:
+    for item in (
+        *profile.argv,
+        *profile.builder,
+        *profile.reviewer,
+        *profile.resume,
+        *profile.extra_args,
+    ):
         try:
-            names = {f for _, f, _, _ in string.Formatter().parse(item) if f is not None}
+            names = _placeholders(item)
         except ValueError as exc:
             raise ProfileError(f"{where}: argv item {item!r}: {exc}") from None
         unknown = names - PLACEHOLDERS
@@ -199,7 +319,7 @@ def runnable_profile(name: str | None) -> str:
     if not name:
         return ""
     try:
-        return name if get_profile(name).argv else ""
+        return name if get_profile(name).runnable else ""
     except ProfileError:
         return ""
 
@@ -218,7 +338,7 @@ def split_command(command: str) -> tuple[str, ...]:
 def command_profile(command: str, *, base: AgentProfile | None = None) -> AgentProfile:
     """A profile that runs `command` (from --agent-command), keeping the base's other settings."""
     base = base or BUILTIN_PROFILES["command"]
-    profile = replace(base, argv=split_command(command))
+    profile = replace(base, argv=split_command(command), kind="command")
     _check_placeholders(profile, f"--agent-command {command!r}")
     return profile
 

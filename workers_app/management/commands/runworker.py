@@ -134,7 +134,7 @@ class Command(BaseCommand):
                 profile = get_profile(profile_name)
         except ProfileError as exc:
             raise CommandError(str(exc)) from None
-        if not profile.argv:
+        if not profile.runnable:
             raise CommandError(
                 f"agent profile {profile.name!r} has no command; pass --agent-command "
                 '"PROGRAM ARGS…"'
