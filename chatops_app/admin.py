@@ -52,12 +52,13 @@ class NotificationAdmin(ReadOnlyAdmin):
         "sent_at",
     )
     list_filter = ("state", "event", "channel")
-    search_fields = ("note", "last_error", "external_id")
+    search_fields = ("note", "last_error", "external_id", "worker", "key")
     date_hierarchy = "created_at"
     ordering = ("-id",)
     show_full_result_count = False
     fields = (
         "task_link",
+        "worker",
         "event",
         "channel",
         "state",
@@ -66,6 +67,8 @@ class NotificationAdmin(ReadOnlyAdmin):
         "next_attempt_at",
         "last_error",
         "external_id",
+        "data",
+        "key",
         "created_at",
         "sent_at",
     )
@@ -73,6 +76,8 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="task", ordering="task_id")
     def task_link(self, obj: Notification) -> str:
+        if obj.task_id is None:
+            return obj.subject  # a factory event: a worker or a day, no task
         url = reverse("admin:tasks_app_task_change", args=[obj.task_id])
         return format_html('<a href="{}">#{}</a>', url, obj.task_id)
 

@@ -4,20 +4,25 @@ Task text (goals, errors, notes) is written by agents and people, so it is untru
 it is escaped (`&`, `<`, `>`), so `<!channel>` or a fake link shows as text; for Discord,
 mentions and markdown are neutralised and `allowed_mentions` is empty, so nothing can ping anyone.
 Buttons carry the encodings of `buttons.py`, which the Slack and Discord doors read back.
+
+Factory events (a worker that paused itself, the daily budget) have no task: they render from
+the row's `worker`, `note` and `data`, with the same escaping, and no buttons.
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
+from tasks_app.costs import format_usd
 from tasks_app.lifecycle import error_hint
 from tasks_app.models import Status, Task
 
 from .buttons import discord_custom_id, slack_action_id
-from .models import Notification, NotificationEvent
+from .models import FACTORY_EVENTS, Notification, NotificationEvent
 
 GOAL_LIMIT = 500
 ERROR_LIMIT = 400
@@ -29,6 +34,10 @@ HEADLINES = {
     NotificationEvent.DEAD_LETTER: "is in the dead-letter queue",
     NotificationEvent.BLOCKED: "is blocked and needs a person",
     NotificationEvent.AWAITING_APPROVAL: "is waiting for approval",
+}
+FACTORY_HEADLINES = {
+    NotificationEvent.WORKER_PAUSED: "Worker {worker} paused itself",
+    NotificationEvent.BUDGET_REACHED: "The daily budget is reached",
 }
 
 # Error types the pipeline sets when it blocks work; the lifecycle's table covers the rest.
@@ -101,7 +110,117 @@ def _facts(notification: Notification) -> list[tuple[str, str]]:
 
 
 def headline(notification: Notification) -> str:
+    if notification.event in FACTORY_EVENTS:
+        template = FACTORY_HEADLINES[notification.event]
+        return template.format(worker=notification.worker or "?")
     return f"Task #{notification.task_id} {HEADLINES.get(notification.event, notification.event)}"
+
+
+def pool_url() -> str:
+    """Absolute link to the worker pool, or "" when VIBE_BASE_URL is unset."""
+    if not settings.VIBE_BASE_URL:
+        return ""
+    try:
+        return settings.VIBE_BASE_URL + reverse("workers_app:pool")
+    except NoReverseMatch:
+        return ""
+
+
+def _money(value: object) -> str:
+    try:
+        return format_usd(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        return "?"
+
+
+def _factory_facts(notification: Notification) -> list[tuple[str, str]]:
+    """(label, untrusted value) pairs of a factory event, from its note and data."""
+    data = notification.data or {}
+    facts: list[tuple[str, str]] = []
+    if notification.event == NotificationEvent.WORKER_PAUSED:
+        if notification.note:
+            facts.append(("Why", _clip(notification.note, ERROR_LIMIT)))
+        task_ids = [str(pk) for pk in data.get("task_ids", [])]
+        if task_ids:
+            facts.append(("Attempts given back to", ", ".join(f"#{pk}" for pk in task_ids)))
+        hint = error_hint(str(data.get("error_type", "")))
+        if hint:
+            facts.append(("Hint", hint))
+        facts.append(
+            (
+                "Then",
+                f"resume it: manage.py vibe resume {notification.worker}, "
+                "or Resume on the workers page",
+            )
+        )
+    elif notification.event == NotificationEvent.BUDGET_REACHED:
+        facts.append(("Day", f"{data.get('day', '?')} ({data.get('time_zone', 'UTC')})"))
+        facts.append(("Spent today", _money(data.get("spent_usd"))))
+        facts.append(("Daily budget", _money(data.get("budget_usd"))))
+        if notification.note:
+            facts.append(("Why", _clip(notification.note, NOTE_LIMIT)))
+        facts.append(
+            (
+                "Then",
+                "no new agent runs start until the day ends; raise VIBE_DAILY_BUDGET_USD to "
+                "go on today",
+            )
+        )
+    return facts
+
+
+def _factory_slack_message(notification: Notification) -> dict:
+    title = headline(notification)
+    facts = "\n".join(
+        f"*{label}:* {slack_escape(value)}" for label, value in _factory_facts(notification)
+    )
+    blocks: list[dict] = [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"*{slack_escape(title)}*", "verbatim": True},
+        },
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": _clip_escaped(facts, SLACK_SECTION_LIMIT) or " ",
+                "verbatim": True,
+            },
+        },
+    ]
+    url = pool_url() if notification.event == NotificationEvent.WORKER_PAUSED else ""
+    if url:
+        button = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Open the workers page"},
+            "action_id": "vibe_open",
+            "url": url,
+        }
+        blocks.append({"type": "actions", "block_id": "vibe_pool", "elements": [button]})
+    summary = _clip(notification.note, 150)
+    return {
+        "text": slack_escape(f"{title}: {summary}" if summary else title),
+        "blocks": blocks,
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
+def _factory_discord_message(notification: Notification) -> dict:
+    lines = [f"**{discord_escape(headline(notification))}**"]
+    url = pool_url() if notification.event == NotificationEvent.WORKER_PAUSED else ""
+    if url:
+        lines.append(f"Open: <{url}>")
+    lines += [
+        f"**{label}:** {discord_escape(value)}" for label, value in _factory_facts(notification)
+    ]
+    return {"content": _clip_discord("\n".join(lines)), "allowed_mentions": {"parse": []}}
+
+
+def _clip_discord(content: str) -> str:
+    if len(content) > DISCORD_CONTENT_LIMIT:
+        content = content[: DISCORD_CONTENT_LIMIT - 1].rstrip("\\") + "…"
+    return content
 
 
 # --- Slack --------------------------------------------------------------------------------------
@@ -125,6 +244,8 @@ def _clip_escaped(text: str, limit: int) -> str:
 
 def slack_message(notification: Notification) -> dict:
     """`chat.postMessage` arguments (without the channel): a plain fallback and Block Kit."""
+    if notification.event in FACTORY_EVENTS:
+        return _factory_slack_message(notification)
     task = notification.task
     goal = slack_escape(_clip(task.goal, GOAL_LIMIT))
     title = headline(notification)
@@ -180,6 +301,8 @@ def discord_escape(text: str) -> str:
 
 def discord_message(notification: Notification) -> dict:
     """The JSON body of `POST /channels/{id}/messages`: content, buttons, no mentions at all."""
+    if notification.event in FACTORY_EVENTS:
+        return _factory_discord_message(notification)
     task = notification.task
     lines = [f"**{headline(notification)}**"]
     url = task_url(task)
@@ -187,10 +310,7 @@ def discord_message(notification: Notification) -> dict:
         lines.append(f"Open: <{url}>")
     lines.append(discord_escape(_clip(task.goal, GOAL_LIMIT)))
     lines += [f"**{label}:** {discord_escape(value)}" for label, value in _facts(notification)]
-    content = "\n".join(lines)
-    if len(content) > DISCORD_CONTENT_LIMIT:
-        content = content[: DISCORD_CONTENT_LIMIT - 1].rstrip("\\") + "…"
-    body: dict = {"content": content, "allowed_mentions": {"parse": []}}
+    body: dict = {"content": _clip_discord("\n".join(lines)), "allowed_mentions": {"parse": []}}
     action = _button(notification)
     if action:
         name, label = action

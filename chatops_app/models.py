@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
@@ -37,6 +37,13 @@ class NotificationEvent(models.TextChoices):
     DEAD_LETTER = "dead_letter", "Dead letter"
     BLOCKED = "blocked", "Blocked"
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    # Not about one task: a worker paused itself (its circuit breaker), the daily budget ran out.
+    WORKER_PAUSED = "worker_paused", "Worker paused itself"
+    BUDGET_REACHED = "budget_reached", "Daily budget reached"
+
+
+# Events about the factory rather than one task: their rows have no task.
+FACTORY_EVENTS = (NotificationEvent.WORKER_PAUSED, NotificationEvent.BUDGET_REACHED)
 
 
 class DeliveryState(models.TextChoices):
@@ -50,10 +57,35 @@ class Notification(models.Model):
 
     The sender delivers rows in `pending` and marks them `sent` with a compare-and-swap, so a
     message is never lost when the chat service is down and never sent twice once it got through.
+
+    A task event has its task; a factory event (`FACTORY_EVENTS`) has none, and says what it is
+    about in `worker` (a worker id, kept as text so the message outlives a deleted worker row)
+    and `data` (the figures it shows). `key`, when set, makes a row once-only per channel: the
+    daily budget's message is keyed by its day, so many workers noticing it write it once.
     """
 
     task = models.ForeignKey(
-        "tasks_app.Task", on_delete=models.CASCADE, related_name="notifications"
+        "tasks_app.Task",
+        on_delete=models.CASCADE,
+        related_name="notifications",
+        null=True,
+        blank=True,
+    )
+    worker = models.CharField(
+        max_length=64, blank=True, default="", db_default="", help_text="Worker id, if about one."
+    )
+    data = models.JSONField(
+        default=dict,
+        db_default=models.Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text="Figures a factory event shows (day, spend, budget, tasks given back).",
+    )
+    key = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Once-only key, e.g. budget_reached:2026-11-30.",
     )
     event = models.CharField(max_length=20, choices=NotificationEvent.choices)
     channel = models.CharField(max_length=10, choices=Platform.choices)
@@ -83,6 +115,53 @@ class Notification(models.Model):
                 name="notifications_due_idx",
             )
         ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "channel"], condition=~Q(key=""), name="notification_key_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(task__isnull=False) | Q(event__in=[e.value for e in FACTORY_EVENTS]),
+                name="notification_task_event_has_task",
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.event} #{self.task_id} → {self.channel} ({self.state})"
+        return f"{self.event} {self.subject} → {self.channel} ({self.state})"
+
+    @property
+    def subject(self) -> str:
+        """What the row is about, for logs and the admin: "#42", "@backend-1" or the day."""
+        if self.task_id is not None:
+            return f"#{self.task_id}"
+        return self.worker or str(self.data.get("day", "")) or "factory"
+
+
+def notify_factory(
+    event: str, *, note: str = "", worker: str = "", data: dict | None = None, key: str = ""
+) -> list[Notification]:
+    """Write a factory event (no task) to every channel; returns the rows written.
+
+    With a `key`, the event is written once only: a second call with the same key, from this
+    process or another, writes nothing and returns [] (the unique constraint decides, so two
+    workers racing to say "the budget is reached" cannot both win).
+    """
+    if event not in FACTORY_EVENTS:
+        raise ValueError(f"{event!r} is not a factory event; use one of {FACTORY_EVENTS}")
+    rows = [
+        Notification(
+            event=event,
+            channel=platform,
+            note=note[:2000],
+            worker=worker[:64],
+            data=data or {},
+            key=key[:100],
+        )
+        for platform in Platform
+    ]
+    try:
+        with transaction.atomic():
+            return Notification.objects.bulk_create(rows)
+    except IntegrityError:
+        if not key:
+            raise
+        return []

@@ -327,10 +327,10 @@ class Sender:
                 row, token, state=DeliveryState.FAILED, next_attempt_at=None, last_error=text
             )
             logger.error(
-                "notification %s (%s #%s) to %s failed for good after %s tries: %s",
+                "notification %s (%s %s) to %s failed for good after %s tries: %s",
                 row.pk,
                 row.event,
-                row.task_id,
+                row.subject,
                 row.channel,
                 token,
                 text,
@@ -342,10 +342,10 @@ class Sender:
             delay = self.backoff(token)
         self._finish(row, token, next_attempt_at=now + delay, last_error=text)
         logger.warning(
-            "notification %s (%s #%s) to %s: attempt %s failed, next try in %.0fs: %s",
+            "notification %s (%s %s) to %s: attempt %s failed, next try in %.0fs: %s",
             row.pk,
             row.event,
-            row.task_id,
+            row.subject,
             row.channel,
             token,
             delay.total_seconds(),
@@ -380,10 +380,10 @@ class Sender:
                 last_error="",
             )
             logger.info(
-                "notification %s (%s #%s) sent to %s as %s",
+                "notification %s (%s %s) sent to %s as %s",
                 row.pk,
                 row.event,
-                row.task_id,
+                row.subject,
                 row.channel,
                 external_id or "?",
             )

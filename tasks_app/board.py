@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from django import forms
@@ -18,6 +19,7 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from . import costs
 from .lifecycle import ERROR_TYPES
 from .models import OPEN_STATUSES, Lane, Status, Task, TaskHistory
 
@@ -152,6 +154,18 @@ class Metrics:
     blocked: int
     dead_letter: int
     completed_today: int
+    spend_today: Decimal = costs.ZERO
+    spend_by_lane: dict[str, Decimal] = field(default_factory=dict)
+
+    @property
+    def spend_today_text(self) -> str:
+        return costs.format_usd(self.spend_today)
+
+    @property
+    def spend_lanes_text(self) -> str:
+        """'backend $1.20 · qa $0.30', the most expensive lane first."""
+        ordered = sorted(self.spend_by_lane.items(), key=lambda item: (-item[1], item[0]))
+        return " · ".join(f"{lane} {costs.format_usd(amount)}" for lane, amount in ordered)
 
 
 def live_counts(qs: QuerySet | None = None) -> dict[str, int]:
@@ -176,10 +190,12 @@ def live_counts(qs: QuerySet | None = None) -> dict[str, int]:
 
 
 def metrics() -> Metrics:
-    """The seed's metrics bar, in two queries: one over live tasks, one over workers."""
+    """The seed's metrics bar, in three queries: live tasks, workers, and today's spend per
+    lane (the total is their sum: a run without a cost figure adds nothing to either)."""
     from workers_app.models import Worker
 
     counts = live_counts()
+    by_lane = costs.today_by_lane()
     workers = Worker.objects.aggregate(
         total=Count("pk"), active=Count("pk", filter=Q(active_tasks__gt=0))
     )
@@ -193,6 +209,8 @@ def metrics() -> Metrics:
         blocked=counts[Status.BLOCKED],
         dead_letter=counts[Status.DEAD_LETTER],
         completed_today=counts[Status.COMPLETED],
+        spend_today=sum(by_lane.values(), costs.ZERO),
+        spend_by_lane=by_lane,
     )
 
 

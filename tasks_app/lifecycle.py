@@ -827,6 +827,29 @@ def heartbeat(task_id: int, *, worker_id: str, token: int, lease_seconds: int | 
         raise LeaseLost(f"task {task_id} is no longer held by {worker_id}")
 
 
+MAX_CHANGED_FILES = 2000
+
+
+def _change_of(result: dict) -> dict:
+    """A builder's change as the worker measured it: base commit and files with +/- counts."""
+    out: dict = {}
+    base = result.get("base_commit")
+    if isinstance(base, str) and base:
+        out["base_commit"] = base[:64]
+    files = result.get("changed_files")
+    if isinstance(files, list):
+        out["changed_files"] = [
+            {
+                "path": str(item.get("path", ""))[:1000],
+                "added": item["added"] if isinstance(item.get("added"), int) else None,
+                "removed": item["removed"] if isinstance(item.get("removed"), int) else None,
+            }
+            for item in files[:MAX_CHANGED_FILES]
+            if isinstance(item, dict) and item.get("path")
+        ]
+    return out
+
+
 @dataclass
 class _Completion:
     """A completion read, checked and built before its transaction; `_write_completion` runs it."""
@@ -855,7 +878,7 @@ def _prepare_completion(task_id: int, worker_id: str, token: int, result: dict |
             raise InvalidInput(f"task {task.pk}: malformed verdict: {exc}") from None
         fields.update(result=clean, verdict=clean["verdict"], score=clean["score"])
     else:
-        fields["result"] = {"summary": str(result.get("summary", ""))[:4000]}
+        fields["result"] = {"summary": str(result.get("summary", ""))[:4000], **_change_of(result)}
     steps = pipeline.steps(task.pipeline) if not task.is_review else ()
     if steps:
         fields.update(status=Status.REVIEW_NEEDED, pipeline_step=0)

@@ -26,6 +26,7 @@ class WorkerTable(tables.Table):
         verbose_name="Heartbeat", accessor="last_heartbeat", order_by=("-last_heartbeat",)
     )
     priority_score = tables.Column(verbose_name="Priority score")
+    spend = tables.Column(verbose_name="Spent today", empty_values=(), orderable=False)
     current = tables.Column(verbose_name="Current tasks", empty_values=(), orderable=False)
     actions = tables.Column(verbose_name="Actions", empty_values=(), orderable=False)
 
@@ -40,6 +41,7 @@ class WorkerTable(tables.Table):
             "load",
             "heartbeat",
             "priority_score",
+            "spend",
             "current",
             "actions",
         )

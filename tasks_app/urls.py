@@ -10,6 +10,7 @@ urlpatterns = [
     path("metrics/", views.metrics_page, name="metrics"),
     path("throughput/", views.throughput_page, name="throughput"),
     path("tasks/<int:pk>/", views.task_detail, name="task_detail"),
+    path("tasks/<int:pk>/runs/<int:run_id>/events/", views.run_events, name="run_events"),
     path("tasks/<int:pk>/<slug:action>/", views.task_action, name="task_action"),
     path("dead-letter/retry/", views.retry_all, name="retry_all"),
     path("history/", views.history_page, name="history"),

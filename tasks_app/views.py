@@ -7,6 +7,7 @@ whole page and its htmx partial (when `request.htmx`), so a link without JavaScr
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import wraps
 from urllib.parse import urlencode, urlsplit
 
@@ -14,7 +15,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import EmptyPage
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.db.models import Max, Q
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    QueryDict,
+)
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -26,8 +35,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from . import board, lifecycle
-from .models import Lane, Status, Task, TaskHistory
+from . import board, costs, lifecycle
+from .models import Lane, Run, RunEvent, Status, Task, TaskHistory
 from .permissions import ACTION_PERMISSIONS, can, require
 from .tables import HistoryTable
 
@@ -185,19 +194,167 @@ def throughput_page(request: HttpRequest) -> HttpResponse:
 
 # --- Task detail ------------------------------------------------------------------------------
 
+# The task page renders each run's newest events; older ones come on demand ("show earlier").
+TRANSCRIPT_FIRST_LOAD = 500
+# One live poll answers at most this many events; the page asks again at once for the rest.
+TRANSCRIPT_BATCH = 500
+# Sequence numbers are an IntegerField: anything larger is not a position in a transcript.
+MAX_SEQ = 2**31 - 1
 
-def detail_context(task: Task) -> dict:
-    """A task with its timeline, runs, prerequisites, parent and reviews: five queries."""
+
+@dataclass
+class TranscriptItem:
+    """One row of a transcript: an event, and for a tool call the result that answered it."""
+
+    event: RunEvent
+    result: RunEvent | None = None
+    usage_text: str = ""
+
+    @property
+    def data(self) -> dict:
+        return self.event.data if isinstance(self.event.data, dict) else {}
+
+    @property
+    def tool_id(self) -> str:
+        return str(self.data.get("id") or "")
+
+    @property
+    def tool_name(self) -> str:
+        return str(self.data.get("name") or "tool")
+
+    @property
+    def summary(self) -> str:
+        return self.event.text or str(self.data.get("summary") or "")
+
+    @property
+    def is_error(self) -> bool:
+        """A tool call whose result was an error, or a result that was one."""
+        source = self.result if self.result is not None else self.event
+        return isinstance(source.data, dict) and bool(source.data.get("is_error"))
+
+
+@dataclass
+class Transcript:
+    run: Run
+    items: list[TranscriptItem] = field(default_factory=list)
+    first_seq: int = 0
+    last_seq: int = 0
+
+    @property
+    def has_earlier(self) -> bool:
+        # The worker always keeps a transcript's head, so seq 1 exists once anything was written.
+        return self.first_seq > 1
+
+    @property
+    def earlier_before(self) -> int | None:
+        return self.first_seq if self.has_earlier else None
+
+
+def usage_text(data: dict) -> str:
+    """'claude-sonnet-4 · 1,200 in · 300 out · 5,000 cached · $0.0123 · 4 turns'."""
+    if not isinstance(data, dict):
+        return ""
+    parts = [str(data["model"])] if data.get("model") else []
+    for key, label in (
+        ("input_tokens", "in"),
+        ("output_tokens", "out"),
+        ("cache_read_tokens", "cache read"),
+        ("cache_write_tokens", "cache write"),
+    ):
+        if isinstance(data.get(key), int):
+            parts.append(f"{data[key]:,} {label}")
+    cost = data.get("cost_usd")
+    if cost not in (None, ""):
+        amount = costs.parse_usd(cost)
+        parts.append(costs.format_usd(amount) if amount is not None else str(cost))
+    if isinstance(data.get("turns"), int):
+        parts.append(f"{data['turns']} turn{'s' if data['turns'] != 1 else ''}")
+    return " · ".join(parts)
+
+
+def transcript_items(events: list[RunEvent]) -> list[TranscriptItem]:
+    """Rows in order; a tool result goes inside the call it answers when both are here (the
+    page's script moves a result that arrives in a later poll into its call the same way)."""
+    items: list[TranscriptItem] = []
+    calls: dict[str, TranscriptItem] = {}
+    for event in events:
+        data = event.data if isinstance(event.data, dict) else {}
+        tool_id = str(data.get("id") or "")
+        if event.kind == "tool_call":
+            item = TranscriptItem(event)
+            if tool_id:
+                calls[tool_id] = item
+            items.append(item)
+        elif event.kind == "tool_result" and tool_id in calls and calls[tool_id].result is None:
+            calls[tool_id].result = event
+        elif event.kind == "usage":
+            items.append(TranscriptItem(event, usage_text=usage_text(data)))
+        else:
+            items.append(TranscriptItem(event))
+    return items
+
+
+def run_transcripts(runs: list[Run], limit: int = TRANSCRIPT_FIRST_LOAD) -> list[Transcript]:
+    """The newest `limit` events of every run, in two indexed queries whatever the run count."""
+    transcripts = [Transcript(run) for run in runs]
+    if not runs:
+        return transcripts
+    last = dict(
+        RunEvent.objects.filter(run_id__in=[run.pk for run in runs])
+        .values("run_id")
+        .annotate(last=Max("seq"))
+        .order_by()
+        .values_list("run_id", "last")
+    )
+    wanted = Q()
+    for run_id, last_seq in last.items():
+        wanted |= Q(run_id=run_id, seq__gt=last_seq - limit)
+    by_run: dict[int, list[RunEvent]] = {run_id: [] for run_id in last}
+    if last:
+        for event in RunEvent.objects.filter(wanted).order_by("run_id", "seq"):
+            by_run[event.run_id].append(event)
+    for transcript in transcripts:
+        events = by_run.get(transcript.run.pk, [])
+        if events:
+            transcript.first_seq, transcript.last_seq = events[0].seq, events[-1].seq
+        transcript.items = transcript_items(events)
+    return transcripts
+
+
+def describe_run(run: Run) -> Run:
+    """Figures the run's usage line shows, worked out once (templates have no format_usd)."""
+    run.cost_text = costs.format_usd(run.cost_usd) if run.cost_usd is not None else ""
+    return run
+
+
+def cost_context(task: Task, runs: list[Run]) -> dict:
+    """The work's total over its builder runs, reviews and rework; a review's own share too."""
+    root_id = costs.work_root_id(task)
+    usage = costs.task_usage(root_id)
+    context = {
+        "work_usage": usage,
+        "work_cost_text": costs.format_usd(usage["cost_usd"]),
+        "work_root_id": root_id,
+    }
+    if root_id != task.pk:
+        own = sum((run.cost_usd for run in runs if run.cost_usd is not None), costs.ZERO)
+        context["own_cost_text"] = costs.format_usd(own)
+    return context
+
+
+def summary_context(task: Task, runs: list[Run]) -> dict:
+    """What the panel's self-refreshing part shows: facts, cost, verdict, relations, history."""
     children = list(
         task.children.only(
             "id", "goal", "lane", "status", "stage", "verdict", "score", "result", "review_round"
         ).order_by("created_at", "id")
     )
-    runs = list(task.runs.select_related(None).order_by("started_at", "id"))
     return {
         "task": task,
         "history": list(task.history.order_by("created_at", "id")),
-        "runs": runs,
+        "run_ids": ",".join(str(run.pk) for run in runs),
+        # While the task is in progress the facts refresh (a run may not have started yet).
+        "live": task.status == Status.IN_PROGRESS,
         "running": any(run.is_running for run in runs) and task.status == Status.IN_PROGRESS,
         "children": children,
         "prerequisites": list(task.depends_on.only("id", "goal", "status").order_by("id")),
@@ -205,7 +362,23 @@ def detail_context(task: Task) -> dict:
         "rework_findings": (task.context or {}).get("findings") or []
         if isinstance(task.context, dict)
         else [],
+        **cost_context(task, runs),
     }
+
+
+def _task_runs(task: Task) -> list[Run]:
+    # The tails stay out: the transcript shows the same lines, and a tail is up to 64 KB.
+    return [describe_run(run) for run in task.runs.order_by("started_at", "id")]
+
+
+def detail_context(task: Task) -> dict:
+    """A task with its timeline, runs and their transcripts, relations and cost, in a fixed
+    number of queries whatever the number of runs and events."""
+    runs = _task_runs(task)
+    context = summary_context(task, runs)
+    context["runs"] = runs
+    context["transcripts"] = run_transcripts(runs)
+    return context
 
 
 def _load_task(pk: int) -> Task:
@@ -215,12 +388,93 @@ def _load_task(pk: int) -> Task:
 @viewer_required
 @require_GET
 def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """`/tasks/<id>/`: a page of its own, or the panel that opens in place on the board."""
+    """`/tasks/<id>/`: a page of its own, or the panel that opens in place on the board.
+
+    `?part=summary` (htmx) is the panel's self-refreshing part alone: it never re-renders the
+    transcripts, so what a person opened in them stays open while the task runs.
+    """
     task = _load_task(pk)
+    if wants_partial(request) and request.GET.get("part") == "summary":
+        runs = _task_runs(task)
+        context = {**summary_context(task, runs), "refresh": True}
+        return render_page(request, "partials/task_summary.html", context)
     context = detail_context(task)
     if wants_partial(request):
         return render_page(request, "partials/task_detail.html", context)
     return render_page(request, "tasks/task_detail.html", context)
+
+
+def _seq_param(request: HttpRequest, name: str) -> int | None:
+    """A sequence number from the query string; None when absent; ValueError when nonsense."""
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_SEQ:
+        raise ValueError(
+            f"{name}={raw[:40]!r} is not a sequence number; "
+            f"give a whole number from 0 to {MAX_SEQ} (the last event you have)"
+        )
+    return int(raw)
+
+
+@viewer_required
+@require_GET
+def run_events(request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
+    """`/tasks/<id>/runs/<run>/events/?after=SEQ`: the run's events after SEQ, as transcript rows.
+
+    The task page's script polls this every second or two while the run lasts. The headers say
+    the last sequence number (`X-Transcript-Last-Seq`), whether the run still runs
+    (`X-Transcript-Running`) and whether more is waiting (`X-Transcript-More`); with nothing new
+    the body is empty. `?before=SEQ` is the page of events before SEQ ("show earlier").
+    """
+    try:
+        after = _seq_param(request, "after")
+        before = _seq_param(request, "before")
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    # The run's state is read before its events: a run seen finished has written them all.
+    run = (
+        Run.objects.filter(pk=run_id, task_id=pk)
+        .select_related("task")
+        .only("id", "task_id", "finished_at", "task__id", "task__status")
+        .first()
+    )
+    if run is None:
+        raise Http404(f"task {pk} has no run {run_id}")
+    running = run.is_running and run.task.status == Status.IN_PROGRESS
+    events = RunEvent.objects.filter(run_id=run.pk)
+    if before is not None:
+        rows = list(events.filter(seq__lt=before).order_by("-seq")[: TRANSCRIPT_FIRST_LOAD + 1])
+        earlier = len(rows) > TRANSCRIPT_FIRST_LOAD
+        rows = rows[:TRANSCRIPT_FIRST_LOAD][::-1]
+        context = {
+            "items": transcript_items(rows),
+            "earlier_url": request.path,
+            "earlier_before": rows[0].seq if rows and earlier else None,
+        }
+        if not wants_partial(request):  # the "show earlier" link without JavaScript
+            context.update(task=run.task, run=run)
+            return render_page(request, "tasks/run_events.html", context)
+        return render(request, "partials/transcript_events.html", context)
+
+    after = after or 0
+    rows = list(events.filter(seq__gt=after).order_by("seq")[: TRANSCRIPT_BATCH + 1])
+    more = len(rows) > TRANSCRIPT_BATCH
+    rows = rows[:TRANSCRIPT_BATCH]
+    last_seq = rows[-1].seq if rows else after
+    if rows or not running:
+        context = {"items": transcript_items(rows)}
+        if not running:
+            finished = describe_run(Run.objects.defer("stdout_tail", "stderr_tail").get(pk=run.pk))
+            context["finished_run"] = finished
+        response = render(request, "partials/transcript_events.html", context)
+    else:
+        response = HttpResponse(b"", content_type="text/html; charset=utf-8")
+    response["X-Transcript-Last-Seq"] = str(last_seq)
+    response["X-Transcript-Running"] = "1" if running else "0"
+    response["X-Transcript-More"] = "1" if more else "0"
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # --- Buttons ----------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection
 
+pytest_plugins = ["tests.standins.clis"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AGENTS_DIR = REPO_ROOT / "tests" / "agents"
 

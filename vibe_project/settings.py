@@ -6,9 +6,12 @@ helper below refuses nonsense with ImproperlyConfigured instead of guessing.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import zoneinfo
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -256,8 +259,36 @@ VIBE_MAX_REVIEW_ROUNDS = env_int("VIBE_MAX_REVIEW_ROUNDS", 2, minimum=1)
 VIBE_WORKSPACE = env_str("VIBE_WORKSPACE")
 VIBE_AGENT_PROFILES_FILE = env_str("VIBE_AGENT_PROFILES_FILE")
 VIBE_DEFAULT_AGENT = env_str("VIBE_DEFAULT_AGENT", "simulated") or "simulated"
-# Where task worktrees of a git VIBE_WORKSPACE live (outside the repository's own checkout).
-VIBE_WORKTREES_DIR = env_str("VIBE_WORKTREES_DIR", str(VAR_DIR / "worktrees"))
+# Where task worktrees of a git VIBE_WORKSPACE live: beside the var folder, not in it, so an
+# agent's `../../secret_key` finds nothing. A relative path that names the var folder
+# (`../../var/secret_key`) still reaches it, as does an absolute one: only the sandbox below (or
+# a worker user who cannot read VAR_DIR) stops an agent that knows the layout.
+VIBE_WORKTREES_DIR = env_str(
+    "VIBE_WORKTREES_DIR", str(VAR_DIR.parent / f"{VAR_DIR.name}-worktrees")
+)
+# How agents are fenced off (workers_app/sandbox.py): auto = bubblewrap when it works here,
+# bwrap = always (the worker refuses to start without it), off = plain subprocesses.
+VIBE_AGENT_SANDBOX = (env_str("VIBE_AGENT_SANDBOX", "auto") or "auto").lower()
+if VIBE_AGENT_SANDBOX not in {"auto", "bwrap", "off"}:
+    raise ImproperlyConfigured(
+        f"VIBE_AGENT_SANDBOX={VIBE_AGENT_SANDBOX!r} is not a sandbox mode; use auto, bwrap or off."
+    )
+# More variables of the worker's environment agents may see (NAME, or PREFIX_* for a family);
+# the control plane's own never pass.
+VIBE_AGENT_ENV = env_list("VIBE_AGENT_ENV", [])
+for _name in VIBE_AGENT_ENV:
+    if _name.startswith(("DATABASE_URL", "PG", "DJANGO_", "VIBE_")) or _name in {"", "*"}:
+        raise ImproperlyConfigured(
+            f"VIBE_AGENT_ENV names {_name!r}: DATABASE_URL, PG*, DJANGO_* and VIBE_* variables "
+            "are the control plane's and never reach agents."
+        )
+# More files or folders the sandbox hides from agents (your own secrets), comma-separated.
+VIBE_SANDBOX_HIDE = env_list("VIBE_SANDBOX_HIDE", [])
+# The project's test command (e.g. "pytest"), which builders and reviewers may run; a profile's
+# own test_command wins.
+VIBE_TEST_COMMAND = env_str("VIBE_TEST_COMMAND")
+# The most event text one run's transcript keeps: its head and its tail, with a marker between.
+VIBE_TRANSCRIPT_MAX_BYTES = env_int("VIBE_TRANSCRIPT_MAX_BYTES", 4 * 1024 * 1024, minimum=65_536)
 # Dashboard: cards shown per kanban column (the column header still counts them all).
 VIBE_BOARD_CARDS_PER_COLUMN = env_int("VIBE_BOARD_CARDS_PER_COLUMN", 20, minimum=1)
 
@@ -281,3 +312,143 @@ VIBE_NOTIFY_TIMEOUT_SECONDS = env_float("VIBE_NOTIFY_TIMEOUT_SECONDS", 10.0, min
 VIBE_NOTIFY_RETRY_BASE_SECONDS = env_float("VIBE_NOTIFY_RETRY_BASE_SECONDS", 15.0)
 VIBE_NOTIFY_RETRY_MAX_SECONDS = env_float("VIBE_NOTIFY_RETRY_MAX_SECONDS", 3600.0)
 VIBE_NOTIFY_PERMANENT_TRIES = env_int("VIBE_NOTIFY_PERMANENT_TRIES", 3, minimum=1)
+
+# --- Circuit breaker, budgets and prices (workers_app/breaker.py, workers_app/budgets.py) -----
+# A worker whose agent fails this many times in a row for an infrastructure reason (missing
+# agent, refused credentials, broken sandbox or workspace) pauses itself and gives the attempts
+# back, instead of burning through every task in its lane.
+VIBE_WORKER_FAILURE_LIMIT = env_int("VIBE_WORKER_FAILURE_LIMIT", 3, minimum=1)
+
+
+def env_usd(name: str) -> Decimal | None:
+    """An optional amount of dollars, more than zero; unset (or empty) means no limit."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = Decimal(raw.strip().removeprefix("$"))
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an amount of dollars.") from None
+    if not value.is_finite() or value <= 0:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} must be more than 0 dollars; unset it for no budget."
+        )
+    return value
+
+
+# What one piece of work (builder runs, reviews, rework) may spend, and the whole factory per day
+# (the day starts at midnight in VIBE_TIME_ZONE). Unset: no budget.
+VIBE_TASK_BUDGET_USD = env_usd("VIBE_TASK_BUDGET_USD")
+VIBE_DAILY_BUDGET_USD = env_usd("VIBE_DAILY_BUDGET_USD")
+
+# USD per million tokens, for agents that report tokens but no cost (Codex, Gemini). Claude Code
+# and Aider print their own cost, which wins. `input_includes_cache_read`: the provider counts
+# cached tokens inside input_tokens (OpenAI, Google), so they are not charged twice. A model
+# reported as "claude-sonnet-4-5-20250929" uses the longest name here it starts with.
+_PRICE_FIELDS = ("input", "output", "cache_read", "cache_write")
+DEFAULT_MODEL_PRICES: dict[str, dict] = {
+    "claude-opus-4-5": {"input": 5, "output": 25, "cache_read": 0.5, "cache_write": 6.25},
+    "claude-opus-4-1": {"input": 15, "output": 75, "cache_read": 1.5, "cache_write": 18.75},
+    "claude-opus-4": {"input": 15, "output": 75, "cache_read": 1.5, "cache_write": 18.75},
+    "claude-sonnet-4-5": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75},
+    "claude-sonnet-4": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75},
+    "claude-haiku-4-5": {"input": 1, "output": 5, "cache_read": 0.1, "cache_write": 1.25},
+    "claude-3-5-haiku": {"input": 0.8, "output": 4, "cache_read": 0.08, "cache_write": 1},
+    "gpt-5": {"input": 1.25, "output": 10, "cache_read": 0.125, "input_includes_cache_read": True},
+    "gpt-5-codex": {
+        "input": 1.25,
+        "output": 10,
+        "cache_read": 0.125,
+        "input_includes_cache_read": True,
+    },
+    "gpt-5.1": {
+        "input": 1.25,
+        "output": 10,
+        "cache_read": 0.125,
+        "input_includes_cache_read": True,
+    },
+    "gpt-5-mini": {
+        "input": 0.25,
+        "output": 2,
+        "cache_read": 0.025,
+        "input_includes_cache_read": True,
+    },
+    "gpt-4.1": {"input": 2, "output": 8, "cache_read": 0.5, "input_includes_cache_read": True},
+    "o3": {"input": 2, "output": 8, "cache_read": 0.5, "input_includes_cache_read": True},
+    "gemini-2.5-pro": {
+        "input": 1.25,
+        "output": 10,
+        "cache_read": 0.125,
+        "input_includes_cache_read": True,
+    },
+    "gemini-2.5-flash": {
+        "input": 0.3,
+        "output": 2.5,
+        "cache_read": 0.03,
+        "input_includes_cache_read": True,
+    },
+    "gemini-2.5-flash-lite": {
+        "input": 0.1,
+        "output": 0.4,
+        "cache_read": 0.01,
+        "input_includes_cache_read": True,
+    },
+    "gemini-3-pro": {
+        "input": 2,
+        "output": 12,
+        "cache_read": 0.2,
+        "input_includes_cache_read": True,
+    },
+}
+
+
+def env_model_prices(name: str, defaults: dict[str, dict]) -> dict[str, dict]:
+    """The price table: the defaults, with models added or replaced by JSON in `name`, e.g.
+    {"my-model": {"input": 2, "output": 8, "cache_read": 0.2, "cache_write": 2.5}}.
+
+    Prices become Decimals; a missing cache price is the input price (never undercounts).
+    """
+    table = dict(defaults)
+    raw = os.environ.get(name, "").strip()
+    if raw:
+        try:
+            given = json.loads(raw)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+        if not isinstance(given, dict):
+            raise ImproperlyConfigured(f'{name} must be a JSON object: {{"model": {{…}}}}.')
+        table.update(given)
+    prices: dict[str, dict] = {}
+    for model, entry in table.items():
+        where = f"{name}: model {model!r}"
+        if not isinstance(entry, dict) or not {"input", "output"} <= set(entry):
+            raise ImproperlyConfigured(f"{where} needs at least input and output prices.")
+        unknown = set(entry) - {*_PRICE_FIELDS, "input_includes_cache_read"}
+        if unknown:
+            raise ImproperlyConfigured(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
+        price: dict = {"input_includes_cache_read": bool(entry.get("input_includes_cache_read"))}
+        for key in _PRICE_FIELDS:
+            value = entry.get(key, entry["input"])
+            try:
+                if isinstance(value, bool):
+                    raise InvalidOperation
+                amount = Decimal(str(value))
+            except (InvalidOperation, ValueError):
+                raise ImproperlyConfigured(f"{where}: {key}={value!r} is not a price.") from None
+            if not amount.is_finite() or amount < 0:
+                raise ImproperlyConfigured(f"{where}: {key}={value!r} must be 0 or more.")
+            price[key] = amount
+        prices[str(model).lower()] = price
+    return prices
+
+
+VIBE_MODEL_PRICES = env_model_prices("VIBE_MODEL_PRICES", DEFAULT_MODEL_PRICES)
+
+# The author of the worker's commits, "Name <email>". Empty: "<worker id> <vibe@<hostname>>".
+VIBE_GIT_AUTHOR = env_str("VIBE_GIT_AUTHOR")
+if VIBE_GIT_AUTHOR and not re.fullmatch(
+    r"[^<>]*[^<>\s][^<>]* <[^<>\s@]+@[^<>\s]+>", VIBE_GIT_AUTHOR
+):
+    raise ImproperlyConfigured(
+        f"VIBE_GIT_AUTHOR={VIBE_GIT_AUTHOR!r} must look like 'Vibe Factory <vibe@example.com>'."
+    )

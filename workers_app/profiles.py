@@ -242,6 +242,9 @@ def _profile_from_mapping(name: str, data: object, *, source: str) -> AgentProfi
         ):
             raise ProfileError(f"{where}: 'env' must map names to strings")
         changes["env"] = dict(env)
+    if ("argv" in data or "command" in data) and "kind" not in data:
+        # A whole command line of one's own, as before kinds: run exactly it, read it as text.
+        changes.setdefault("kind", "command")
     profile = replace(base, name=name, **changes)  # type: ignore[arg-type]
     if profile.kind not in KINDS:
         raise ProfileError(

@@ -25,6 +25,7 @@ SOP_FILES: dict[str, str] = {
 }
 MAX_ERROR_CHARS = 4000
 MAX_RESULT_CHARS = 6000
+MAX_LISTED_FILES = 200
 
 
 class PromptError(RuntimeError):
@@ -81,7 +82,29 @@ def _review_context(task: Task) -> list[str]:
         lines.append(
             f"Branch: {parent.branch}" + (f" at {parent.head_commit}" if parent.head_commit else "")
         )
-    if parent.diff_stat:
+    base = result.get("base_commit") or ""
+    if base and parent.head_commit:
+        lines += [
+            f"Base commit: {base}",
+            f"Head commit: {parent.head_commit}",
+            "",
+            f"Review exactly this change: `git diff {base}..{parent.head_commit}`.",
+            "",
+        ]
+    files = result.get("changed_files") or []
+    if files:
+        lines += ["Changed files:", ""]
+        for item in files[:MAX_LISTED_FILES]:
+            counts = (
+                "binary"
+                if item.get("added") is None
+                else f"+{item.get('added')} −{item.get('removed')}"
+            )
+            lines.append(f"- {item.get('path')} ({counts})")
+        if len(files) > MAX_LISTED_FILES:
+            lines.append(f"- … and {len(files) - MAX_LISTED_FILES} more")
+        lines.append("")
+    elif parent.diff_stat:
         lines += ["Diff stat:", "", parent.diff_stat.strip(), ""]
     earlier = [
         c
@@ -114,9 +137,43 @@ def render_prompt(task: Task) -> str:
         task.goal.strip(),
         "",
     ]
+    context = (_review_context(task) if task.stage else []) + _new_context(task)
+    if context:
+        lines += ["## Context", "", *context]
+    if task.stage or task.lane in AUDITOR_LANES:
+        lines += _VERDICT_REMINDER
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_VERDICT_REMINDER = [
+    "## Reminder",
+    "",
+    "End your output with exactly one fenced json verdict block, as the SOP's output "
+    "contract says.",
+]
+
+
+def render_resume_prompt(task: Task) -> str:
+    """For a resumed session: only what is new since the agent's last turn.
+
+    The agent already has the SOP, the goal and its own work in its session; a rework round
+    sends the findings, a retry the previous attempt's error.
+    """
+    context = _new_context(task)
+    if not context:
+        context = ["Carry on with the task: the previous run stopped before it finished.", ""]
+    lines = [f"Vibe Factory task #{task.pk}, again: {_first_line(task.goal)}", "", *context]
+    lines += [
+        "Commit your work on this branch when you are done, as the SOP says.",
+    ]
+    if task.stage or task.lane in AUDITOR_LANES:
+        lines += ["", *_VERDICT_REMINDER]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _new_context(task: Task) -> list[str]:
+    """Rework findings and the previous attempt's error: what changed since the last run."""
     context: list[str] = []
-    if task.stage:
-        context += _review_context(task)
     rework = task.context if isinstance(task.context, dict) else {}
     if rework.get("findings") or rework.get("failed_reviews"):
         context += [
@@ -138,13 +195,4 @@ def render_prompt(task: Task) -> str:
             (task.last_error or "").strip()[-MAX_ERROR_CHARS:],
             "",
         ]
-    if context:
-        lines += ["## Context", "", *context]
-    if task.stage or task.lane in AUDITOR_LANES:
-        lines += [
-            "## Reminder",
-            "",
-            "End your output with exactly one fenced json verdict block, as the SOP's output "
-            "contract says.",
-        ]
-    return "\n".join(lines).rstrip() + "\n"
+    return context

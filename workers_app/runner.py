@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+logger = logging.getLogger(__name__)
 TAIL_BYTES = 64 * 1024
+MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line is cut (stream-json events can be large)
 KILL_GRACE_SECONDS = 3.0
 _PR_SET_PDEATHSIG = 1
 
@@ -75,6 +78,38 @@ class _TailBuffer:
         return f"[… {self.total - len(data)} earlier bytes not kept …]\n{text}" if cut else text
 
 
+LineHandler = Callable[[str], None]
+
+
+class _Lines:
+    """Splits a stream into text lines for a handler; a line past MAX_LINE_BYTES is cut."""
+
+    def __init__(self, handler: LineHandler) -> None:
+        self.handler = handler
+        self.pending = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self.pending += chunk
+        while (end := self.pending.find(b"\n")) >= 0:
+            line = bytes(self.pending[:end])
+            del self.pending[: end + 1]
+            self._emit(line)
+        if len(self.pending) > MAX_LINE_BYTES:
+            self._emit(bytes(self.pending))
+            self.pending.clear()
+
+    def close(self) -> None:
+        if self.pending:
+            self._emit(bytes(self.pending))
+            self.pending.clear()
+
+    def _emit(self, line: bytes) -> None:
+        try:
+            self.handler(clean_text(line[:MAX_LINE_BYTES]).rstrip("\r"))
+        except Exception:  # a reader's bug must not stop the pipe being drained
+            logger.exception("agent output reader failed on a line")
+
+
 @dataclass
 class RunResult:
     exit_code: int | None
@@ -97,8 +132,12 @@ class AgentProcess:
         stdin_data: bytes | None = None,
         timeout: float | None = None,
         tail_bytes: int = TAIL_BYTES,
+        on_stdout: LineHandler | None = None,
+        on_stderr: LineHandler | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.on_stdout = on_stdout
+        self.on_stderr = on_stderr
         self.cwd = cwd
         self.env = dict(env) if env is not None else None
         self.stdin_data = stdin_data
@@ -126,8 +165,11 @@ class AgentProcess:
             close_fds=True,
             preexec_fn=_die_with_worker if _LIBC is not None else None,
         )
-        for stream, buffer in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            self._spawn(self._pump, stream, buffer)
+        for stream, buffer, handler in (
+            (self.proc.stdout, self.stdout, self.on_stdout),
+            (self.proc.stderr, self.stderr, self.on_stderr),
+        ):
+            self._spawn(self._pump, stream, buffer, _Lines(handler) if handler else None)
         if self.stdin_data is not None:
             self._spawn(self._feed_stdin, self.proc.stdin, self.stdin_data)
         return self
@@ -138,13 +180,17 @@ class AgentProcess:
         self._threads.append(thread)
 
     @staticmethod
-    def _pump(stream, buffer: _TailBuffer) -> None:
+    def _pump(stream, buffer: _TailBuffer, lines: _Lines | None) -> None:
         try:
             while chunk := stream.read1(65536):
                 buffer.feed(chunk)
+                if lines is not None:
+                    lines.feed(chunk)
         except (OSError, ValueError):
             pass
         finally:
+            if lines is not None:
+                lines.close()
             stream.close()
 
     @staticmethod

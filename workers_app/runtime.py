@@ -19,45 +19,68 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import signal
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.db.models import Sum
 from django.utils import timezone
 
 from tasks_app import lifecycle
 from tasks_app.models import Run, Task
 from tasks_app.pipeline import AUDITOR_LANES
-from tasks_app.verdicts import VerdictError, parse_verdict
 
+from . import budgets, outcomes, sandbox
 from . import workspace as workspaces
+from .adapters import BUILDER, REVIEWER, Reader, RunContext, kind_for
+from .breaker import CircuitBreaker
+from .breaker import trip as breaker_trip
 from .models import Worker as WorkerRow
 from .models import WorkerStatus
 from .profiles import AgentProfile, ProfileError, template_values
-from .prompting import PromptError, render_prompt
+from .prompting import PromptError, render_prompt, render_resume_prompt
 from .runner import AgentProcess, RunResult
+from .transcript import TranscriptWriter
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05  # how often running agents are checked (a cheap waitpid)
-FLUSH_SECONDS = 2.0  # how often live output tails are written to the Run rows
+FLUSH_SECONDS = 1.0  # how often transcripts and output tails are written to the Run rows
+BUDGET_CHECK_SECONDS = 10.0  # how often a worker with room looks at today's spend
 REAP_SECONDS = 1.0  # how often an idle worker looks for expired leases
 SQLITE_INTERVAL = 0.1  # default idle poll on SQLite: p50 dispatch ~ half of it
 LISTEN_FALLBACK_INTERVAL = 2.0  # default idle poll on PostgreSQL, behind LISTEN/NOTIFY
 CONNECTION_CHECK_SECONDS = 1.0  # wake-ups renew stale DB connections at most this often
 WAIT_SLICE = 0.25  # an idle wait checks the stop flag at least this often
-SUMMARY_LINES = 30
-ERROR_LINES = 40
-# The agent's environment is the worker's minus what only the control plane should know.
-PRIVATE_ENV_PREFIXES = ("DATABASE_URL", "DJANGO_SECRET_KEY", "VIBE_SLACK_", "VIBE_DISCORD_")
 
 
-def _last_lines(text: str, count: int) -> str:
-    return "\n".join(text.rstrip().splitlines()[-count:])
+def _resolve_program(program: str, env: dict[str, str]) -> str:
+    """The agent's program as a path, found on the agent's PATH; FileNotFoundError if not.
+
+    Resolved before the sandbox wraps it, so a missing agent is `agent_missing`, not a
+    sandbox failure, and inside the sandbox nothing depends on its PATH.
+    """
+    if os.sep in program:
+        found = program if os.access(program, os.X_OK) and os.path.isfile(program) else None
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", program)
+    return found
+
+
+def _minus(total: int | None, earlier: int | None) -> int | None:
+    return None if total is None else max(total - (earlier or 0), 0)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")[:120]
 
 
 class Waker:
@@ -130,6 +153,14 @@ class Waker:
         self.conn = None
 
 
+class _Refused(Exception):
+    """A run the worker will not start, with the failure type to record."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
 @dataclass
 class _Slot:
     """One claimed task and its agent."""
@@ -137,9 +168,16 @@ class _Slot:
     task: Task
     token: int
     run_id: int
+    role: str = BUILDER
     process: AgentProcess | None = None
     workspace: workspaces.Workspace | None = None
     prompt_path: Path | None = None
+    reader: Reader | None = None
+    transcript: TranscriptWriter | None = None
+    session_id: str = ""  # the session this run resumes
+    head_before: str = ""  # a reviewer's starting commit, to tell whether it changed files
+    budget_left: Decimal | None = None  # what this run may spend of the task's budget
+    over_budget: bool = False
     releasing: bool = False
     flushed: tuple[int, int] = (0, 0)
     notes: list[str] = field(default_factory=list)
@@ -187,6 +225,12 @@ class Worker:
         self._woken = False  # a NOTIFY for our lane arrived: claim without looking first
         self._next_claim_check = 0.0
         self._next_connection_check = 0.0
+        self._next_budget_check = 0.0
+        self._over_budget = ""
+        self.kind = kind_for(profile)
+        self.sandbox = sandbox.resolve_mode()
+        self.breaker = CircuitBreaker(settings.VIBE_WORKER_FAILURE_LIMIT)
+        self._paused_itself = False  # until a person resumes it
         row = self._row()
         self.lane = row.lane
         self.capacity = row.capacity_limit
@@ -213,11 +257,13 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (or drained with --once / --max-tasks); 0 after a clean drain."""
         logger.info(
-            "%s: %s lane, capacity %s, agent %r, lease %ss, %s",
+            "%s: %s lane, capacity %s, agent %r (%s), sandbox %s, lease %ss, %s",
             self.worker_id,
             self.lane,
             self.capacity,
             self.profile.name,
+            self.profile.kind,
+            self.sandbox,
             self.lease_seconds,
             "LISTEN/NOTIFY" if self.listen else f"polling every {self.interval:g}s",
         )
@@ -331,12 +377,19 @@ class Worker:
             attempt=task.attempt_count + 1,
             agent=self.profile.name[:60],
             argv=[],
+            kind=self.profile.kind,
+            role=self._role(task),
+            sandbox=self.sandbox,
         )
-        slot = _Slot(task=task, token=task.claim_token, run_id=run.pk)
+        slot = _Slot(task=task, token=task.claim_token, run_id=run.pk, role=run.role)
         self.slots[task.pk] = slot
         logger.info("%s: claimed task %s (attempt %s)", self.worker_id, task.pk, run.attempt)
         try:
             self._launch(slot)
+        except _Refused as exc:
+            self._give_up(slot, exc.error_type, str(exc))
+        except sandbox.SandboxError as exc:
+            self._give_up(slot, "sandbox_error", str(exc))
         except workspaces.WorkspaceError as exc:
             self._give_up(slot, "workspace_error", str(exc))
         except (PromptError, ProfileError) as exc:
@@ -351,41 +404,129 @@ class Worker:
             logger.exception("%s: could not start task %s", self.worker_id, task.pk)
             self._give_up(slot, "worker_error", f"{type(exc).__name__}: {exc}")
 
+    @staticmethod
+    def _role(task: Task) -> str:
+        return REVIEWER if task.stage or task.lane in AUDITOR_LANES else BUILDER
+
     def _launch(self, slot: _Slot) -> None:
         task = slot.task
+        reason = budgets.task_budget_reached(task)
+        left = budgets.budget_left(task)
+        if not reason and left is not None and left < Decimal("0.01"):
+            reason = f"the task has less than a cent of its VIBE_TASK_BUDGET_USD left (${left})"
+        if reason:
+            raise _Refused("budget_exceeded", reason)
         slot.workspace = workspaces.prepare(task)
-        prompt = render_prompt(task)
+        session = self._session_to_resume(task, slot.role)
+        prompt = render_resume_prompt(task) if session else render_prompt(task)
+        self._spawn(slot, prompt, session)
+
+    def _session_to_resume(self, task: Task, role: str) -> str:
+        """The agent session of this task's last run, for a rework round or a retry."""
+        if not self.kind.supports_resume:
+            return ""
+        last = (
+            Run.objects.filter(task=task, agent=self.profile.name[:60], role=role)
+            .exclude(session_id="")
+            .order_by("-id")
+            .values_list("session_id", flat=True)
+            .first()
+        )
+        return last or ""
+
+    def _spawn(self, slot: _Slot, prompt: str, session: str) -> None:
+        """Start the agent for the slot's run: argv from its kind, fenced off, read live."""
+        task, workspace = slot.task, slot.workspace
+        assert workspace is not None
+        home = workspaces.agent_home(task)
         if self.profile.uses_prompt_file:
-            prompts_dir = Path(settings.VAR_DIR) / "prompts"
+            prompts_dir = home / "prompts"
             prompts_dir.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f"task-{task.pk}-", suffix=".md", dir=prompts_dir)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(prompt)
             slot.prompt_path = Path(name)
+        slot.budget_left = budgets.budget_left(task)
+        left = slot.budget_left if self.kind.supports_budget else None
         values = template_values(
             prompt_file=slot.prompt_path or "",
             task_id=task.pk,
             lane=task.lane,
             stage=task.stage,
-            workspace=slot.workspace.path,
+            workspace=workspace.path,
             worker_id=self.worker_id,
+            program=self.profile.program or self.kind.program,
+            model=self.profile.model,
+            max_turns=self.profile.max_turns,
+            session_id=session,
+            test_command=self.profile.test_command or settings.VIBE_TEST_COMMAND,
+            budget_usd=f"{left:.2f}" if left is not None else "",
         )
-        argv = self.profile.render_argv(values)
-        Run.objects.filter(pk=slot.run_id).update(argv=argv)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV_PREFIXES)}
-        env.update(self.profile.env)
-        env.update(
-            VIBE_TASK_ID=str(task.pk),
-            VIBE_TASK_LANE=task.lane,
-            VIBE_TASK_STAGE=task.stage,
-            VIBE_TASK_ATTEMPT=str(task.attempt_count + 1),
-            VIBE_WORKER_ID=self.worker_id,
-            VIBE_WORKSPACE_DIR=str(slot.workspace.path),
-            VIBE_PROMPT_FILE=str(slot.prompt_path or ""),
+        ctx = RunContext(
+            role=slot.role,
+            workspace=workspace.path,
+            values=values,
+            session_id=session,
+            sandboxed=self.sandbox == "bwrap",
+            as_root=hasattr(os, "geteuid") and os.geteuid() == 0,
+            budget_usd=left,
+            home=home,
+        )
+        self.kind.prepare(self.profile, ctx)
+        argv = self.kind.argv(self.profile, ctx)
+        extra = {
+            **self.kind.env(self.profile, ctx),
+            **self.profile.env,
+            "VIBE_TASK_ID": str(task.pk),
+            "VIBE_TASK_LANE": task.lane,
+            "VIBE_TASK_STAGE": task.stage,
+            "VIBE_TASK_ATTEMPT": str(task.attempt_count + 1),
+            "VIBE_WORKER_ID": self.worker_id,
+            "VIBE_WORKSPACE_DIR": str(workspace.path),
+            "VIBE_PROMPT_FILE": str(slot.prompt_path or ""),
+            # Temporary files in its own home: some CLIs refuse to put helpers under a shared
+            # /tmp, and inside the sandbox /tmp is private anyway.
+            "TMPDIR": str(self._tmpdir(home)),
+        }
+        name, email = workspaces.split_author(self._git_author())
+        for role in ("AUTHOR", "COMMITTER"):
+            # Agents that commit themselves commit as the factory, unless the worker says else.
+            extra.setdefault(f"GIT_{role}_NAME", os.environ.get(f"GIT_{role}_NAME", name))
+            extra.setdefault(f"GIT_{role}_EMAIL", os.environ.get(f"GIT_{role}_EMAIL", email))
+        env = sandbox.agent_env(os.environ, prefixes=self.kind.env_prefixes, extra=extra, home=home)
+        command = [_resolve_program(argv[0], env), *argv[1:]]
+        if ctx.sandboxed:
+            # A builder commits into the repository's git folder; a reviewer only reads it.
+            git_dir = workspace.git_common_dir()
+            shared = [git_dir] if git_dir else []
+            command = sandbox.wrap(
+                command,
+                workspace=workspace.path,
+                home=home,
+                writable=shared if slot.role == BUILDER else [],
+                readable=shared if slot.role == REVIEWER else [],
+            )
+        slot.session_id = session
+        slot.head_before = workspace.head() if slot.role == REVIEWER else ""
+        slot.reader = reader = self.kind.reader(self.profile, ctx)
+        slot.transcript = transcript = TranscriptWriter(slot.run_id)
+        if session:
+            transcript.note(f"resuming the agent's session {session}")
+        Run.objects.filter(pk=slot.run_id).update(
+            argv=command,
+            resumed=bool(session),
+            session_id=session[:200],
+            base_commit=workspace.base_commit[:64],
         )
         stdin = prompt.encode("utf-8") if self.profile.prompt == "stdin" else None
         slot.process = AgentProcess(
-            argv, cwd=str(slot.workspace.path), env=env, stdin_data=stdin, timeout=self.timeout
+            command,
+            cwd=str(workspace.path),
+            env=env,
+            stdin_data=stdin,
+            timeout=self.timeout,
+            on_stdout=lambda line: transcript.add(reader.feed(line)),
+            on_stderr=lambda line: transcript.add(reader.feed_stderr(line)),
         ).start()
 
     # --- running and finishing ----------------------------------------------------------------
@@ -408,58 +549,118 @@ class Worker:
     def _finish(self, slot: _Slot) -> None:
         task = slot.task
         result = slot.process.result()
+        report = slot.reader.finish(result.exit_code, result.stdout, result.stderr)
         if slot.releasing:
-            self._record_run(slot, result, "released")
+            self._record_run(slot, result, "released", report=report)
             self._call(lifecycle.release, slot, note="released: worker shutting down")
             logger.info("%s: released task %s", self.worker_id, task.pk)
             return
-        if result.timed_out:
-            self._record_run(slot, result, "timeout")
-            self._fail(
-                slot,
-                "timeout",
-                f"the agent ran past its time limit of {self.timeout:g}s and was stopped\n"
-                + _last_lines(result.stderr or result.stdout, ERROR_LINES),
-            )
+        if slot.session_id and report.resume_refused and not result.timed_out:
+            self._start_fresh(slot, result, report)
             return
-        if result.exit_code != 0:
-            self._record_run(slot, result, "agent_exit")
-            output = result.stderr if result.stderr.strip() else result.stdout
-            self._fail(
-                slot,
-                "agent_exit",
-                f"the agent exited with status {result.exit_code}; its last output:\n"
-                + _last_lines(output, ERROR_LINES),
+        finished = self._look_at_change(slot, result, report)
+        outcome = outcomes.decide(finished)
+        if slot.over_budget:
+            spent = budgets.run_cost(report.usage)
+            outcome = outcomes.Outcome(
+                "budget_exceeded",
+                f"the run was stopped at ${spent} of the ${slot.budget_left} left of the task's "
+                "budget (VIBE_TASK_BUDGET_USD)",
             )
+        self._record_run(
+            slot, result, outcome.error_type or "completed", report=report, change=finished.change
+        )
+        if not outcome.ok:
+            self._fail(slot, outcome.error_type, outcome.error, retry_after=outcome.retry_after)
             return
-        try:
-            snapshot = slot.workspace.snapshot() if slot.workspace else {}
-        except workspaces.WorkspaceError as exc:
-            logger.warning("%s: task %s: %s", self.worker_id, task.pk, exc)
-            snapshot = {}
-        if task.stage or task.lane in AUDITOR_LANES:
-            try:
-                verdict = parse_verdict(result.stdout, lane=task.lane)
-            except VerdictError as exc:
-                self._record_run(slot, result, "bad_verdict")
-                self._fail(slot, "bad_verdict", f"bad verdict: {exc}")
-                return
-            outcome = {**verdict, **snapshot}
-        else:
-            outcome = {"summary": _last_lines(result.stdout, SUMMARY_LINES), **snapshot}
-        self._record_run(slot, result, "completed")
+        self.breaker.record_success()
+        self._complete(slot, outcome.result)
+
+    def _start_fresh(self, slot: _Slot, result: RunResult, report) -> None:
+        """The agent could not resume its session: a new run with the full prompt."""
+        note = (
+            f"the agent could not resume session {slot.session_id} "
+            f"({_first_line(report.error) or 'unknown session'}); started a fresh session"
+        )
+        self._record_run(slot, result, "resume_refused", report=report)
+        logger.info("%s: task %s: %s", self.worker_id, slot.task.pk, note)
+        if slot.prompt_path:
+            slot.prompt_path.unlink(missing_ok=True)
+            slot.prompt_path = None
+        run = Run.objects.create(
+            task=slot.task,
+            worker_id=self.worker_id,
+            attempt=slot.task.attempt_count + 1,
+            agent=self.profile.name[:60],
+            argv=[],
+            kind=self.profile.kind,
+            role=slot.role,
+            sandbox=self.sandbox,
+            note=note,
+        )
+        slot.run_id, slot.flushed = run.pk, (0, 0)
+        self._spawn(slot, render_prompt(slot.task), "")
+        slot.transcript.note(note)
+
+    def _look_at_change(self, slot: _Slot, result: RunResult, report) -> outcomes.Finished:
+        """Commit what a builder left; set aside what a reviewer changed."""
+        workspace = slot.workspace
+        change = None
+        reviewer_changed = False
+        snapshot: dict = {}
+        if workspace is not None and workspace.is_git:
+            if slot.role == BUILDER:
+                attempt = slot.task.attempt_count + 1
+                message = f"task #{slot.task.pk}: {_first_line(slot.task.goal)} (attempt {attempt})"
+                if workspace.commit_all(author=self._git_author(), message=message):
+                    slot.transcript.note("committed the changes the agent left")
+                change = workspace.change()
+                snapshot = {
+                    **workspace.snapshot(),
+                    "base_commit": change.base,
+                    "changed_files": change.files,
+                }
+            else:
+                ref = f"refs/vibe/set-aside/task-{slot.task.pk}-run-{slot.run_id}"
+                kept = workspace.set_aside(slot.head_before, ref)
+                if kept:
+                    reviewer_changed = True
+                    slot.transcript.note(f"the reviewer changed files: set aside on {ref}", ref=ref)
+                snapshot = workspace.snapshot()
+        return outcomes.Finished(
+            role=slot.role,
+            lane=slot.task.lane,
+            run=result,
+            report=report,
+            timeout=self.timeout,
+            change=change,
+            reviewer_changed=reviewer_changed,
+            snapshot=snapshot,
+        )
+
+    @staticmethod
+    def _tmpdir(home: Path) -> Path:
+        path = home / "tmp"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def _git_author(self) -> str:
+        return settings.VIBE_GIT_AUTHOR or self.worker_id
+
+    def _complete(self, slot: _Slot, result: dict) -> None:
+        task = slot.task
         following = None
         if self._may_claim():
             # The slot this frees is filled in the same transaction: one write, not two.
             done = self._call(
                 lifecycle.complete_and_claim,
                 slot,
-                result=outcome,
+                result=result,
                 lease_seconds=self.lease_seconds,
             )
             following = done[1] if done else None
         else:
-            done = self._call(lifecycle.complete, slot, result=outcome)
+            done = self._call(lifecycle.complete, slot, result=result)
         if done:
             logger.info("%s: completed task %s", self.worker_id, task.pk)
         if following is None:
@@ -485,7 +686,21 @@ class Worker:
             logger.warning("%s: %s", self.worker_id, exc)
 
     def _may_claim(self) -> bool:
-        return not self.stopping and (self.max_tasks is None or self.claimed < self.max_tasks)
+        if self.stopping or (self.max_tasks is not None and self.claimed >= self.max_tasks):
+            return False
+        return not self._daily_budget_reached()
+
+    def _daily_budget_reached(self) -> bool:
+        """Checked every BUDGET_CHECK_SECONDS: a full day's budget stops claims until midnight."""
+        now = time.monotonic()
+        if now >= self._next_budget_check:
+            self._next_budget_check = now + BUDGET_CHECK_SECONDS
+            reason = budgets.daily_budget_reached() or ""
+            if reason and not self._over_budget:
+                logger.warning("%s: %s; claiming nothing until it resets", self.worker_id, reason)
+                budgets.notify_daily_budget()
+            self._over_budget = reason
+        return bool(self._over_budget)
 
     def _call(self, func, slot: _Slot, **kwargs):
         """A lifecycle call for a held task, returning what it returns; a lost lease is logged,
@@ -497,9 +712,27 @@ class Worker:
             Run.objects.filter(pk=slot.run_id).update(outcome="lease_lost")
             return None
 
-    def _fail(self, slot: _Slot, error_type: str, error: str) -> None:
-        if self._call(lifecycle.fail, slot, error_type=error_type, error=error):
+    def _fail(
+        self, slot: _Slot, error_type: str, error: str, *, retry_after: float | None = None
+    ) -> None:
+        if self._call(
+            lifecycle.fail, slot, error_type=error_type, error=error, retry_after=retry_after
+        ):
             logger.info("%s: task %s failed (%s)", self.worker_id, slot.task.pk, error_type)
+        if self._paused_itself and error_type in lifecycle.INFRASTRUCTURE_ERRORS:
+            # A run that was already going when the breaker tripped: the same fault, the same
+            # remedy: its attempt is given back too.
+            with contextlib.suppress(lifecycle.LifecycleError):
+                lifecycle.give_back_attempt(
+                    slot.task.pk, actor=self.actor, reason=f"{self.worker_id} paused itself"
+                )
+            return
+        if self.breaker.record_failure(error_type, slot.task.pk, error):
+            try:
+                breaker_trip(self.worker_id, self.breaker, last_error=error)
+                self._paused_itself = True
+            finally:
+                self.breaker.reset()
 
     def _give_up(self, slot: _Slot, error_type: str, error: str) -> None:
         """Record a failure that happened outside the agent (it may never have started)."""
@@ -516,14 +749,55 @@ class Worker:
             )
         self._forget(slot)
 
-    def _record_run(self, slot: _Slot, result: RunResult, outcome: str) -> None:
-        Run.objects.filter(pk=slot.run_id).update(
-            finished_at=timezone.now(),
-            exit_code=result.exit_code,
-            duration_seconds=round(result.duration, 3),
-            stdout_tail=result.stdout,
-            stderr_tail=result.stderr,
-            outcome=outcome,
+    def _record_run(
+        self,
+        slot: _Slot,
+        result: RunResult,
+        outcome: str,
+        *,
+        report=None,
+        change: workspaces.Change | None = None,
+    ) -> None:
+        fields: dict = {
+            "finished_at": timezone.now(),
+            "exit_code": result.exit_code,
+            "duration_seconds": round(result.duration, 3),
+            "stdout_tail": result.stdout,
+            "stderr_tail": result.stderr,
+            "outcome": outcome,
+        }
+        if report is not None:
+            usage = self._own_usage(slot, report.usage)
+            fields.update(
+                model=usage.model[:100],
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cost_usd=budgets.run_cost(usage),
+                turns=usage.turns,
+            )
+            if report.session_id:
+                fields["session_id"] = report.session_id[:200]
+        if change is not None:
+            fields.update(head_commit=change.head[:64], changed_files=change.files)
+        if slot.transcript is not None:
+            slot.transcript.flush()
+        Run.objects.filter(pk=slot.run_id).update(**fields)
+
+    def _own_usage(self, slot: _Slot, usage):
+        """This run's share, for CLIs that report a resumed session's running total."""
+        if not (self.kind.usage_is_session_total and slot.session_id):
+            return usage
+        earlier = Run.objects.filter(session_id=slot.session_id).exclude(pk=slot.run_id)
+        sums = earlier.aggregate(
+            i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cache_read_tokens")
+        )
+        return replace(
+            usage,
+            input_tokens=_minus(usage.input_tokens, sums["i"]),
+            output_tokens=_minus(usage.output_tokens, sums["o"]),
+            cache_read_tokens=_minus(usage.cache_read_tokens, sums["c"]),
         )
 
     def _forget(self, slot: _Slot) -> None:
@@ -536,6 +810,9 @@ class Worker:
             process = slot.process
             if process is None:
                 continue
+            if slot.transcript is not None:
+                slot.transcript.flush()
+            self._enforce_budget(slot)
             seen = (process.stdout.total, process.stderr.total)
             if seen == slot.flushed:
                 continue
@@ -543,6 +820,19 @@ class Worker:
             Run.objects.filter(pk=slot.run_id).update(
                 stdout_tail=process.stdout.text(), stderr_tail=process.stderr.text()
             )
+
+    def _enforce_budget(self, slot: _Slot) -> None:
+        """Stop an agent whose run has spent what is left of its task's budget.
+
+        For agents that take no cap of their own, from the usage they report as they go.
+        """
+        if slot.budget_left is None or slot.over_budget or slot.reader is None:
+            return
+        spent = budgets.run_cost(slot.reader.report.usage)
+        if spent is not None and spent >= slot.budget_left and slot.process is not None:
+            slot.over_budget = True
+            slot.transcript.note(f"stopped: the run spent ${spent}, the task's budget is used up")
+            slot.process.stop()
 
     def _heartbeat(self) -> None:
         lifecycle.worker_heartbeat(self.worker_id)
@@ -552,6 +842,8 @@ class Worker:
             self.request_stop()
             return
         self.capacity = row.capacity_limit
+        if row.status != WorkerStatus.PAUSED:
+            self._paused_itself = False
         for slot in list(self.slots.values()):
             try:
                 lifecycle.heartbeat(

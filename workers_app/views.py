@@ -1,7 +1,8 @@
 """The worker pool page and its Pause/Resume buttons.
 
-Reads the pool in a fixed number of queries (workers, then their in-progress tasks in one go),
-changes a worker only through `tasks_app.lifecycle`, and re-checks permissions on the server.
+Reads the pool in a fixed number of queries (workers, their in-progress tasks in one go, today's
+spend per worker in another), changes a worker only through `tasks_app.lifecycle`, and
+re-checks permissions on the server.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
-from tasks_app import board, lifecycle
+from tasks_app import board, costs, lifecycle
 from tasks_app.models import Status, Task
 from tasks_app.permissions import require
 from tasks_app.tables import WorkerTable
@@ -46,6 +47,12 @@ def current_tasks_by_worker(worker_ids: list[str]) -> dict[str, list[Task]]:
     return grouped
 
 
+def spend_today_by_worker(worker_ids: list[str]) -> dict[str, str]:
+    """Today's spend of each worker, formatted for its row ($0.00 for one that spent nothing)."""
+    spent = costs.today_by_worker()
+    return {pk: costs.format_usd(spent.get(pk, costs.ZERO)) for pk in worker_ids}
+
+
 @viewer_required
 @require_GET
 def pool(request: HttpRequest) -> HttpResponse:
@@ -57,6 +64,7 @@ def pool(request: HttpRequest) -> HttpResponse:
         "table": table,
         "workers": workers,
         "current": current_tasks_by_worker([w.pk for w in workers]),
+        "spend": spend_today_by_worker([w.pk for w in workers]),
         "metrics": board.metrics(),
         "sort": request.GET.get("sort", ""),
         "max_current": MAX_CURRENT_TASKS_SHOWN,
@@ -93,6 +101,7 @@ def worker_action(request: HttpRequest, worker_id: str, action: str) -> HttpResp
         {
             "worker": worker,
             "current": current_tasks_by_worker([worker.pk]),
+            "spend": spend_today_by_worker([worker.pk]),
             "metrics": board.metrics(),
             "max_current": MAX_CURRENT_TASKS_SHOWN,
         },

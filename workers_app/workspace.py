@@ -16,9 +16,10 @@ import contextlib
 import fcntl
 import logging
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -30,8 +31,32 @@ GIT_TIMEOUT_SECONDS = 120
 MAX_DIFF_STAT_CHARS = 8000
 
 
+MAX_CHANGED_FILES = 2000
+
+
 class WorkspaceError(RuntimeError):
     """The task's workspace could not be prepared; the message says why."""
+
+
+@dataclass
+class Change:
+    base: str = ""
+    head: str = ""
+    files: list[dict] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.files
+
+
+def split_author(author: str) -> tuple[str, str]:
+    """'Name <email>' → (name, email); a bare name gets an address at this host."""
+    author = author.strip()
+    if "<" in author and author.endswith(">"):
+        name, _, email = author[:-1].partition("<")
+        return name.strip() or "Vibe Factory", email.strip()
+    name = author or "Vibe Factory"
+    return name, f"{name.strip('@').replace(' ', '-') or 'vibe'}@{socket.gethostname()}"
 
 
 @dataclass
@@ -40,6 +65,92 @@ class Workspace:
     branch: str = ""
     base_commit: str = ""
     is_git: bool = False
+
+    def head(self) -> str:
+        return _git(self.path, "rev-parse", "HEAD").strip() if self.is_git else ""
+
+    def is_dirty(self) -> bool:
+        """Tracked changes or new files git does not ignore."""
+        return self.is_git and bool(_git(self.path, "status", "--porcelain").strip())
+
+    def git_common_dir(self) -> Path | None:
+        """The repository's own git folder, which a builder's commits write to."""
+        if not self.is_git:
+            return None
+        common = Path(_git(self.path, "rev-parse", "--git-common-dir").strip())
+        return common if common.is_absolute() else (self.path / common).resolve()
+
+    def commit_all(self, *, author: str, message: str) -> bool:
+        """Commit what the agent left (tracked changes and new, not-ignored files).
+
+        False when there was nothing to commit: the agent committed everything itself.
+        """
+        if not self.is_dirty():
+            return False
+        _git(self.path, "add", "--all")
+        name, email = split_author(author)
+        _git(
+            self.path,
+            "-c",
+            f"user.name={name}",
+            "-c",
+            f"user.email={email}",
+            "commit",
+            "--quiet",
+            "--no-verify",
+            f"--author={name} <{email}>",
+            "-m",
+            message,
+        )
+        return True
+
+    def change(self, base: str | None = None) -> Change:
+        """The builder's change from `base` (the work's base commit) to HEAD, file by file."""
+        if not self.is_git:
+            return Change()
+        base = base or self.base_commit
+        head = self.head()
+        files = []
+        if base and base != head:
+            out = _git(self.path, "diff", "--numstat", "--no-renames", f"{base}..{head}")
+            for line in out.splitlines():
+                added, removed, path = (line.split("\t", 2) + ["", "", ""])[:3]
+                files.append(
+                    {
+                        "path": path,
+                        "added": int(added) if added.isdigit() else None,
+                        "removed": int(removed) if removed.isdigit() else None,
+                    }
+                )
+        return Change(base=base, head=head, files=files[:MAX_CHANGED_FILES])
+
+    def set_aside(self, before: str, ref: str) -> str:
+        """Move whatever a reviewer changed off the branch, onto `ref`; the branch is reset.
+
+        Returns the commit the changes were kept at ("" when nothing changed).
+        """
+        if not self.is_git:
+            return ""
+        if self.is_dirty():
+            _git(self.path, "add", "--all")
+            _git(
+                self.path,
+                "-c",
+                "user.name=Vibe Factory",
+                "-c",
+                "user.email=vibe@localhost",
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "-m",
+                "changes a reviewer made, set aside",
+            )
+        head = self.head()
+        if head == before:
+            return ""
+        _git(self.path, "update-ref", ref, head)
+        _git(self.path, "reset", "--quiet", "--hard", before)
+        return head
 
     def snapshot(self) -> dict[str, str]:
         """Branch, head commit and diff stat for the task's result (empty outside git)."""
@@ -66,12 +177,25 @@ def workspace_root() -> Path | None:
 def worktrees_dir() -> Path:
     """Outside the repository, so its own checkout never sees the worktrees."""
     raw = getattr(settings, "VIBE_WORKTREES_DIR", "")
-    return Path(raw).expanduser() if raw else Path(settings.VAR_DIR) / "worktrees"
+    if raw:
+        return Path(raw).expanduser()
+    var = Path(settings.VAR_DIR)
+    return var.parent / f"{var.name}-worktrees"
 
 
 def scratch_dir() -> Path:
-    """Empty per-task folders, used when no VIBE_WORKSPACE is set."""
-    return Path(settings.VAR_DIR) / "scratch"
+    """Empty per-task folders, used when no VIBE_WORKSPACE is set (beside the worktrees)."""
+    return worktrees_dir().parent / (worktrees_dir().name + "-scratch")
+
+
+def agent_home(task: Task) -> Path:
+    """A home folder per piece of work, kept across its runs so sessions can resume.
+
+    Agents never get the worker's own home: their CLIs' state, caches and any login live here.
+    """
+    path = worktrees_dir().parent / (worktrees_dir().name + "-homes") / f"task-{work_root(task).pk}"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 def _git(cwd: Path, *args: str) -> str:

@@ -791,7 +791,9 @@ def test_fail_with_an_unknown_error_type_changes_nothing():
     submit()
     task = claim()
     before = state(task)
-    with pytest.raises(InvalidInput, match="unknown error type 'oops'; use one of agent_exit"):
+    with pytest.raises(
+        InvalidInput, match="unknown error type 'oops'; use one of agent_auth, agent_exit"
+    ):
         lifecycle.fail(task.pk, worker_id="@qa-1", token=task.claim_token, error_type="oops")
     assert state(task) == before
     assert active("@qa-1") == 1

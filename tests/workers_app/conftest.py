@@ -106,7 +106,13 @@ class Fleet:
 
 @pytest.fixture
 def fleet(subprocess_env, tmp_path):
-    env = {**subprocess_env, "VIBE_RETRY_BASE_SECONDS": "0", "VIBE_LOG_LEVEL": "INFO"}
+    env = {
+        **subprocess_env,
+        "VIBE_RETRY_BASE_SECONDS": "0",
+        "VIBE_LOG_LEVEL": "INFO",
+        # The test agents' own knobs reach them through the agents' environment allowlist.
+        "VIBE_AGENT_ENV": "TEST_*",
+    }
     fleet = Fleet(env, tmp_path)
     yield fleet
     fleet.stop_all()

@@ -14,13 +14,13 @@ from workers_app.profiles import (
 
 
 def test_builtin_profiles_cover_the_agents_the_issue_names():
-    assert BUILTIN_PROFILES["claude"].argv[:2] == ("claude", "-p")
-    assert BUILTIN_PROFILES["codex"].argv[:2] == ("codex", "exec")
-    aider = BUILTIN_PROFILES["aider"]
-    assert aider.argv == ("aider", "--yes-always", "--message-file", "{prompt_file}")
-    assert aider.uses_prompt_file
-    assert BUILTIN_PROFILES["gemini"].argv[0] == "gemini"
+    for name in ("claude", "codex", "gemini", "aider"):
+        profile = BUILTIN_PROFILES[name]
+        assert (profile.kind, profile.program) == (name, name)
+        assert profile.runnable
+    assert BUILTIN_PROFILES["aider"].uses_prompt_file
     assert BUILTIN_PROFILES["command"].argv == ()
+    assert not BUILTIN_PROFILES["command"].runnable
     assert "SIMULATED" in BUILTIN_PROFILES["simulated"].description
 
 
@@ -47,8 +47,35 @@ argv = ["claude", "-p", "--model", "opus"]
     mine = get_profile("mine")
     assert mine.argv == ("my-agent", "--fast", "{prompt_file}")
     assert mine.prompt == "file" and mine.timeout == 90 and mine.env == {"MY_KEY": "1"}
-    assert get_profile("claude").argv == ("claude", "-p", "--model", "opus")
-    assert get_profile("aider").argv[0] == "aider"  # built-ins stay
+    # A whole argv of one's own is run exactly, as a plain command.
+    claude = get_profile("claude")
+    assert (claude.argv, claude.kind) == (("claude", "-p", "--model", "opus"), "command")
+    assert get_profile("aider").kind == "aider"  # built-ins stay
+
+
+def test_a_profile_overrides_pieces_of_its_kind(tmp_path, settings):
+    path = tmp_path / "agents.toml"
+    path.write_text(
+        """
+[profiles.claude-opus]
+kind = "claude"
+model = "opus"
+max_turns = 12
+extra_args = ["--append-system-prompt", "Be brief.", "--fallback-model={model}"]
+"""
+    )
+    settings.VIBE_AGENT_PROFILES_FILE = str(path)
+    profile = get_profile("claude-opus")
+    assert (profile.kind, profile.program, profile.model, profile.max_turns) == (
+        "claude",
+        "",
+        "opus",
+        12,
+    )
+    # An item whose placeholders are all empty is left out.
+    assert profile.render(
+        ["--model={model}", "--resume={session_id}"], template_values(model="opus")
+    ) == ["--model=opus"]
 
 
 @pytest.mark.parametrize(
@@ -59,6 +86,9 @@ argv = ["claude", "-p", "--model", "opus"]
         ("[profiles.x]\nargv = ['a']\ntimeout = -1", "'timeout' must be a positive number"),
         ("[profiles.x]\nargv = ['a', '{secret}']", "unknown placeholder(s) secret"),
         ("[profiles.x]\nargvv = ['a']", "unknown key(s) argvv"),
+        ("[profiles.x]\nkind = 'cursor'", "'kind' must be one of"),
+        ("[profiles.x]\nkind = 'claude'\nmax_turns = 0", "'max_turns' must be a whole number"),
+        ("[profiles.x]\nargv = ['a']\noutput = 'xml'", "'output' must be 'text' or 'stream-json'"),
         ("[profiles.x\n", "cannot read agent profiles"),
     ],
 )

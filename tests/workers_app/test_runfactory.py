@@ -90,15 +90,16 @@ def test_cleanworktrees_removes_folders_of_finished_work_only(tmp_path, settings
     settings.VAR_DIR = tmp_path
     settings.VIBE_WORKTREES_DIR = str(tmp_path / "trees")
     settings.VIBE_WORKSPACE = ""
+    scratch = tmp_path / "trees-scratch"  # beside the worktrees, outside the var folder
     open_task = lifecycle.submit("Still open", lane="backend", actor="cli")
-    (tmp_path / "scratch" / "task-999999").mkdir(parents=True)
-    (tmp_path / "scratch" / f"task-{open_task.pk}").mkdir()
+    (scratch / "task-999999").mkdir(parents=True)
+    (scratch / f"task-{open_task.pk}").mkdir()
     call_command("cleanworktrees", "--dry-run")
     out = capsys.readouterr().out
     assert "task-999999: would remove: task is gone" in out
     assert "would remove 1 of 2 workspace folder(s)" in out
-    assert (tmp_path / "scratch" / "task-999999").exists()
+    assert (scratch / "task-999999").exists()
     call_command("cleanworktrees")
     assert "removed 1 of 2" in capsys.readouterr().out
-    assert not (tmp_path / "scratch" / "task-999999").exists()
-    assert (tmp_path / "scratch" / f"task-{open_task.pk}").exists()
+    assert not (scratch / "task-999999").exists()
+    assert (scratch / f"task-{open_task.pk}").exists()

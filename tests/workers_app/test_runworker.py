@@ -95,7 +95,8 @@ def test_critical_security_fail_blocks_and_never_reaches_qa(fleet):
 
 def test_ux_fail_sends_rework_with_findings_in_the_next_prompt(fleet, tmp_path):
     captures = tmp_path / "prompts"
-    env = {"TEST_CAPTURE_DIR": str(captures)}
+    # The capture agent writes outside its workspace, which the sandbox would refuse.
+    env = {"TEST_CAPTURE_DIR": str(captures), "VIBE_AGENT_SANDBOX": "off"}
     task = submit("Add a logo to the header", lane="frontend")
     fleet.run("@frontend-1", "frontend", "capture_agent.py", env=env)
     fleet.run("@ux-designer", "ux", "verdict_agent.py", env={"TEST_VERDICT": "fail"})
@@ -335,7 +336,7 @@ def test_user_profile_from_toml_passes_the_prompt_in_a_file(fleet, tmp_path):
     assert Worker.objects.get(pk="@backend-1").agent_profile == "file-reader"
 
 
-def test_git_workspace_records_branch_and_diff_stat(fleet, tmp_path):
+def test_git_workspace_commits_what_the_agent_left_and_records_the_change(fleet, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     for args in (
@@ -370,8 +371,24 @@ def test_git_workspace_records_branch_and_diff_stat(fleet, tmp_path):
     assert task.status == Status.COMPLETED
     assert task.branch == f"vibe/task-{task.pk}"
     assert len(task.head_commit) == 40
-    assert "1 untracked file(s)" in task.diff_stat
-    assert (tmp_path / "trees" / f"task-{task.pk}" / "hello.txt").read_text() == "hi"
+    # The agent wrote a file and committed nothing: the worker committed it on the branch.
+    assert "hello.txt | 1 +" in task.diff_stat
+    tree = tmp_path / "trees" / f"task-{task.pk}"
+    assert (tree / "hello.txt").read_text() == "hi"
+    log = subprocess.run(
+        ["git", "log", "-1", "--format=%H%n%an <%ae>%n%s"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert log[0] == task.head_commit
+    assert log[1].startswith("@backend-1 <backend-1@")
+    assert log[2] == f"task #{task.pk}: Write hello.txt (attempt 1)"
+    assert task.result["changed_files"] == [{"path": "hello.txt", "added": 1, "removed": 0}]
+    assert task.result["base_commit"] != task.head_commit
+    run = Run.objects.get(task=task)
+    assert (run.base_commit, run.head_commit) == (task.result["base_commit"], task.head_commit)
     assert not (repo / "hello.txt").exists()
 
 

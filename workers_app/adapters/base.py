@@ -203,6 +203,9 @@ class RunContext:
     sandboxed: bool = False
     as_root: bool = False
     budget_usd: Decimal | None = None
+    # The agent's own home folder (its HOME) when the worker made one: where a CLI keeps its
+    # settings and sessions (`prepare` may write there).
+    home: Path | None = None
 
 
 AUTH_PATTERNS = re.compile(
@@ -239,6 +242,9 @@ class AgentKind:
     env_prefixes: tuple[str, ...] = ()
     supports_resume = False
     supports_budget = False  # the CLI itself caps a run's cost
+    # The CLI reports the whole session's usage, so a resumed run's figures include the runs
+    # before it (Codex); the worker subtracts what those runs recorded.
+    usage_is_session_total = False
 
     def argv(self, profile: AgentProfile, ctx: RunContext) -> list[str]:
         """The command line; a profile's own `builder`/`reviewer`/`resume` argv wins."""

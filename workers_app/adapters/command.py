@@ -7,6 +7,7 @@ team's own wrapper can report usage, a session id and a verdict the same way.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from .base import AgentKind, Reader, RunContext, TextReader
@@ -36,3 +37,8 @@ class CommandKind(AgentKind):
 class SimulatedKind(CommandKind):
     name = "simulated"
     description = "the simulator: no model, plausible verdicts"
+
+    def env(self, profile: AgentProfile, ctx: RunContext) -> dict[str, str]:
+        # Its knobs (VIBE_SIM_SLEEP, _SEED, _OUTCOME) are the worker's to pass: every other
+        # VIBE_ variable stays out of agents' environments.
+        return {k: v for k, v in os.environ.items() if k.startswith("VIBE_SIM_")}

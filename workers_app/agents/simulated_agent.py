@@ -1,9 +1,11 @@
 """SIMULATED agent for Vibe Factory: follows the agent contract but calls no model.
 
 It lets a new user watch the factory move without an API key. It reads the prompt (stdin, or
-``--prompt-file PATH``), sleeps a little, prints made-up progress, and changes nothing on disk.
-Builders print a summary and exit 0; auditors print findings and end with one fenced json
-verdict block. About 1 run in 12 "crashes" (traceback on stderr, exit 1).
+``--prompt-file PATH``), sleeps a little and prints made-up progress. In a git worktree a builder
+appends one line to ``SIMULATED_CHANGES.md`` (so the worker has a change to commit and the
+reviewers a diff); it edits nothing else. Builders print a summary and exit 0; auditors print
+findings and end with one fenced json verdict block. About 1 run in 12 "crashes" (traceback on
+stderr, exit 1).
 
 Environment:
   VIBE_TASK_ID, VIBE_TASK_LANE (backend|frontend|qa|security|ux|data), VIBE_TASK_STAGE
@@ -110,7 +112,7 @@ def main() -> int:
     except ValueError:
         sys.exit(f"{TAG} VIBE_SIM_SLEEP must be a number of seconds")
     role = f"{kind} auditor" if is_auditor else f"{lane} builder"
-    say(f"task {task} lane={lane} stage={stage or '-'}: simulated {role}; no model, no edits")
+    say(f"task {task} lane={lane} stage={stage or '-'}: simulated {role}; no model")
     goal = next((ln.strip() for ln in prompt.splitlines() if ln.strip()), "(empty prompt)")
     say(f"reading prompt: {len(prompt)} chars, first line: {goal[:80]!r}")
     steps = CHECKS[kind] if is_auditor else BUILD_STEPS
@@ -131,7 +133,11 @@ def main() -> int:
         if outcome in ("fail", "critical"):
             print(f"{TAG} could not finish the goal: pretend tests are failing", file=sys.stderr)
             return 1
-        say("summary (simulated, nothing was really changed):")
+        if os.path.exists(".git"):
+            with open("SIMULATED_CHANGES.md", "a", encoding="utf-8") as fh:
+                fh.write(f"- task {task}: pretended to implement {goal[:80]}\n")
+            say("wrote one line to SIMULATED_CHANGES.md")
+        say("summary (simulated, no real code was written):")
         say(f"- pretended to implement: {goal[:80]}")
         say("- pretended to add 3 tests; pretend suite: all passed")
         return 0

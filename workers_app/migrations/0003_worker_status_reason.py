@@ -4,15 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workers_app', '0002_default_pool'),
+        ("workers_app", "0002_default_pool"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='worker',
-            name='status_reason',
-            field=models.TextField(blank=True, db_default='', default='', help_text='Why the worker has its status, e.g. why it paused itself.'),
+            model_name="worker",
+            name="status_reason",
+            field=models.TextField(
+                blank=True,
+                db_default="",
+                default="",
+                help_text="Why the worker has its status, e.g. why it paused itself.",
+            ),
         ),
     ]

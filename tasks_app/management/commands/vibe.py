@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from argparse import ArgumentTypeError
+from decimal import Decimal
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -20,13 +21,21 @@ from django.db import transaction
 
 from chatops_app import grammar
 from chatops_app.models import ChatLink, Platform
-from tasks_app import lifecycle
-from tasks_app.models import Lane, Risk
+from tasks_app import costs, lifecycle
+from tasks_app.models import Lane, Risk, Run, RunEvent
 from tasks_app.permissions import ACTION_PERMISSIONS, can
 from tasks_app.pipeline import PIPELINES
+from workers_app.models import Worker
 
 USAGE_ERROR = 2
+USD_PLACES = Decimal("0.000001")
 DLQ_MAX_LIMIT = 1_000_000
+
+
+def _usd(amount: Decimal | None) -> str | None:
+    """A cost for --json: a string with the six decimals Run.cost_usd keeps (SQLite's SUM
+    hands back floats' digits otherwise)."""
+    return None if amount is None else f"{amount.quantize(USD_PLACES)}"
 
 
 def _usage(message: str) -> CommandError:
@@ -165,6 +174,12 @@ class Command(BaseCommand):
         ):
             p = sub.add_parser(name, parents=[common], help=text)
             p.add_argument("task_id", type=_task_id, metavar="ID")
+            if name == "task":
+                p.add_argument(
+                    "--transcript",
+                    action="store_true",
+                    help="print every run's transcript: messages, tool calls, results, errors",
+                )
 
         p = sub.add_parser("dlq", parents=[common], help="dead-letter tasks, newest first")
         p.add_argument("--limit", type=int, default=50)
@@ -297,7 +312,20 @@ class Command(BaseCommand):
         )
 
     def do_status(self, options: dict) -> None:
-        self._reply(options, grammar.status_reply())
+        reply = grammar.status_reply()
+        if reply.ok:
+            by_lane = costs.today_by_lane()
+            total = sum(by_lane.values(), costs.ZERO)
+            reply.lines.append(f"Spent today: {costs.format_usd(total)}")
+            reply.lines += [
+                f"  • {lane}: {costs.format_usd(amount)}"
+                for lane, amount in sorted(by_lane.items(), key=lambda i: (-i[1], i[0]))
+            ]
+            reply.data["spend_today"] = {
+                "total_usd": _usd(total),
+                "by_lane": {lane: _usd(amount) for lane, amount in sorted(by_lane.items())},
+            }
+        self._reply(options, reply)
 
     def do_dlq(self, options: dict) -> None:
         if options["limit"] < 1:
@@ -307,10 +335,40 @@ class Command(BaseCommand):
         self._reply(options, grammar.dlq_reply(limit=options["limit"]))
 
     def do_task(self, options: dict) -> None:
-        self._reply(options, grammar.task_reply(str(options["task_id"])))
+        reply = grammar.task_reply(str(options["task_id"]))
+        if not reply.ok:
+            self._reply(options, reply)
+            return
+        task_id = options["task_id"]
+        runs = list(Run.objects.filter(task_id=task_id).order_by("started_at", "id"))
+        usage = costs.task_usage(task_id)
+        reply.data["cost"] = {k: _usd(v) if k == "cost_usd" else v for k, v in usage.items()}
+        reply.lines.append(
+            f"cost {costs.format_usd(usage['cost_usd'])} with its reviews, "
+            f"{len(runs)} run{'s' if len(runs) != 1 else ''} of its own"
+        )
+        if options["json"] or options["transcript"]:
+            events = _events_by_run(runs)
+            reply.data["runs"] = [_run_data(run, events[run.pk]) for run in runs]
+            if options["transcript"]:
+                for number, run in enumerate(runs, start=1):
+                    reply.lines += _run_transcript_lines(number, run, events[run.pk])
+        self._reply(options, reply)
 
     def do_worker(self, options: dict) -> None:
-        self._reply(options, grammar.worker_reply(options["worker_id"]))
+        reply = grammar.worker_reply(options["worker_id"])
+        if reply.ok:
+            worker_id = reply.data["worker_id"]
+            spent = costs.today_by_worker().get(worker_id, costs.ZERO)
+            reason = (
+                Worker.objects.filter(pk=worker_id).values_list("status_reason", flat=True).first()
+            )
+            reply.data["spend_today_usd"] = _usd(spent)
+            reply.data["status_reason"] = reason or ""
+            reply.lines.insert(2, f"spent today {costs.format_usd(spent)}")
+            if reason:
+                reply.lines.insert(1, f"why: {reason}")
+        self._reply(options, reply)
 
     def _chat_action(self, action: str, options: dict) -> None:
         """retry and approve run through the chat grammar, so every door answers alike."""
@@ -401,6 +459,127 @@ class Command(BaseCommand):
         actor, user, trusted = self._actor(options)
         if not trusted and not user.is_superuser:
             raise CommandError("only a superuser (or the shell without --as) can link chat users")
+
+
+# --- Transcripts ------------------------------------------------------------------------------
+
+TRANSCRIPT_RESULT_LINES = 12
+
+
+def _events_by_run(runs: list[Run]) -> dict[int, list[RunEvent]]:
+    """Every event of the runs, in order, in one query."""
+    grouped: dict[int, list[RunEvent]] = {run.pk: [] for run in runs}
+    if runs:
+        for event in RunEvent.objects.filter(run__in=runs).order_by("run_id", "seq"):
+            grouped[event.run_id].append(event)
+    return grouped
+
+
+def _run_data(run: Run, events: list[RunEvent]) -> dict:
+    return {
+        "id": run.pk,
+        "attempt": run.attempt,
+        "role": run.role,
+        "kind": run.kind,
+        "agent": run.agent,
+        "worker_id": run.worker_id,
+        "sandbox": run.sandbox,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "exit_code": run.exit_code,
+        "duration_seconds": run.duration_seconds,
+        "outcome": run.outcome,
+        "note": run.note,
+        "session_id": run.session_id,
+        "resumed": run.resumed,
+        "model": run.model,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cache_read_tokens": run.cache_read_tokens,
+        "cache_write_tokens": run.cache_write_tokens,
+        "cost_usd": _usd(run.cost_usd),
+        "turns": run.turns,
+        "base_commit": run.base_commit,
+        "head_commit": run.head_commit,
+        "changed_files": run.changed_files,
+        "event_count": run.event_count,
+        "events": [
+            {
+                "seq": e.seq,
+                "kind": e.kind,
+                "text": e.text,
+                "data": e.data,
+                "at": e.created_at.isoformat(),
+            }
+            for e in events
+        ],
+    }
+
+
+def _indent(text: str, prefix: str, limit: int | None = None) -> list[str]:
+    """The text's lines, the first after `prefix`, the rest lined up under it."""
+    lines = text.splitlines() or [""]
+    kept = lines if limit is None else lines[:limit]
+    pad = " " * len(prefix)
+    out = [(prefix if i == 0 else pad) + line for i, line in enumerate(kept)]
+    if limit is not None and len(lines) > limit:
+        out.append(f"{pad}[… {len(lines) - limit} more lines]")
+    return out
+
+
+def _run_transcript_lines(number: int, run: Run, events: list[RunEvent]) -> list[str]:
+    """One run as a terminal reads it: a header, its usage, then one block per event."""
+    state = "running" if run.is_running else f"exit {run.exit_code}"
+    head = " · ".join(
+        part
+        for part in (
+            f"Run {number}",
+            run.role,
+            run.agent or run.kind,
+            f"attempt {run.attempt}",
+            f"on {run.worker_id}" if run.worker_id else "",
+            state,
+            run.outcome,
+        )
+        if part
+    )
+    usage = [
+        run.model,
+        f"{run.input_tokens:,} in" if run.input_tokens is not None else "",
+        f"{run.output_tokens:,} out" if run.output_tokens is not None else "",
+        costs.format_usd(run.cost_usd) if run.cost_usd is not None else "",
+        f"{run.turns} turns" if run.turns is not None else "",
+        f"session {run.session_id}" if run.session_id else "",
+        "resumed" if run.resumed else "",
+    ]
+    lines = ["", f"── {head}"]
+    if any(usage):
+        lines.append("   " + " · ".join(part for part in usage if part))
+    if run.note:
+        lines += _indent(run.note, "   note: ")
+    if not events:
+        lines.append("   (no transcript recorded)")
+    for event in events:
+        data = event.data if isinstance(event.data, dict) else {}
+        tag = f"[{event.seq}]"
+        if event.kind == "tool_call":
+            lines.append(f"{tag} ▸ {data.get('name') or 'tool'}: {event.text}")
+        elif event.kind == "tool_result":
+            label = "error" if data.get("is_error") else "result"
+            lines.append(f"{tag}   ↳ {label}:")
+            lines += _indent(event.text, "      ", TRANSCRIPT_RESULT_LINES)
+        elif event.kind == "error":
+            lines += _indent(event.text, f"{tag} ERROR: ")
+        elif event.kind in ("output", "stderr"):
+            lines.append(f"{tag} {'!' if event.kind == 'stderr' else '|'} {event.text}")
+        elif event.kind == "usage":
+            figures = ", ".join(f"{k} {v}" for k, v in data.items())
+            lines.append(f"{tag} usage: {figures}")
+        elif event.kind == "message":
+            lines += _indent(event.text, f"{tag} ")
+        else:
+            lines += _indent(event.text, f"{tag} ({event.kind}) ")
+    return lines
 
 
 def _check_external_id(platform: str, external_id: str) -> None:

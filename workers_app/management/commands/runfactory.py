@@ -4,14 +4,19 @@ This is what `make run` starts after migrating. Children run in their own sessio
 in the terminal reaches only this process, which then drains the workers (SIGTERM: they finish or
 release their tasks) and stops the web server, and exits 0. A second Ctrl-C stops everything now.
 A worker that dies is restarted after a pause; if the web server dies, everything stops.
+A worker that refused to start (its preflight found the agent, key, git identity or sandbox
+broken) is not restarted: it would only refuse again. Its one line is repeated, so the person
+sees which worker refused and why among the other processes' output.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +26,7 @@ from django.core.management import get_commands
 from django.core.management.base import BaseCommand, CommandError
 
 from workers_app.models import Worker
+from workers_app.preflight import REFUSED_MARK
 from workers_app.profiles import ProfileError, get_profile, runnable_profile
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
@@ -28,6 +34,7 @@ RESTART_PAUSE_SECONDS = 5.0
 QUICK_EXIT_SECONDS = 10.0  # a child that exits sooner than this after starting "failed quickly"
 MAX_QUICK_FAILURES = 3
 STOP_GRACE_SECONDS = 30.0
+TAIL_LINES = 20
 
 
 @dataclass
@@ -39,11 +46,44 @@ class Child:
     quick_failures: int = field(default=0)
     started_at: float = 0.0
     given_up: bool = False
+    # Workers' stderr is passed through a pipe (to the terminal, unchanged) to keep its tail.
+    keep_tail: bool = False
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
+    _copier: threading.Thread | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.tail.clear()
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if self.keep_tail else None,
+            start_new_session=True,
+        )
+        if self.keep_tail:
+            self._copier = threading.Thread(
+                target=self._copy_stderr, args=(self.proc.stderr,), daemon=True
+            )
+            self._copier.start()
         self.restart_at = None
         self.started_at = time.monotonic()
+
+    def _copy_stderr(self, stream) -> None:
+        out = sys.stderr.buffer
+        for line in iter(stream.readline, b""):
+            self.tail.append(line.decode("utf-8", "replace").rstrip())
+            with contextlib.suppress(ValueError, OSError):
+                out.write(line)
+                out.flush()
+        stream.close()
+
+    def refusal(self) -> str:
+        """Why the worker refused to start (its preflight's line), or ""."""
+        if self._copier is not None:
+            self._copier.join(2)  # the pipe's last lines, written just before it exited
+        for line in reversed(self.tail):
+            if line.startswith("CommandError: ") and REFUSED_MARK in line:
+                return line.removeprefix("CommandError: ").strip()
+        return ""
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -87,6 +127,7 @@ class Command(BaseCommand):
                 Child(
                     row.worker_id,
                     [python, str(MANAGE), "runworker", row.worker_id, "--agent", profile],
+                    keep_tail=True,
                 )
             )
         if "sendnotifications" in get_commands():
@@ -143,6 +184,15 @@ class Command(BaseCommand):
                         "is the port in use? Try --port"
                     )
                 if child.restart_at is None:
+                    refusal = child.refusal()
+                    if refusal:
+                        # Restarting cannot fix a missing agent or key; say so once, plainly.
+                        child.given_up = True
+                        self.stderr.write(
+                            self.style.ERROR(f"worker {refusal}")
+                            + "\nNot restarting it; fix that, then restart runfactory."
+                        )
+                        continue
                     quick = now - child.started_at < QUICK_EXIT_SECONDS
                     child.quick_failures = child.quick_failures + 1 if quick else 0
                     if child.quick_failures >= MAX_QUICK_FAILURES:

@@ -16,8 +16,11 @@ from tasks_app import lifecycle
 from tasks_app.models import Lane, Tier
 from workers_app.models import Worker as WorkerRow
 from workers_app.models import WorkerStatus
+from workers_app.preflight import REFUSED_MARK
+from workers_app.preflight import check as preflight_check
 from workers_app.profiles import ProfileError, command_profile, get_profile, runnable_profile
-from workers_app.runtime import Worker
+from workers_app.sandbox import SandboxError, resolve_mode
+from workers_app.workspace import is_git_repository, workspace_root
 
 VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 MAX_WORKER_ID = 64
@@ -108,6 +111,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout", type=_seconds(1), help="Agent time limit (default: the profile's)."
         )
+        parser.add_argument(
+            "--skip-preflight",
+            action="store_true",
+            help="Start even if the agent, its key, git identity or sandbox look broken "
+            "(emergencies only: every task may fail).",
+        )
 
     def handle(self, *args, **options) -> None:
         level = VERBOSITY_LEVELS.get(options["verbosity"], logging.INFO)
@@ -139,22 +148,52 @@ class Command(BaseCommand):
                 f"agent profile {profile.name!r} has no command; pass --agent-command "
                 '"PROGRAM ARGS…"'
             )
+        try:
+            sandbox_mode = resolve_mode()
+        except SandboxError as exc:
+            raise CommandError(f"{worker_id} {REFUSED_MARK} {exc}") from None
+        if not options["skip_preflight"]:
+            self._preflight(worker_id, profile, sandbox_mode)
         self._register(worker_id, options)
+        # Imported here, after the preflight: a refusal must not wait on (or trip over) the
+        # whole worker runtime and the adapters it loads.
+        from workers_app.runtime import Worker
+
         WorkerRow.objects.filter(pk=worker_id).update(agent_profile=profile.name[:60])
-        worker = Worker(
-            worker_id,
-            profile=profile,
-            lease_seconds=int(options["lease"]) if options["lease"] else None,
-            interval=options["interval"],
-            once=options["once"],
-            max_tasks=options["max_tasks"],
-            grace_seconds=options["grace"],
-            timeout=options["timeout"],
-        )
+        try:
+            worker = Worker(
+                worker_id,
+                profile=profile,
+                lease_seconds=int(options["lease"]) if options["lease"] else None,
+                interval=options["interval"],
+                once=options["once"],
+                max_tasks=options["max_tasks"],
+                grace_seconds=options["grace"],
+                timeout=options["timeout"],
+            )
+        except SandboxError as exc:
+            raise CommandError(f"{worker_id} {REFUSED_MARK} {exc}") from None
         worker.install_signal_handlers()
-        self.stdout.write(f"{worker_id}: working ({profile.name} agent); Ctrl-C to stop")
+        self.stdout.write(
+            f"{worker_id}: working ({profile.name} agent, sandbox {worker.sandbox}); Ctrl-C to stop"
+        )
         worker.run()
         self.stdout.write(f"{worker_id}: stopped cleanly")
+
+    @staticmethod
+    def _preflight(worker_id: str, profile, sandbox_mode: str) -> None:
+        """Refuse to start, in one line, when every task would fail (runfactory shows it)."""
+        root = workspace_root()
+        problems = preflight_check(
+            profile,
+            sandbox_mode=sandbox_mode,
+            will_commit=root is not None and root.is_dir() and is_git_repository(root),
+        )
+        if problems:
+            raise CommandError(
+                f"{worker_id} {REFUSED_MARK} {'; '.join(problems)} "
+                "(fix it, or pass --skip-preflight)"
+            )
 
     @staticmethod
     def _default_id(lane: str | None) -> str:
