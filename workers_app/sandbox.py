@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -272,6 +274,28 @@ def wrap(
     cmd.append("--")
     cmd.extend(argv)
     return cmd
+
+
+def needed_under_tmp(argv: Sequence[str]) -> list[Path]:
+    """Folders under /tmp an agent needs to start: the sandbox's /tmp is private and empty.
+
+    A checkout, a virtualenv or an agent CLI installed under /tmp (a CI clone, a test run)
+    would otherwise vanish inside the sandbox. Each is shown read-only as its top folder under
+    /tmp (e.g. /tmp/ci-clone); hidden paths inside it stay hidden.
+    """
+    tmp = Path("/tmp")
+    candidates = [Path(settings.BASE_DIR), Path(sys.prefix), Path(sys.executable)]
+    for item in argv:
+        if item.startswith("/") and os.path.exists(item):
+            candidates += [Path(item), Path(os.path.realpath(item))]
+    found: list[Path] = []
+    for path in candidates:
+        path = _absolute(path)
+        if path.is_relative_to(tmp) and path != tmp:
+            top = tmp / path.relative_to(tmp).parts[0]
+            if top not in found and top.exists():
+                found.append(top)
+    return found
 
 
 def _covered(path: Path, hidden: Sequence[Path], binds: Sequence[Path]) -> bool:

@@ -9,7 +9,12 @@ Prints one JSON object (after a line "snoop agent: report") saying what it found
 - "write": for each `--write DIR`, "ok" when it could create (and then removed) a file there,
   else the error;
 - "proc": the pids whose /proc/PID/environ holds `--marker` (the worker's secrets);
-- "mount": what umount(2) and a read-write remount of / returned (0 means the sandbox broke).
+- "mount": what umount(2) and a read-write remount of / returned (0 means the sandbox broke);
+- "list": for each `--list DIR`, the names in it, or the error;
+- "connect": for each `--connect SOCKET`, "ok" when a unix socket there accepted a connection
+  (a database server's), else the error.
+`--climb NAME` adds NAME to the names tried by relative climbs; `--leave FILE` also writes the
+report to FILE (relative to the working directory), which gives a builder a change to commit.
 Always exits 0.
 """
 
@@ -18,6 +23,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import socket
 import sqlite3
 import sys
 from pathlib import Path
@@ -70,6 +76,23 @@ def proc_with(marker: str) -> list[int]:
     return found
 
 
+def list_dir(folder: str) -> list[str] | str:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as exc:
+        return f"error: {exc.strerror}"
+
+
+def try_connect(path: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            return f"error: {exc.strerror or exc}"
+    return "ok"
+
+
 def mount_attempts() -> dict:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     results = {}
@@ -87,12 +110,16 @@ def main() -> None:
     parser.add_argument("--write", action="append", default=[])
     parser.add_argument("--marker", action="append", default=[])
     parser.add_argument("--try-mount", action="store_true")
+    parser.add_argument("--list", action="append", default=[])
+    parser.add_argument("--connect", action="append", default=[])
+    parser.add_argument("--climb", action="append", default=[])
+    parser.add_argument("--leave", default="")
     args = parser.parse_args()
     if not sys.stdin.isatty():
         sys.stdin.read()
     relative = {}
     for depth in range(1, 5):
-        for name in NAMES:
+        for name in (*NAMES, *args.climb):
             candidate = "../" * depth + name
             relative[candidate] = peek(Path(candidate))
     report = {
@@ -103,7 +130,11 @@ def main() -> None:
         "write": {folder: try_write(folder) for folder in args.write},
         "proc": {marker: proc_with(marker) for marker in args.marker},
         "mount": mount_attempts() if args.try_mount else {},
+        "list": {folder: list_dir(folder) for folder in args.list},
+        "connect": {path: try_connect(path) for path in args.connect},
     }
+    if args.leave:
+        Path(args.leave).write_text(json.dumps(report, indent=1) + "\n")
     print("snoop agent: report", flush=True)
     print(json.dumps(report), flush=True)
 

@@ -297,6 +297,35 @@ def test_sandboxed_tmp_is_private(factory):
 
 
 @needs_bwrap
+def test_an_agent_installed_under_tmp_still_starts_in_the_sandbox(factory, tmp_path):
+    """A checkout, venv or CLI under /tmp (a CI clone) is shown read-only inside, not lost."""
+    tool = tmp_path / "tools" / "agent.sh"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho started\n")
+    tool.chmod(0o755)
+    assert tool.is_relative_to("/tmp")  # what this test is about
+    without = sandbox.wrap([str(tool)], workspace=factory.workspace, home=factory.home)
+    done = subprocess.run(without, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0  # the private /tmp hides it
+
+    shown = sandbox.needed_under_tmp([str(tool)])
+    assert Path("/tmp", tool.relative_to("/tmp").parts[0]) in shown
+    argv = sandbox.wrap([str(tool)], workspace=factory.workspace, home=factory.home, readable=shown)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout) == (0, "started\n"), done.stderr
+    # Shown read-only, and the factory's var folder inside it stays hidden.
+    probe = sandbox.wrap(
+        ["sh", "-c", f"cat {factory.secret_key}; touch {tool.parent}/x"],
+        workspace=factory.workspace,
+        home=factory.home,
+        readable=shown,
+    )
+    done = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False)
+    assert "factory-secret-key" not in done.stdout
+    assert not (tool.parent / "x").exists()
+
+
+@needs_bwrap
 def test_sandboxed_agent_keeps_its_exit_status_and_its_stdin(factory):
     argv = sandbox.wrap(
         ["sh", "-c", 'read line; echo "got $line"; exit 7'],
