@@ -23,6 +23,7 @@ import shutil
 import signal
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +59,14 @@ SQLITE_INTERVAL = 0.1  # default idle poll on SQLite: p50 dispatch ~ half of it
 LISTEN_FALLBACK_INTERVAL = 2.0  # default idle poll on PostgreSQL, behind LISTEN/NOTIFY
 CONNECTION_CHECK_SECONDS = 1.0  # wake-ups renew stale DB connections at most this often
 WAIT_SLICE = 0.25  # an idle wait checks the stop flag at least this often
+
+
+def _prepare_workspace(task: Task) -> workspaces.Workspace:
+    """In a preparer thread: the task's workspace; the thread's own connection is closed."""
+    try:
+        return workspaces.prepare(task)
+    finally:
+        connection.close()
 
 
 def _resolve_program(program: str, env: dict[str, str]) -> str:
@@ -176,6 +185,7 @@ class _Slot:
     transcript: TranscriptWriter | None = None
     session_id: str = ""  # the session this run resumes
     head_before: str = ""  # a reviewer's starting commit, to tell whether it changed files
+    preparing: Future | None = None  # its workspace, being prepared off the loop
     budget_left: Decimal | None = None  # what this run may spend of the task's budget
     over_budget: bool = False
     releasing: bool = False
@@ -231,6 +241,7 @@ class Worker:
         self.sandbox = sandbox.resolve_mode()
         self.breaker = CircuitBreaker(settings.VIBE_WORKER_FAILURE_LIMIT)
         self._paused_itself = False  # until a person resumes it
+        self._preparer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="worktree")
         row = self._row()
         self.lane = row.lane
         self.capacity = row.capacity_limit
@@ -295,6 +306,7 @@ class Worker:
         return self.once and self._found_nothing
 
     def _tick(self) -> None:
+        self._collect_prepared()
         self._collect_finished()
         now = time.monotonic()
         if now >= self._next_heartbeat:
@@ -386,22 +398,27 @@ class Worker:
         logger.info("%s: claimed task %s (attempt %s)", self.worker_id, task.pk, run.attempt)
         try:
             self._launch(slot)
-        except _Refused as exc:
+        except Exception as exc:
+            self._start_failed(slot, exc)
+
+    def _start_failed(self, slot: _Slot, exc: Exception) -> None:
+        """A run that could not start, as the failure type a person can act on."""
+        if isinstance(exc, _Refused):
             self._give_up(slot, exc.error_type, str(exc))
-        except sandbox.SandboxError as exc:
+        elif isinstance(exc, sandbox.SandboxError):
             self._give_up(slot, "sandbox_error", str(exc))
-        except workspaces.WorkspaceError as exc:
-            self._give_up(slot, "workspace_error", str(exc))
-        except (PromptError, ProfileError) as exc:
+        elif isinstance(exc, workspaces.WorkspaceError):
+            self._give_up(slot, getattr(exc, "error_type", "workspace_error"), str(exc))
+        elif isinstance(exc, PromptError | ProfileError):
             self._give_up(slot, "config_error", str(exc))
-        except FileNotFoundError as exc:
+        elif isinstance(exc, FileNotFoundError):
             self._give_up(slot, "agent_missing", f"agent command not found: {exc.filename or exc}")
-        except PermissionError as exc:
+        elif isinstance(exc, PermissionError):
             self._give_up(
                 slot, "agent_missing", f"agent command is not executable: {exc.filename or exc}"
             )
-        except Exception as exc:  # a poison task must not stop the worker
-            logger.exception("%s: could not start task %s", self.worker_id, task.pk)
+        else:  # a poison task must not stop the worker
+            logger.error("%s: could not start task %s", self.worker_id, slot.task.pk, exc_info=exc)
             self._give_up(slot, "worker_error", f"{type(exc).__name__}: {exc}")
 
     @staticmethod
@@ -416,10 +433,45 @@ class Worker:
             reason = f"the task has less than a cent of its VIBE_TASK_BUDGET_USD left (${left})"
         if reason:
             raise _Refused("budget_exceeded", reason)
-        slot.workspace = workspaces.prepare(task)
-        session = self._session_to_resume(task, slot.role)
-        prompt = render_resume_prompt(task) if session else render_prompt(task)
-        self._spawn(slot, prompt, session)
+        # Fetching and `git worktree add` can take seconds on a big repository: they run off
+        # this loop, so the leases of the other running tasks never wait behind them.
+        slot.preparing = self._preparer.submit(_prepare_workspace, task)
+
+    def _collect_prepared(self) -> None:
+        """Start the agents whose worktrees are ready, if their claims still hold."""
+        for slot in list(self.slots.values()):
+            if slot.preparing is None or not slot.preparing.done():
+                continue
+            future, slot.preparing = slot.preparing, None
+            try:
+                slot.workspace = future.result()
+                if self.stopping:
+                    self._record_released(slot)
+                    continue
+                # The lease may have lapsed or the task been cancelled while git worked.
+                lifecycle.heartbeat(
+                    slot.task.pk,
+                    worker_id=self.worker_id,
+                    token=slot.token,
+                    lease_seconds=self.lease_seconds,
+                )
+                session = self._session_to_resume(slot.task, slot.role)
+                prompt = render_resume_prompt(slot.task) if session else render_prompt(slot.task)
+                self._spawn(slot, prompt, session)
+            except lifecycle.LeaseLost as exc:
+                logger.warning("%s: %s; not starting its agent", self.worker_id, exc)
+                Run.objects.filter(pk=slot.run_id).update(
+                    finished_at=timezone.now(), outcome="lease_lost"
+                )
+                self._forget(slot)
+            except Exception as exc:
+                self._start_failed(slot, exc)
+
+    def _record_released(self, slot: _Slot) -> None:
+        """A stop signal came while the worktree was prepared: give the task back unstarted."""
+        Run.objects.filter(pk=slot.run_id).update(finished_at=timezone.now(), outcome="released")
+        self._call(lifecycle.release, slot, note="released: worker stopping")
+        self._forget(slot)
 
     def _session_to_resume(self, task: Task, role: str) -> str:
         """The agent session of this task's last run, for a rework round or a retry."""
@@ -894,6 +946,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         # Only reached with agents still running when the loop itself died: give them back.
+        self._preparer.shutdown(wait=False, cancel_futures=True)
         for slot in list(self.slots.values()):
             try:
                 if slot.process is not None:

@@ -22,6 +22,16 @@ from workers_app.profiles import command_profile
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def started(worker: runtime.Worker, task_id: int):
+    """Step the loop until the task's worktree is ready and its agent runs (off-loop prep)."""
+    deadline = time.monotonic() + 20
+    while (slot := worker.slots[task_id]).process is None:
+        assert time.monotonic() < deadline, "the agent did not start"
+        worker._collect_prepared()
+        time.sleep(0.01)
+    return slot
+
+
 def worker_with_a_finished_agent() -> tuple[runtime.Worker, Task, Task]:
     """A worker whose first task's agent has exited 0, with a second task waiting."""
     first = lifecycle.submit("first", lane="backend", pipeline="none", actor="cli")
@@ -31,7 +41,7 @@ def worker_with_a_finished_agent() -> tuple[runtime.Worker, Task, Task]:
     assert task.pk == first.pk
     worker._start(task)
     worker.claimed = 1
-    slot = worker.slots[task.pk]
+    slot = started(worker, task.pk)
     deadline = time.monotonic() + 20
     while not slot.process.poll():
         assert time.monotonic() < deadline, "the agent did not finish"
@@ -46,7 +56,7 @@ def test_a_finished_agent_completes_and_the_next_task_starts_in_its_slot():
     assert list(worker.slots) == [second.pk]
     assert Task.objects.get(pk=second.pk).worker_id == "@backend-1"
     assert worker.claimed == 2
-    worker.slots[second.pk].process.kill()
+    started(worker, second.pk).process.kill()
 
 
 def test_a_stop_signal_during_the_completion_starts_nothing_new():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from tasks_app import lifecycle
 from tasks_app.models import Run, Status, Task, TaskHistory
@@ -478,3 +479,48 @@ def test_idle_worker_notices_new_work_at_once(fleet):
     assert (times[Status.IN_PROGRESS] - times[Status.PENDING]).total_seconds() < 1.0
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait(20) == 0
+
+
+def test_a_slow_worktree_never_stalls_the_other_tasks_leases(fleet, tmp_path):
+    """`git worktree add` (here slowed by a post-checkout hook past the lease) runs off the
+    loop: the running task's lease keeps being renewed, and both finish without a lapse."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    slow = tmp_path / "slow-now"
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=T"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], cwd=repo, check=True)
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text(f'#!/bin/sh\n[ -f "{slow}" ] && sleep 8\nexit 0\n')
+    hook.chmod(0o755)
+    agent = f"{sys.executable} -c \"import time; time.sleep(9); open('out.txt', 'w').write('x')\""
+    first = submit("Runs while the other prepares", pipeline="none")
+    worker = fleet.start_plain(
+        ["@backend-1", "--lane", "backend", "--capacity", "2", "--lease", "6", "--once"]
+        + ["--agent-command", agent],
+        env={"VIBE_WORKSPACE": str(repo), "VIBE_WORKTREES_DIR": str(tmp_path / "trees")},
+    )
+    deadline = time.monotonic() + 30
+    while not Run.objects.filter(task=first).exclude(argv=[]).exists():
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.1)
+    slow.touch()
+    second = submit("Its worktree is slow", pipeline="none")
+    leases = []
+    while reload(first).status == Status.IN_PROGRESS:
+        lease = reload(first).lease_expires_at
+        if lease is not None:
+            leases.append((timezone.now(), lease))
+        assert time.monotonic() < deadline + 30, worker.output()
+        time.sleep(0.3)
+    assert worker.wait(60) == 0, worker.output()
+    assert all(lease > now for now, lease in leases), "the first task's lease lapsed"
+    assert len({lease for _, lease in leases}) >= 3, "its lease was not renewed"
+    for task in (first, second):
+        task = reload(task)
+        assert task.status == Status.COMPLETED, (task.last_error, worker.output())
+    assert (
+        not TaskHistory.objects.filter(note__contains="lease")
+        .exclude(note__startswith="claimed")
+        .exists()
+    )

@@ -116,7 +116,10 @@ def to_decimal(value: Any) -> Decimal | None:
         number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
-    return number if number.is_finite() and number >= 0 else None
+    if not number.is_finite() or number < 0:
+        return None
+    # Agents print floats (0.0029040000000000003); money is kept to the millionth of a dollar.
+    return number.quantize(Decimal("0.000001")) if number < 10**12 else None
 
 
 def to_int(value: Any) -> int | None:
