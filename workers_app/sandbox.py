@@ -8,8 +8,9 @@ What an agent can reach (`VIBE_AGENT_SANDBOX`):
   can write only in its worktree, its per-task home folder and a private, empty /tmp (a
   builder also in the git folder of its repository, so it can commit; a reviewer nowhere
   else). The factory's var folder, its SQLite database (and -wal/-shm), its secret key, the
-  agent profiles file and every path in `VIBE_SANDBOX_HIDE` are hidden: empty folders, empty
-  files. The agent sees only its own processes (so not the worker's environment in /proc), has
+  agent profiles file, PostgreSQL's local socket folders, the credentials in the worker's own
+  home (WORKER_HOME_SECRETS, PGPASSFILE) and every path in `VIBE_SANDBOX_HIDE` are hidden: empty
+  folders, empty files. The agent sees only its own processes (so not the worker's environment in /proc), has
   no capabilities even when the worker runs as root, and is killed with its worker. The network
   is shared, because agents need their model's API: a database server that trusts every local
   connection (PostgreSQL `trust` on 127.0.0.1) is still reachable, so give the factory's
@@ -80,6 +81,27 @@ ALLOWED_PREFIXES = ("LC_", "GIT_AUTHOR_", "GIT_COMMITTER_")
 NEVER_PREFIXES = ("DATABASE_URL", "PG", "DJANGO_", "VIBE_")
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 POSTGRES_SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql")
+# Credentials a worker's own home may hold; hidden from sandboxed agents.
+WORKER_HOME_SECRETS = (
+    ".pgpass",
+    ".ssh",
+    ".netrc",
+    ".git-credentials",
+    ".gnupg",
+    ".aws",
+    ".azure",
+    ".kube",
+    ".docker",
+    ".config/gcloud",
+    ".config/gh",
+    ".config/git/credentials",
+    ".claude",
+    ".claude.json",
+    ".codex",
+    ".gemini",
+    ".aider.conf.yml",
+    ".env",
+)
 
 
 class SandboxError(RuntimeError):
@@ -162,12 +184,20 @@ def protected_paths() -> list[Path]:
                     paths.append(base)
                     paths.extend(base.with_name(base.name + side) for side in SQLITE_SIDE_FILES)
         elif engine == "django.db.backends.postgresql":
-            # A local socket may let a peer- or trust-authenticated user in without a password.
+            # A local socket lets a peer- or trust-authenticated user in without a password,
+            # whatever host the factory itself connects to.
             host = str(database.get("HOST") or "")
-            if not host or host.startswith("/"):
-                paths.extend(Path(p) for p in ((host,) if host else POSTGRES_SOCKET_DIRS))
+            paths.extend(Path(p) for p in POSTGRES_SOCKET_DIRS)
+            if host.startswith("/"):
+                paths.append(Path(host))
     if settings.VIBE_AGENT_PROFILES_FILE:
         paths.append(Path(settings.VIBE_AGENT_PROFILES_FILE))
+    # The worker's own credentials in its home folder (the home itself stays readable: agent
+    # CLIs and the factory's checkout often live there).
+    home = Path(os.path.expanduser("~"))
+    paths.extend(home / name for name in WORKER_HOME_SECRETS)
+    if os.environ.get("PGPASSFILE"):
+        paths.append(Path(os.environ["PGPASSFILE"]))
     paths.extend(Path(raw) for raw in getattr(settings, "VIBE_SANDBOX_HIDE", []))
     unique: dict[Path, None] = {}
     for path in paths:
