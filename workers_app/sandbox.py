@@ -10,8 +10,8 @@ What an agent can reach (`VIBE_AGENT_SANDBOX`):
   else). The factory's var folder, its SQLite database (and -wal/-shm), its secret key, the
   agent profiles file, PostgreSQL's local socket folders, the credentials in the worker's own
   home (WORKER_HOME_SECRETS, PGPASSFILE) and every path in `VIBE_SANDBOX_HIDE` are hidden: empty
-  folders, empty files. The agent sees only its own processes (so not the worker's environment in /proc), has
-  no capabilities even when the worker runs as root, and is killed with its worker. The network
+  folders, empty files. The agent sees only its own processes (so not the worker's environment
+  in /proc), has no capabilities even when the worker runs as root, and is killed with its worker. The network
   is shared, because agents need their model's API: a database server that trusts every local
   connection (PostgreSQL `trust` on 127.0.0.1) is still reachable, so give the factory's
   database a password. The worker refuses to start when `bwrap` is asked for and does not work.
