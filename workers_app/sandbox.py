@@ -4,17 +4,18 @@ What an agent can reach (`VIBE_AGENT_SANDBOX`):
 
 - **auto** (the default): `bwrap` when bubblewrap is installed and a trial run works on this
   host, otherwise `off` with a warning in the worker's log.
-- **bwrap**: every agent runs inside bubblewrap. The whole filesystem is read-only; the agent
-  can write only in its worktree, its per-task home folder and a private, empty /tmp (a
-  builder also in the git folder of its repository, so it can commit; a reviewer nowhere
-  else). The factory's var folder, its SQLite database (and -wal/-shm), its secret key, the
-  agent profiles file, PostgreSQL's local socket folders, the credentials in the worker's own
-  home (WORKER_HOME_SECRETS, PGPASSFILE) and every path in `VIBE_SANDBOX_HIDE` are hidden: empty
-  folders, empty files. The agent sees only its own processes (so not the worker's environment
-  in /proc), has no capabilities even when the worker runs as root, and is killed with its worker. The network
-  is shared, because agents need their model's API: a database server that trusts every local
-  connection (PostgreSQL `trust` on 127.0.0.1) is still reachable, so give the factory's
-  database a password. The worker refuses to start when `bwrap` is asked for and does not work.
+- **bwrap**: every agent runs inside bubblewrap. The whole filesystem is read-only; the agent can
+  write only in its worktree, its per-task home folder and a private, empty /tmp (a builder also
+  in the git folder of its repository, so it can commit; a reviewer nowhere else). The factory's
+  var folder, its SQLite database (and -wal/-shm), its secret key, the agent profiles file,
+  PostgreSQL's local socket folders, the credentials in the worker's own home
+  (WORKER_HOME_SECRETS, PGPASSFILE) and every path in `VIBE_SANDBOX_HIDE` are hidden: empty
+  folders, empty files. The agent sees only its own processes (so not the worker's environment in
+  /proc), has no capabilities even when the worker runs as root, and is killed with its worker.
+  The network is shared, because agents need their model's API: a database server that trusts
+  every local connection (PostgreSQL `trust` on 127.0.0.1) is still reachable, so give the
+  factory's database a password. The worker refuses to start when `bwrap` is asked for and does
+  not work.
 - **off**: agents run as plain subprocesses of the worker. They never get the factory's
   environment (it is an allowlist, see below) and worktrees live outside the var folder, so
   `../../secret_key` finds nothing; but an agent runs as the factory's own user and can still
