@@ -591,13 +591,16 @@ class Worker:
             # A finished task frees a slot and may have made work (a retry, a rework): look again.
             self._found_nothing = False
             self._next_claim_check = 0.0
+            finished = slot.process
             try:
                 self._finish(slot)
             except Exception as exc:
                 logger.exception("%s: error finishing task %s", self.worker_id, task_id)
                 self._give_up(slot, "worker_error", f"{type(exc).__name__}: {exc}")
             finally:
-                self._forget(slot)
+                # A refused resume starts a fresh agent in the same slot: keep that one.
+                if slot.process is finished:
+                    self._forget(slot)
 
     def _finish(self, slot: _Slot) -> None:
         task = slot.task

@@ -229,6 +229,8 @@ class AiderReader(Reader):
         cost = COST.search(text)
         if cost:
             self._session_cost = to_decimal(cost.group(2))
+            # Known while it runs, so the worker can stop a run that spends past its budget.
+            usage.cost_usd = self._session_cost
         # A retried call that went through clears the error it had printed.
         self._error, self.report.error, self.report.error_type = [], "", ""
         self.report.retry_after = None
