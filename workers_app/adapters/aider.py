@@ -236,7 +236,7 @@ class AiderReader(Reader):
         self.report.retry_after = None
         data = usage.as_data()
         if self._session_cost is not None:
-            data["cost_usd"] = str(self._session_cost)
+            data["cost_usd"] = f"{self._session_cost:f}"
         return [*events, Event(USAGE, text, data)]
 
     def _action(self, text: str) -> list[Event]:

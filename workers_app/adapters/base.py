@@ -104,7 +104,7 @@ class Usage:
     def as_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {k: v for k, v in self.__dict__.items() if v not in (None, "")}
         if self.cost_usd is not None:
-            data["cost_usd"] = str(self.cost_usd)
+            data["cost_usd"] = f"{self.cost_usd:f}"
         return data
 
 
@@ -119,7 +119,9 @@ def to_decimal(value: Any) -> Decimal | None:
     if not number.is_finite() or number < 0:
         return None
     # Agents print floats (0.0029040000000000003); money is kept to the millionth of a dollar.
-    return number.quantize(Decimal("0.000001")) if number < 10**12 else None
+    if number >= 10**12:
+        return None
+    return number.quantize(Decimal("0.000001")).normalize()
 
 
 def to_int(value: Any) -> int | None:
