@@ -556,8 +556,7 @@ class Worker:
                 workspace=workspace.path,
                 home=home,
                 writable=shared if slot.role == BUILDER else [],
-                readable=(shared if slot.role == REVIEWER else [])
-                + sandbox.needed_under_tmp(command),
+                readable=shared if slot.role == REVIEWER else [],
             )
         slot.session_id = session
         slot.head_before = workspace.head() if slot.role == REVIEWER else ""

@@ -227,7 +227,8 @@ def wrap(
     `writable`: more folders the agent may write (a builder's git common dir, so it can commit).
     `readable`: files or folders it may read although they are hidden (a prompt file in the var
     folder) or under /tmp, which is private and empty: a reviewer's git common dir when the
-    repository lives under /tmp. `workspace`, `home` and these must exist.
+    repository lives under /tmp. What `argv` itself needs under /tmp is added
+    (`needed_under_tmp`). `workspace`, `home` and these must exist.
     `hide`: what to hide instead of `protected_paths()`.
     `new_session`: bubblewrap's --new-session (a fresh session id, against TIOCSTI terminal
     injection). Off by default: the runner already starts the agent in its own session, without
@@ -272,7 +273,8 @@ def wrap(
             mounts.append((len(path.parts), 0, ["--ro-bind", "/dev/null", str(path)]))
     for path in binds:
         mounts.append((len(path.parts), 1, ["--bind", str(path), str(path)]))
-    for path in readable:
+    # What the agent needs to start but the private /tmp would hide (a checkout under /tmp).
+    for path in [*readable, *needed_under_tmp(argv)]:
         path = _absolute(Path(path))
         mounts.append((len(path.parts), 2, ["--ro-bind", str(path), str(path)]))
     for _depth, _order, args in sorted(mounts, key=lambda item: (item[0], item[1])):

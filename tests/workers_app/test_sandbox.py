@@ -304,23 +304,20 @@ def test_an_agent_installed_under_tmp_still_starts_in_the_sandbox(factory, tmp_p
     tool.write_text("#!/bin/sh\necho started\n")
     tool.chmod(0o755)
     assert tool.is_relative_to("/tmp")  # what this test is about
-    without = sandbox.wrap([str(tool)], workspace=factory.workspace, home=factory.home)
-    done = subprocess.run(without, capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode != 0  # the private /tmp hides it
-
-    shown = sandbox.needed_under_tmp([str(tool)])
-    assert Path("/tmp", tool.relative_to("/tmp").parts[0]) in shown
-    argv = sandbox.wrap([str(tool)], workspace=factory.workspace, home=factory.home, readable=shown)
+    assert Path("/tmp", tool.relative_to("/tmp").parts[0]) in sandbox.needed_under_tmp([str(tool)])
+    argv = sandbox.wrap([str(tool)], workspace=factory.workspace, home=factory.home)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert (done.returncode, done.stdout) == (0, "started\n"), done.stderr
     # Shown read-only, and the factory's var folder inside it stays hidden.
     probe = sandbox.wrap(
-        ["sh", "-c", f"cat {factory.secret_key}; touch {tool.parent}/x"],
-        workspace=factory.workspace,
-        home=factory.home,
-        readable=shown,
+        [str(tool), f"{factory.secret_key}"], workspace=factory.workspace, home=factory.home
     )
-    done = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False)
+    assert str(tool) in probe
+    sneaky = tool.parent / "sneaky.sh"
+    sneaky.write_text(f"#!/bin/sh\ncat {factory.secret_key}\ntouch {tool.parent}/x\n")
+    sneaky.chmod(0o755)
+    argv = sandbox.wrap([str(sneaky)], workspace=factory.workspace, home=factory.home)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert "factory-secret-key" not in done.stdout
     assert not (tool.parent / "x").exists()
 
