@@ -52,6 +52,7 @@ from .base import (
     RunContext,
     classify_error_text,
     clip,
+    seconds_in,
     to_decimal,
 )
 
@@ -97,11 +98,7 @@ def _count(figure: str) -> int:
 
 
 def _retry_after(text: str) -> float | None:
-    found = RETRY_AFTER.search(text)
-    if not found:
-        return None
-    seconds = float(found.group(1))
-    return {"ms": seconds / 1000, "m": seconds * 60}.get(found.group(2).lower(), seconds)
+    return seconds_in(RETRY_AFTER.search(text or ""))
 
 
 def last_reply(history: str) -> str:
@@ -317,11 +314,8 @@ class AiderKind(AgentKind):
     supports_resume = False
 
     def argv(self, profile: AgentProfile, ctx: RunContext) -> list[str]:
-        custom = profile.reviewer if ctx.role == REVIEWER else profile.builder
-        if ctx.session_id and profile.resume:
-            custom = profile.resume
-        if custom:
-            return profile.render(custom, ctx.values)
+        if (own := self.profile_argv(profile, ctx)) is not None:
+            return own
         argv = [
             profile.program or self.program,
             f"--model={self._model(profile, ctx)}",

@@ -225,6 +225,17 @@ RATE_PATTERNS = re.compile(
 )
 
 
+_DURATION_UNITS = {"ms": 0.001, "m": 60.0, "min": 60.0}
+
+
+def seconds_in(match: re.Match[str] | None) -> float | None:
+    """A provider's "retry after N unit" as seconds: group 1 the number, group 2 the unit."""
+    if match is None:
+        return None
+    unit = (match.group(2) or "s").lower() if match.re.groups >= 2 else "s"
+    return float(match.group(1)) * _DURATION_UNITS.get(unit, 1.0)
+
+
 def classify_error_text(text: str) -> str:
     """An agent's error message as a failure type: agent_auth, rate_limited, or ""."""
     if AUTH_PATTERNS.search(text or ""):
@@ -254,6 +265,14 @@ class AgentKind:
     def argv(self, profile: AgentProfile, ctx: RunContext) -> list[str]:
         """The command line; a profile's own `builder`/`reviewer`/`resume` argv wins."""
         raise NotImplementedError
+
+    @staticmethod
+    def profile_argv(profile: AgentProfile, ctx: RunContext) -> list[str] | None:
+        """The profile's own command line for this run (resume, else its role's), if it has one."""
+        template = profile.reviewer if ctx.role == REVIEWER else profile.builder
+        if ctx.session_id and profile.resume:
+            template = profile.resume
+        return profile.render(template, ctx.values) if template else None
 
     def reader(self, profile: AgentProfile, ctx: RunContext) -> Reader:
         return TextReader()

@@ -262,11 +262,8 @@ class ClaudeKind(AgentKind):
     supports_budget = True
 
     def argv(self, profile: AgentProfile, ctx: RunContext) -> list[str]:
-        custom = profile.reviewer if ctx.role == "reviewer" else profile.builder
-        if ctx.session_id and profile.resume:
-            custom = profile.resume
-        if custom:
-            return profile.render(custom, ctx.values)
+        if (own := self.profile_argv(profile, ctx)) is not None:
+            return own
         argv = [profile.program or self.program, "-p", "--output-format", "stream-json"]
         argv.append("--verbose")  # stream-json with -p needs it
         test = ctx.values.get("test_command", "")

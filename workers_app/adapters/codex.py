@@ -49,6 +49,7 @@ from .base import (
     RunContext,
     classify_error_text,
     clip,
+    seconds_in,
     summarize_input,
     to_int,
 )
@@ -72,12 +73,8 @@ def _classify(message: str) -> str:
     return classify_error_text(message)
 
 
-def _retry_after(message: str) -> float | None:
-    match = RETRY_AFTER.search(message)
-    if not match:
-        return None
-    seconds = float(match.group(1))
-    return seconds / 1000 if (match.group(2) or "").lower() == "ms" else seconds
+def _retry_after(text: str) -> float | None:
+    return seconds_in(RETRY_AFTER.search(text or ""))
 
 
 def _shown_command(command: str) -> str:
@@ -268,11 +265,8 @@ class CodexKind(AgentKind):
     usage_is_session_total = True
 
     def argv(self, profile: AgentProfile, ctx: RunContext) -> list[str]:
-        custom = profile.reviewer if ctx.role == REVIEWER else profile.builder
-        if ctx.session_id and profile.resume:
-            custom = profile.resume
-        if custom:
-            return profile.render(custom, ctx.values)
+        if (own := self.profile_argv(profile, ctx)) is not None:
+            return own
         if ctx.role == REVIEWER:
             sandbox = "read-only"
         else:

@@ -51,6 +51,7 @@ from .base import (
     RunContext,
     classify_error_text,
     clip,
+    seconds_in,
     summarize_input,
     to_int,
 )
@@ -77,11 +78,7 @@ _DENIED_TEXT = re.compile(r"^(access denied|tool execution denied)", re.IGNORECA
 
 
 def _retry_after(text: str) -> float | None:
-    found = _RETRY_AFTER.search(text or "")
-    if not found:
-        return None
-    seconds = float(found.group(1))
-    return seconds / 1000 if found.group(2).lower() == "ms" else seconds
+    return seconds_in(_RETRY_AFTER.search(text or ""))
 
 
 class GeminiReader(JsonLinesReader):
@@ -280,11 +277,8 @@ class GeminiKind(AgentKind):
     supports_resume = True
 
     def argv(self, profile: AgentProfile, ctx: RunContext) -> list[str]:
-        custom = profile.reviewer if ctx.role == REVIEWER else profile.builder
-        if ctx.session_id and profile.resume:
-            custom = profile.resume
-        if custom:
-            return profile.render(custom, ctx.values)
+        if (own := self.profile_argv(profile, ctx)) is not None:
+            return own
         argv = [profile.program or self.program, "--skip-trust", "--output-format", "stream-json"]
         argv += ["--approval-mode", "plan"] if ctx.role == REVIEWER else ["--yolo"]
         argv += profile.render(["--model={model}"], ctx.values)
