@@ -126,7 +126,11 @@ def factory(tmp_path, settings):
 
     settings.VAR_DIR = var
     databases = copy.deepcopy(settings.DATABASES)
-    databases["default"] = {**databases["default"], "NAME": str(database)}
+    databases["default"] = {
+        **databases["default"],
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(database),
+    }
     settings.DATABASES = databases
     settings.VIBE_AGENT_PROFILES_FILE = str(profiles)
     settings.VIBE_WORKTREES_DIR = str(worktrees)
@@ -377,7 +381,9 @@ def test_sandbox_hides_a_database_outside_the_var_folder(factory, settings, tmp_
     db.execute("INSERT INTO tasks VALUES ('row-of-the-factory')")
     db.commit()
     db.close()
-    settings.DATABASES = {"default": {**settings.DATABASES["default"], "NAME": str(elsewhere)}}
+    # A factory on this SQLite file, whichever database the test suite itself runs on.
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(elsewhere)}
+    settings.DATABASES = {"default": {**settings.DATABASES["default"], **sqlite}}
 
     report = factory.snoop("--sqlite", str(elsewhere), "--read", str(elsewhere), wrapped=True)
 
