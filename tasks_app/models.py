@@ -290,6 +290,10 @@ class Run(models.Model):
         blank=True,
         help_text='[{"path": …, "added": n, "removed": n}], binary files with null counts.',
     )
+    # The unified diff base..head, stored when the run ends: the web server may have no git.
+    patch = models.TextField(
+        blank=True, default="", db_default="", help_text="git diff base..head, bounded."
+    )
     event_count = models.IntegerField(default=0, db_default=0)
     transcript_bytes = models.BigIntegerField(default=0, db_default=0)
 

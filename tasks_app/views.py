@@ -35,6 +35,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
+from workers_app import diffs
+
 from . import board, costs, lifecycle
 from .models import Lane, Run, RunEvent, Status, Task, TaskHistory
 from .permissions import ACTION_PERMISSIONS, can, require
@@ -239,6 +241,7 @@ class Transcript:
     items: list[TranscriptItem] = field(default_factory=list)
     first_seq: int = 0
     last_seq: int = 0
+    diff: RunDiff | None = None  # a builder run's stored change
 
     @property
     def has_earlier(self) -> bool:
@@ -363,12 +366,100 @@ def summary_context(task: Task, runs: list[Run]) -> dict:
         if isinstance(task.context, dict)
         else [],
         **cost_context(task, runs),
+        **diff_context(task, runs),
     }
 
 
 def _task_runs(task: Task) -> list[Run]:
     # The tails stay out: the transcript shows the same lines, and a tail is up to 64 KB.
-    return [describe_run(run) for run in task.runs.order_by("started_at", "id")]
+    # The patch too (up to 1 MB): diff_context reads the few that are shown, once.
+    return [describe_run(run) for run in task.runs.defer("patch").order_by("started_at", "id")]
+
+
+# A whole diff with at most this many changed lines opens every file; a larger one starts closed.
+DIFF_OPEN_LINES = 400
+
+
+@dataclass(eq=False)
+class RunDiff:
+    """One builder run's stored change, parsed for the page."""
+
+    run: Run
+    number: int  # the run's place in its task's runs list ("Run 2")
+    files: list[diffs.FileDiff]
+    notes: list[str]
+    branch: str
+    previous: RunDiff | None = None  # the builder run before it, for what this round changed
+    unchanged: set[str] = field(default_factory=set)  # files the same as in `previous`
+
+    @property
+    def added(self) -> int:
+        return sum(f.added for f in self.files)
+
+    @property
+    def removed(self) -> int:
+        return sum(f.removed for f in self.files)
+
+    @property
+    def open(self) -> bool:
+        return sum(f.changed_lines for f in self.files) <= DIFF_OPEN_LINES
+
+    @property
+    def rows(self) -> list[dict]:
+        return [
+            {"file": f, "unchanged": f.path in self.unchanged, "anchor": f"diff-{self.run.pk}-{i}"}
+            for i, f in enumerate(self.files, start=1)
+        ]
+
+    @property
+    def round_changed(self) -> int:
+        """Files this run changed again or newly, compared with the builder run before it."""
+        return len(self.files) - len(self.unchanged)
+
+
+def diff_context(task: Task, own_runs: list[Run]) -> dict:
+    """The work's change for the summary: its latest builder run's stored diff, parsed.
+
+    A review shows the diff of the work it reviews. Each builder run's diff is base..head of
+    the whole work; a rework round's own part is the files whose diff differs from the round
+    before (worked out from the stored text, so no git is needed here). One query.
+    """
+    root_id = costs.work_root_id(task)
+    runs = list(
+        Run.objects.filter(task_id=root_id)
+        .exclude(patch="")
+        .only("id", "task_id", "patch", "base_commit", "head_commit", "attempt", "role")
+        .order_by("started_at", "id")
+    )
+    numbers: dict[int, int] = {}
+    if runs:
+        ids = (
+            [run.pk for run in own_runs]
+            if root_id == task.pk
+            else Run.objects.filter(task_id=root_id)
+            .order_by("started_at", "id")
+            .values_list("id", flat=True)
+        )
+        numbers = {pk: n for n, pk in enumerate(ids, start=1)}
+    branch = task.branch
+    if root_id != task.pk:
+        branch = Task.objects.filter(pk=root_id).values_list("branch", flat=True).first() or ""
+    run_diffs: dict[int, RunDiff] = {}
+    previous: RunDiff | None = None
+    for run in runs:
+        current = RunDiff(
+            run=run,
+            number=numbers.get(run.pk, 0),
+            files=diffs.parse(run.patch),
+            notes=diffs.notes(run.patch),
+            branch=branch,
+            previous=previous,
+        )
+        if previous is not None:
+            before = {f.path: f.text for f in previous.files}
+            current.unchanged = {f.path for f in current.files if before.get(f.path) == f.text}
+        run_diffs[run.pk] = previous = current
+    return {"run_diffs": run_diffs, "work_diff": previous, "work_is_own": root_id == task.pk}
 
 
 def detail_context(task: Task) -> dict:
@@ -378,6 +469,8 @@ def detail_context(task: Task) -> dict:
     context = summary_context(task, runs)
     context["runs"] = runs
     context["transcripts"] = run_transcripts(runs)
+    for transcript in context["transcripts"]:
+        transcript.diff = context["run_diffs"].get(transcript.run.pk)
     return context
 
 

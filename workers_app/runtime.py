@@ -37,7 +37,7 @@ from tasks_app import lifecycle
 from tasks_app.models import Run, Task
 from tasks_app.pipeline import AUDITOR_LANES
 
-from . import budgets, outcomes, sandbox
+from . import budgets, diffs, outcomes, sandbox
 from . import workspace as workspaces
 from .adapters import BUILDER, REVIEWER, Reader, RunContext, kind_for
 from .breaker import CircuitBreaker
@@ -670,6 +670,10 @@ class Worker:
                 if workspace.commit_all(author=self._git_author(), message=message):
                     slot.transcript.note("committed the changes the agent left")
                 change = workspace.change()
+                # Stored now: the web server that shows it may have no git, or another clone.
+                Run.objects.filter(pk=slot.run_id).update(
+                    patch=diffs.patch(workspace.path, change.base, change.head)
+                )
                 snapshot = {
                     **workspace.snapshot(),
                     "base_commit": change.base,

@@ -390,6 +390,7 @@ def test_git_workspace_commits_what_the_agent_left_and_records_the_change(fleet,
     assert task.result["base_commit"] != task.head_commit
     run = Run.objects.get(task=task)
     assert (run.base_commit, run.head_commit) == (task.result["base_commit"], task.head_commit)
+    assert "+++ b/hello.txt" in run.patch and "\n+hi" in run.patch  # the diff, stored
     assert not (repo / "hello.txt").exists()
 
 

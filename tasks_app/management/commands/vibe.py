@@ -22,7 +22,7 @@ from django.db import transaction
 from chatops_app import grammar
 from chatops_app.models import ChatLink, Platform
 from tasks_app import costs, lifecycle
-from tasks_app.models import Lane, Risk, Run, RunEvent
+from tasks_app.models import Lane, Risk, Run, RunEvent, Task
 from tasks_app.permissions import ACTION_PERMISSIONS, can
 from tasks_app.pipeline import PIPELINES
 from workers_app.models import Worker
@@ -63,6 +63,12 @@ def _priority(value: str) -> int:
 
 
 def _worker_id(value: str) -> str:
+def _run_number(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise ArgumentTypeError(f"{value!r} is not a run number; runs are numbered from 1")
+    return int(value)
+
+
     value = value.strip()
     return value if value.startswith("@") else "@" + value
 
@@ -182,6 +188,18 @@ class Command(BaseCommand):
                 )
 
         p = sub.add_parser("dlq", parents=[common], help="dead-letter tasks, newest first")
+        p = sub.add_parser(
+            "diff", parents=[common], help="the change a task's builder run left, as a unified diff"
+        )
+        p.add_argument("task_id", type=_task_id, metavar="ID")
+        p.add_argument(
+            "--run",
+            type=_run_number,
+            metavar="N",
+            help="run N of the task (as `vibe task ID --transcript` numbers them); "
+            "default: its latest builder run with a change",
+        )
+
         p.add_argument("--limit", type=int, default=50)
         for name, text in (
             ("worker", "one worker: lane, tier, status, heartbeat, load, current tasks"),
@@ -351,6 +369,22 @@ class Command(BaseCommand):
             events = _events_by_run(runs)
             reply.data["runs"] = [_run_data(run, events[run.pk]) for run in runs]
             if options["transcript"]:
+        task = Task.objects.only("branch", "head_commit", "result").get(pk=task_id)
+        result = task.result if isinstance(task.result, dict) else {}
+        change = {
+            "branch": task.branch,
+            "base_commit": result.get("base_commit") or "",
+            "head_commit": task.head_commit,
+            "changed_files": result.get("changed_files") or [],
+        }
+        reply.data.update(change)
+        if task.branch:
+            files = len(change["changed_files"])
+            reply.lines.append(
+                f"branch {task.branch}"
+                + (f" at {task.head_commit[:12]}" if task.head_commit else "")
+                + (f", {files} file{'s' if files != 1 else ''} changed (vibe diff {task_id})")
+            )
                 for number, run in enumerate(runs, start=1):
                     reply.lines += _run_transcript_lines(number, run, events[run.pk])
         self._reply(options, reply)
@@ -359,6 +393,42 @@ class Command(BaseCommand):
         reply = grammar.worker_reply(options["worker_id"])
         if reply.ok:
             worker_id = reply.data["worker_id"]
+    def do_diff(self, options: dict) -> None:
+        task_id, number = options["task_id"], options["run"]
+        task = Task.objects.filter(pk=task_id).only("id", "parent_id", "stage").first()
+        if task is None:
+            raise CommandError(f"task {task_id} does not exist")
+        if number is not None:
+            ids = _run_ids(task_id)
+            if number > len(ids):
+                raise CommandError(
+                    f"task {task_id} has no run {number} "
+                    f"(it has {len(ids)} run{'s' if len(ids) != 1 else ''})"
+                )
+            run = Run.objects.get(pk=ids[number - 1])
+            if not run.patch:
+                raise CommandError(f"run {number} of task {task_id} left no stored change")
+        else:
+            # A review shows the change of the work it reviews, as the task page does.
+            changed = Run.objects.filter(task_id=costs.work_root_id(task)).exclude(patch="")
+            run = changed.order_by("-started_at", "-id").first()
+            if run is None:
+                raise CommandError(
+                    f"task {task_id} has no stored change: no builder run of it left a diff"
+                )
+            number = _run_ids(run.task_id).index(run.pk) + 1
+        data = {
+            "ok": True,
+            "task_id": run.task_id,
+            "run": number,
+            "run_id": run.pk,
+            "base_commit": run.base_commit,
+            "head_commit": run.head_commit,
+            "changed_files": run.changed_files,
+            "patch": run.patch,
+        }
+        self._out(options, run.patch, data)
+
             spent = costs.today_by_worker().get(worker_id, costs.ZERO)
             reason = (
                 Worker.objects.filter(pk=worker_id).values_list("status_reason", flat=True).first()
@@ -470,6 +540,15 @@ def _events_by_run(runs: list[Run]) -> dict[int, list[RunEvent]]:
     """Every event of the runs, in order, in one query."""
     grouped: dict[int, list[RunEvent]] = {run.pk: [] for run in runs}
     if runs:
+def _run_ids(task_id: int) -> list[int]:
+    """A task's runs in the order the page and `--transcript` number them."""
+    return list(
+        Run.objects.filter(task_id=task_id)
+        .order_by("started_at", "id")
+        .values_list("id", flat=True)
+    )
+
+
         for event in RunEvent.objects.filter(run__in=runs).order_by("run_id", "seq"):
             grouped[event.run_id].append(event)
     return grouped
