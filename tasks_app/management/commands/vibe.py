@@ -62,13 +62,13 @@ def _priority(value: str) -> int:
     return number
 
 
-def _worker_id(value: str) -> str:
 def _run_number(value: str) -> int:
     if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise ArgumentTypeError(f"{value!r} is not a run number; runs are numbered from 1")
     return int(value)
 
 
+def _worker_id(value: str) -> str:
     value = value.strip()
     return value if value.startswith("@") else "@" + value
 
@@ -187,7 +187,6 @@ class Command(BaseCommand):
                     help="print every run's transcript: messages, tool calls, results, errors",
                 )
 
-        p = sub.add_parser("dlq", parents=[common], help="dead-letter tasks, newest first")
         p = sub.add_parser(
             "diff", parents=[common], help="the change a task's builder run left, as a unified diff"
         )
@@ -200,6 +199,7 @@ class Command(BaseCommand):
             "default: its latest builder run with a change",
         )
 
+        p = sub.add_parser("dlq", parents=[common], help="dead-letter tasks, newest first")
         p.add_argument("--limit", type=int, default=50)
         for name, text in (
             ("worker", "one worker: lane, tier, status, heartbeat, load, current tasks"),
@@ -365,10 +365,6 @@ class Command(BaseCommand):
             f"cost {costs.format_usd(usage['cost_usd'])} with its reviews, "
             f"{len(runs)} run{'s' if len(runs) != 1 else ''} of its own"
         )
-        if options["json"] or options["transcript"]:
-            events = _events_by_run(runs)
-            reply.data["runs"] = [_run_data(run, events[run.pk]) for run in runs]
-            if options["transcript"]:
         task = Task.objects.only("branch", "head_commit", "result").get(pk=task_id)
         result = task.result if isinstance(task.result, dict) else {}
         change = {
@@ -385,14 +381,14 @@ class Command(BaseCommand):
                 + (f" at {task.head_commit[:12]}" if task.head_commit else "")
                 + (f", {files} file{'s' if files != 1 else ''} changed (vibe diff {task_id})")
             )
+        if options["json"] or options["transcript"]:
+            events = _events_by_run(runs)
+            reply.data["runs"] = [_run_data(run, events[run.pk]) for run in runs]
+            if options["transcript"]:
                 for number, run in enumerate(runs, start=1):
                     reply.lines += _run_transcript_lines(number, run, events[run.pk])
         self._reply(options, reply)
 
-    def do_worker(self, options: dict) -> None:
-        reply = grammar.worker_reply(options["worker_id"])
-        if reply.ok:
-            worker_id = reply.data["worker_id"]
     def do_diff(self, options: dict) -> None:
         task_id, number = options["task_id"], options["run"]
         task = Task.objects.filter(pk=task_id).only("id", "parent_id", "stage").first()
@@ -429,6 +425,10 @@ class Command(BaseCommand):
         }
         self._out(options, run.patch, data)
 
+    def do_worker(self, options: dict) -> None:
+        reply = grammar.worker_reply(options["worker_id"])
+        if reply.ok:
+            worker_id = reply.data["worker_id"]
             spent = costs.today_by_worker().get(worker_id, costs.ZERO)
             reason = (
                 Worker.objects.filter(pk=worker_id).values_list("status_reason", flat=True).first()
@@ -536,10 +536,6 @@ class Command(BaseCommand):
 TRANSCRIPT_RESULT_LINES = 12
 
 
-def _events_by_run(runs: list[Run]) -> dict[int, list[RunEvent]]:
-    """Every event of the runs, in order, in one query."""
-    grouped: dict[int, list[RunEvent]] = {run.pk: [] for run in runs}
-    if runs:
 def _run_ids(task_id: int) -> list[int]:
     """A task's runs in the order the page and `--transcript` number them."""
     return list(
@@ -549,6 +545,10 @@ def _run_ids(task_id: int) -> list[int]:
     )
 
 
+def _events_by_run(runs: list[Run]) -> dict[int, list[RunEvent]]:
+    """Every event of the runs, in order, in one query."""
+    grouped: dict[int, list[RunEvent]] = {run.pk: [] for run in runs}
+    if runs:
         for event in RunEvent.objects.filter(run__in=runs).order_by("run_id", "seq"):
             grouped[event.run_id].append(event)
     return grouped
