@@ -153,6 +153,23 @@ ERROR_TYPES: dict[str, ErrorType] = {
         "repository the worker can write to, then retry.",
         infrastructure=True,
     ),
+    "remote_auth": ErrorType(
+        False,
+        "The shared git remote (VIBE_GIT_REMOTE) refused the worker's credentials. Give the "
+        "worker's user access (an SSH key or credential helper that needs no prompt), then retry.",
+        infrastructure=True,
+    ),
+    "push_rejected": ErrorType(
+        True,
+        "The remote refused the task's branch (someone else pushed to it, or a hook declined "
+        "it). Read the error; if it keeps happening, fix the branch or the hook, then retry.",
+    ),
+    "remote_unreachable": ErrorType(
+        True,
+        "The shared git remote (VIBE_GIT_REMOTE) could not be reached (address, network or "
+        "repository path). Check `git fetch` works from the worker's host.",
+        infrastructure=True,
+    ),
     "budget_exceeded": ErrorType(
         False,
         "The task reached its budget (VIBE_TASK_BUDGET_USD). A person decides: raise the "

@@ -47,7 +47,10 @@ def _migration_rows(request) -> None:
     ):
         return
     request.getfixturevalue("_django_db_helper")
+    from workers_app import workspace
     from workers_app.models import Worker
+
+    workspace.instance_id.cache_clear()  # each test's database has its own instance id
 
     if not Worker.objects.filter(pk="@backend-1").exists() or not Group.objects.exists():
         _reinstall_migration_rows()

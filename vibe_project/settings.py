@@ -266,6 +266,14 @@ VIBE_DEFAULT_AGENT = env_str("VIBE_DEFAULT_AGENT", "simulated") or "simulated"
 VIBE_WORKTREES_DIR = env_str(
     "VIBE_WORKTREES_DIR", str(VAR_DIR.parent / f"{VAR_DIR.name}-worktrees")
 )
+# The shared git remote workers meet at: new work starts from its freshly fetched base branch,
+# builders' branches are pushed to it, reviews on any host fetch them from it. Unset: "origin"
+# when the repository has one; empty: no remote (one host, branches stay local).
+VIBE_GIT_REMOTE = os.environ.get("VIBE_GIT_REMOTE")
+VIBE_GIT_REMOTE = VIBE_GIT_REMOTE.strip() if VIBE_GIT_REMOTE is not None else None
+# The branch new work starts from. Empty: the remote's default branch (else main or master), or
+# the repository's checked-out branch when there is no remote.
+VIBE_BASE_BRANCH = env_str("VIBE_BASE_BRANCH")
 # How agents are fenced off (workers_app/sandbox.py): auto = bubblewrap when it works here,
 # bwrap = always (the worker refuses to start without it), off = plain subprocesses.
 VIBE_AGENT_SANDBOX = (env_str("VIBE_AGENT_SANDBOX", "auto") or "auto").lower()

@@ -6,10 +6,12 @@ whether a worker is alive is derived from its heartbeat, never a flag that can g
 
 from __future__ import annotations
 
+import secrets
+import string
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import IntegrityError, models
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -101,3 +103,35 @@ class Worker(models.Model):
     @property
     def can_claim(self) -> bool:
         return self.status == WorkerStatus.ONLINE and self.active_tasks < self.capacity_limit
+
+
+def _new_instance_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+class Instance(models.Model):
+    """This factory database's own name, one row made on first use.
+
+    It prefixes the git branches and worktree folders, so two factories on one repository (or a
+    database made afresh on an old one) never share a branch or clean each other's worktrees.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    instance_id = models.CharField(max_length=12, unique=True, default=_new_instance_id)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        db_table = "factory_instance"
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="factory_instance_one_row")]
+
+    def __str__(self) -> str:
+        return self.instance_id
+
+    @classmethod
+    def current(cls) -> str:
+        """The id, made on first use; two processes asking at once get the same one."""
+        try:
+            return cls.objects.get_or_create(pk=1)[0].instance_id
+        except IntegrityError:  # the other process's row landed between our read and insert
+            return cls.objects.get(pk=1).instance_id

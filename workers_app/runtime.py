@@ -674,6 +674,14 @@ class Worker:
                 Run.objects.filter(pk=slot.run_id).update(
                     patch=diffs.patch(workspace.path, change.base, change.head)
                 )
+                if not change.empty:  # to the shared remote, where reviewers on any host fetch it
+                    try:
+                        if workspace.push():
+                            slot.transcript.note(f"pushed {workspace.branch} to {workspace.remote}")
+                    except workspaces.RemoteError as exc:
+                        slot.transcript.note(f"could not push {workspace.branch}: {exc}")
+                        if not report.error_type:  # the agent's own failure says more
+                            report = replace(report, error_type=exc.error_type, error=str(exc))
                 snapshot = {
                     **workspace.snapshot(),
                     "base_commit": change.base,

@@ -1,23 +1,35 @@
 """Where an agent works: a git worktree per piece of work, or a plain directory.
 
 When `VIBE_WORKSPACE` is a git repository, each builder task gets its own worktree on branch
-`vibe/task-<id>` (under `VIBE_WORKTREES_DIR`), so parallel agents never edit the same checkout;
-its reviews and its rework run in that same worktree, so the auditors see exactly what was built.
-When it is a plain directory, agents work in it directly. When it is unset, each task gets an
-empty scratch directory, so an agent never edits this repository by accident.
+`vibe/<instance>/task-<id>-<slug>` (under `VIBE_WORKTREES_DIR`, folder `<instance>-task-<id>`), so
+parallel agents never edit the same checkout; its reviews and its rework run in that same
+worktree, so the auditors see exactly what was built. The instance is this factory database's own
+id: two factories on one repository never share a branch or clean each other's worktrees.
+
+With a shared remote (`VIBE_GIT_REMOTE`, by default `origin`) it is where hosts meet: new work
+starts from the freshly fetched base branch, each builder run's commits are pushed, and a review
+or rework on any host fetches the branch first, so every host works on the same commits.
+
+When `VIBE_WORKSPACE` is a plain directory, agents work in it directly. When it is unset, each
+task gets an empty scratch directory, so an agent never edits this repository by accident.
 
 Git commands run under a file lock: `git worktree add` from two workers at once would race on the
-repository's administrative files.
+repository's administrative files. Git never prompts: a credential it would ask for is a typed
+`remote_auth` failure, not a worker hung on a terminal nobody reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
+import os
+import re
 import shutil
 import socket
 import subprocess
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +37,8 @@ from pathlib import Path
 from django.conf import settings
 
 from tasks_app.models import Status, Task
+
+from .models import Instance
 
 logger = logging.getLogger(__name__)
 GIT_TIMEOUT_SECONDS = 120
@@ -36,6 +50,61 @@ MAX_CHANGED_FILES = 2000
 
 class WorkspaceError(RuntimeError):
     """The task's workspace could not be prepared; the message says why."""
+
+    error_type = "workspace_error"
+
+
+class RemoteError(WorkspaceError):
+    """A fetch or push failed: remote_auth, push_rejected or remote_unreachable."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+# Git's own words for each failure, checked in this order: a refused push also says "failed to
+# push", and a missing local path says "make sure you have the correct access rights".
+_REMOTE_FAILURES = (
+    (
+        "push_rejected",
+        (
+            "[rejected]",
+            "[remote rejected]",
+            "non-fast-forward",
+            "fetch first",
+            "hook declined",
+            "stale info",
+            "failed to push some refs",
+        ),
+    ),
+    (
+        "remote_auth",
+        (
+            "authentication failed",
+            "permission denied",
+            "could not read username",
+            "could not read password",
+            "terminal prompts disabled",
+            "invalid username or password",
+            "access denied",
+            "returned error: 401",
+            "returned error: 403",
+            "host key verification failed",
+            "insufficient permission",
+        ),
+    ),
+)
+
+
+def remote_error_type(stderr: str) -> str:
+    """remote_auth, push_rejected or (anything else: cannot resolve, connect, find) unreachable."""
+    text = stderr.lower()
+    if "does not appear to be a git repository" in text:
+        return "remote_unreachable"
+    for error_type, needles in _REMOTE_FAILURES:
+        if any(needle in text for needle in needles):
+            return error_type
+    return "remote_unreachable"
 
 
 @dataclass
@@ -65,6 +134,8 @@ class Workspace:
     branch: str = ""
     base_commit: str = ""
     is_git: bool = False
+    remote: str = ""  # the shared remote the branch is pushed to ("" = none)
+    remote_head: str = ""  # the branch's head on the remote when last fetched or pushed
 
     def head(self) -> str:
         return _git(self.path, "rev-parse", "HEAD").strip() if self.is_git else ""
@@ -102,6 +173,25 @@ class Workspace:
             "-m",
             message,
         )
+        return True
+
+    def push(self) -> bool:
+        """Push the branch to the shared remote; False when there is none or it is up to date.
+
+        A plain push, so someone else's commits on the remote branch are never overwritten; only
+        when the agent rewrote what it had pushed (an amend in rework) is it forced, and then
+        only over the head this worktree last saw there.
+        """
+        if not (self.is_git and self.remote):
+            return False
+        head = self.head()
+        if head == self.remote_head:
+            return False
+        args = ["push", "--quiet", self.remote, f"refs/heads/{self.branch}"]
+        if self.remote_head and not _is_ancestor(self.path, self.remote_head, head):
+            args.insert(2, f"--force-with-lease=refs/heads/{self.branch}:{self.remote_head}")
+        _remote_git(self.path, *args)
+        self.remote_head = head
         return True
 
     def change(self, base: str | None = None) -> Change:
@@ -198,11 +288,21 @@ def agent_home(task: Task) -> Path:
     return path
 
 
-def _git(cwd: Path, *args: str) -> str:
+def _git_env() -> dict[str, str]:
+    """The worker's environment, with every way git could ask a person for a secret shut."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true"}
+    env.update(SSH_ASKPASS="/bin/true", GCM_INTERACTIVE="never")
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    return env
+
+
+def _run_git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     try:
-        done = subprocess.run(
+        return subprocess.run(
             ["git", *args],
             cwd=cwd,
+            env=_git_env(),
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=GIT_TIMEOUT_SECONDS,
             check=False,
@@ -211,12 +311,45 @@ def _git(cwd: Path, *args: str) -> str:
         raise WorkspaceError(
             "git is not installed, but VIBE_WORKSPACE is a git repository"
         ) from None
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        done = _run_git(cwd, *args)
     except subprocess.TimeoutExpired:
         raise WorkspaceError(f"git {' '.join(args)} took over {GIT_TIMEOUT_SECONDS}s") from None
     if done.returncode != 0:
         err = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
         raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {err}")
     return done.stdout.decode("utf-8", "replace")
+
+
+def _remote_git(cwd: Path, *args: str) -> str:
+    """A git command that talks to the remote; its failure is a typed RemoteError."""
+    try:
+        done = _run_git(cwd, *args)
+    except subprocess.TimeoutExpired:
+        raise RemoteError(
+            "remote_unreachable", f"git {' '.join(args)} took over {GIT_TIMEOUT_SECONDS}s"
+        ) from None
+    if done.returncode != 0:
+        err = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
+        raise RemoteError(remote_error_type(err), f"git {' '.join(args)} failed: {err}")
+    return done.stdout.decode("utf-8", "replace")
+
+
+def _rev(cwd: Path, ref: str) -> str:
+    """The commit `ref` names, or "" when there is no such ref."""
+    done = _run_git(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    return done.stdout.decode().strip() if done.returncode == 0 else ""
+
+
+def _is_ancestor(cwd: Path, older: str, newer: str) -> bool:
+    return _run_git(cwd, "merge-base", "--is-ancestor", older, newer).returncode == 0
+
+
+def _count(cwd: Path, *revs: str) -> int:
+    return int(_git(cwd, "rev-list", "--count", *revs).strip() or 0)
 
 
 def is_git_repository(path: Path) -> bool:
@@ -238,6 +371,12 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@functools.cache
+def instance_id() -> str:
+    """This factory database's id (made once, kept in the database), cached per process."""
+    return Instance.current()
+
+
 def work_root(task: Task) -> Task:
     """The builder task whose worktree this task uses (reviews use their parent's)."""
     root = task
@@ -248,9 +387,174 @@ def work_root(task: Task) -> Task:
     return root
 
 
-def branch_name(task_id: int) -> str:
-    """One branch per piece of work, named so a person can find it from the task."""
-    return f"vibe/task-{task_id}"
+def _slug(text: str) -> str:
+    first = (text.strip().splitlines() or [""])[0]
+    ascii_text = unicodedata.normalize("NFKD", first).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:40].rstrip("-") or "work"
+
+
+def branch_name(task: Task, instance: str | None = None) -> str:
+    """One branch per piece of work, in this instance's namespace, named from its goal.
+
+    A branch the task already recorded wins, so editing the goal never loses the branch.
+    """
+    instance = instance or instance_id()
+    prefix = f"vibe/{instance}/task-{task.pk}-"
+    if task.branch.startswith(prefix):
+        return task.branch
+    return prefix + _slug(task.goal)
+
+
+def worktree_path(task_id: int, instance: str | None = None) -> Path:
+    return worktrees_dir() / f"{instance or instance_id()}-task-{task_id}"
+
+
+def git_remote(root: Path) -> str:
+    """The shared remote: VIBE_GIT_REMOTE, or "origin" when unset and the repository has it."""
+    configured = getattr(settings, "VIBE_GIT_REMOTE", None)
+    names = _git(root, "remote").split()
+    if configured is None:
+        return "origin" if "origin" in names else ""
+    if configured and configured not in names:
+        raise WorkspaceError(
+            f"VIBE_GIT_REMOTE={configured} is not a remote of {root} "
+            f"(it has: {', '.join(names) or 'none'}); add it or change the setting"
+        )
+    return configured
+
+
+def base_branch(root: Path, remote: str) -> str:
+    """VIBE_BASE_BRANCH, else the remote's default branch, else the checked-out one."""
+    configured = getattr(settings, "VIBE_BASE_BRANCH", "")
+    if configured:
+        return configured
+    if not remote:
+        done = _run_git(root, "symbolic-ref", "--quiet", "--short", "HEAD")
+        return done.stdout.decode().strip() if done.returncode == 0 else ""
+    done = _run_git(root, "symbolic-ref", "--quiet", f"refs/remotes/{remote}/HEAD")
+    if done.returncode == 0:
+        return done.stdout.decode().strip().removeprefix(f"refs/remotes/{remote}/")
+    for name in ("main", "master"):
+        if _rev(root, f"refs/remotes/{remote}/{name}"):
+            return name
+    # Never fetched: ask the remote which branch its HEAD is.
+    out = _remote_git(root, "ls-remote", "--symref", remote, "HEAD")
+    for line in out.splitlines():
+        if line.startswith("ref: refs/heads/"):
+            return line.removeprefix("ref: refs/heads/").split("\t")[0]
+    raise WorkspaceError(
+        f"cannot tell the base branch of {remote} (it has no HEAD, main or master); "
+        "set VIBE_BASE_BRANCH"
+    )
+
+
+def _fetch(root: Path, remote: str, base: str, branch_prefix: str) -> None:
+    """One fetch: the base branch and the task's branch (a pattern, so a missing one is fine)."""
+    _remote_git(
+        root,
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        remote,
+        f"+refs/heads/{base}:refs/remotes/{remote}/{base}",
+        f"+refs/heads/{branch_prefix}*:refs/remotes/{remote}/{branch_prefix}*",
+    )
+
+
+def _marker(instance: str, task_id: int) -> str:
+    return f"{instance}:{task_id}"
+
+
+def _made_here(root: Path, branch: str) -> str:
+    """Which instance and task made the local `branch` ("" for one the factory did not make)."""
+    done = _run_git(root, "config", "--get", f"branch.{branch}.vibetask")
+    return done.stdout.decode().strip() if done.returncode == 0 else ""
+
+
+def _catch_up(ws: Workspace, *, is_builder: bool) -> None:
+    """Bring an existing worktree to the remote branch's head before the next run."""
+    if not (ws.remote and ws.remote_head):
+        return
+    local = ws.head()
+    if local == ws.remote_head:
+        return
+    remote_branch = f"{ws.remote}/{ws.branch}"
+    if _is_ancestor(ws.path, local, ws.remote_head):
+        _git(ws.path, "merge", "--quiet", "--ff-only", ws.remote_head)
+        return
+    ahead = _count(ws.path, local, f"^{ws.remote_head}")
+    if is_builder and _is_ancestor(ws.path, ws.remote_head, local):
+        # The last run's push failed (the run failed with it): push before building on it.
+        ws.push()
+        return
+    behind = _count(ws.path, ws.remote_head, f"^{local}")
+    detail = f" and {remote_branch} has {behind} it does not" if behind else ""
+    raise WorkspaceError(
+        f"the local branch {ws.branch} in {ws.path} has {ahead} commit(s) {remote_branch} does "
+        f"not have{detail}; refusing to run on a head other hosts cannot see. Push or drop them "
+        "(git reset --hard), then retry"
+    )
+
+
+def _start_point(root: Path, remote: str, base: str) -> str:
+    ref = f"refs/remotes/{remote}/{base}" if remote else (f"refs/heads/{base}" if base else "HEAD")
+    start = _rev(root, ref)
+    if not start:
+        where = f"{remote}/{base}" if remote else (base or "HEAD")
+        raise WorkspaceError(
+            f"the base branch {where} does not exist in {root}; set VIBE_BASE_BRANCH"
+        )
+    return start
+
+
+def _add_worktree(
+    root: Path, path: Path, branch: str, owner: Task, ws: Workspace, base: str
+) -> str:
+    """Make the worktree; returns the base commit when this made the branch ("" otherwise)."""
+    instance = instance_id()
+    local = _rev(root, f"refs/heads/{branch}")
+    if local:
+        made_by = _made_here(root, branch)
+        if made_by != _marker(instance, owner.pk):
+            raise WorkspaceError(
+                f"branch {branch} already exists in {root} but was not made by this factory "
+                f"(instance {instance}) for task {owner.pk}"
+                + (f" (it was made for {made_by})" if made_by else "")
+                + "; refusing to build on commits it did not make. Delete or rename the branch, "
+                "then retry"
+            )
+        if ws.remote_head and local != ws.remote_head:
+            if not _is_ancestor(root, local, ws.remote_head):
+                ahead = _count(root, local, f"^{ws.remote_head}")
+                raise WorkspaceError(
+                    f"the local branch {branch} has {ahead} commit(s) {ws.remote}/{branch} does "
+                    "not have; refusing to run on a head other hosts cannot see. Push or delete "
+                    "it, then retry"
+                )
+            _git(root, "branch", "--quiet", "--force", branch, ws.remote_head)
+        _git(root, "worktree", "add", "--quiet", str(path), branch)
+        return ""
+    if ws.remote_head:  # built on another host (or this one's worktree was cleaned)
+        _git(root, "worktree", "add", "--quiet", "-b", branch, str(path), ws.remote_head)
+        _git(root, "branch", "--quiet", f"--set-upstream-to={ws.remote}/{branch}", branch)
+        made = ""
+    else:
+        made = _start_point(root, ws.remote, base)
+        _git(root, "worktree", "add", "--quiet", "--no-track", "-b", branch, str(path), made)
+    _git(root, "config", f"branch.{branch}.vibetask", _marker(instance, owner.pk))
+    return made
+
+
+def _known_base(root: Path, owner: Task, ws: Workspace, base: str) -> str:
+    """The base of a branch this worktree did not start: as the builder recorded it, or derived."""
+    result = owner.result if isinstance(owner.result, dict) else {}
+    recorded = str(result.get("base_commit") or "")
+    if recorded and _rev(root, recorded):
+        return _rev(root, recorded)
+    start = _rev(root, f"refs/remotes/{ws.remote}/{base}") if ws.remote else ""
+    start = start or _rev(root, f"refs/heads/{base}" if base else "HEAD") or "HEAD"
+    return _git(ws.path, "merge-base", "HEAD", start).strip()
 
 
 def prepare(task: Task) -> Workspace:
@@ -265,36 +569,31 @@ def prepare(task: Task) -> Workspace:
     if not is_git_repository(root):
         return Workspace(root)
     owner = work_root(task)
-    branch = branch_name(owner.pk)
+    instance = instance_id()
+    branch = branch_name(owner, instance)
     trees = worktrees_dir()
-    path = trees / f"task-{owner.pk}"
-    base_file = trees / f"task-{owner.pk}.base"
+    path = worktree_path(owner.pk, instance)
+    base_file = path.with_name(path.name + ".base")
     with _locked(trees):
-        if not (path / ".git").exists():
+        remote = git_remote(root)
+        base = base_branch(root, remote)
+        if remote:
+            _fetch(root, remote, base, f"vibe/{instance}/task-{owner.pk}-")
+        remote_head = _rev(root, f"refs/remotes/{remote}/{branch}") if remote else ""
+        ws = Workspace(path, branch=branch, is_git=True, remote=remote, remote_head=remote_head)
+        if (path / ".git").exists():
+            _catch_up(ws, is_builder=owner.pk == task.pk)
+        else:
             if path.exists():
                 shutil.rmtree(path)  # a half-made worktree from a crash
             _git(root, "worktree", "prune")
-            has_branch = (
-                subprocess.run(
-                    ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-                    cwd=root,
-                    capture_output=True,
-                    check=False,
-                ).returncode
-                == 0
-            )
-            if has_branch:
-                _git(root, "worktree", "add", str(path), branch)
-            else:
-                base = _git(root, "rev-parse", "HEAD").strip()
-                _git(root, "worktree", "add", "-b", branch, str(path), base)
-                base_file.write_text(base)
-        base_commit = base_file.read_text().strip() if base_file.exists() else ""
-        if not base_commit:
-            base_commit = _git(path, "merge-base", "HEAD", _git(root, "rev-parse", "HEAD").strip())
-            base_commit = base_commit.strip()
-            base_file.write_text(base_commit)
-    return Workspace(path, branch=branch, base_commit=base_commit, is_git=True)
+            made = _add_worktree(root, path, branch, owner, ws, base)
+            base_file.write_text(made or _known_base(root, owner, ws, base))
+        ws.base_commit = base_file.read_text().strip() if base_file.exists() else ""
+        if not ws.base_commit:
+            ws.base_commit = _known_base(root, owner, ws, base)
+            base_file.write_text(ws.base_commit)
+    return ws
 
 
 @dataclass
@@ -302,54 +601,114 @@ class Cleaned:
     path: Path
     removed: bool
     reason: str
+    holds_work: bool = False  # kept because removing it would lose work
 
 
-def _in_use(task_id: int) -> bool:
-    return (
-        Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS).exists()
-        or Task.objects.filter(parent_id=task_id, status=Status.IN_PROGRESS).exists()
-    )
+def _open_users(task_id: int) -> str:
+    """Why the worktree is still in use ("" when nothing open uses it): the task or its reviews."""
+    if Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS).exists():
+        return f"task {task_id} is in_progress"
+    ids = [task_id]
+    seen = set(ids)
+    while ids:  # reviews, and their own stage tasks, work in the builder's worktree
+        children = list(
+            Task.objects.filter(parent_id__in=ids)
+            .exclude(stage="")
+            .values_list("pk", "status", named=True)
+        )
+        for child in children:
+            if child.status not in FINISHED:
+                return f"its review task {child.pk} is {child.status}"
+        ids = [c.pk for c in children if c.pk not in seen]
+        seen.update(ids)
+    return ""
 
 
 FINISHED = (Status.COMPLETED, Status.CANCELLED)
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _unsaved_work(path: Path, remote: str) -> str:
+    """Why removing this worktree would lose work ("" when it would not)."""
+    dirty = [line for line in _git(path, "status", "--porcelain").splitlines() if line.strip()]
+    if dirty:
+        return _plural(len(dirty), "uncommitted file")
+    if not remote:
+        return ""  # committed on its branch, which is kept
+    unpushed = _count(path, "HEAD", "--not", f"--remotes={remote}")
+    if unpushed:
+        return f"{_plural(unpushed, 'commit')} not pushed to {remote}"
+    return ""
+
+
 def clean(*, dry_run: bool = False) -> list[Cleaned]:
-    """Remove worktrees and scratch directories of finished work; keep every one in use.
+    """Remove worktrees and scratch directories of finished work; never one holding work.
 
     The branch is kept: it is where the work lives. Only completed and cancelled work is cleaned:
     dead-letter and blocked tasks may be retried by a person and would want their worktree back.
+    A worktree is removed only when nothing would be lost: its tree is clean and its head is on
+    the remote (pushed, or merged into the base), or with no remote, committed. Only this
+    instance's worktrees are looked at; another factory's in the same folder are not ours.
     """
     out: list[Cleaned] = []
     root = workspace_root()
     git_root = root if root and root.is_dir() and is_git_repository(root) else None
+    instance = instance_id()
+    remote = git_remote(git_root) if git_root is not None else ""
     for directory, is_worktree in ((worktrees_dir(), True), (scratch_dir(), False)):
         if not directory.is_dir():
             continue
+        prefix = f"{instance}-task-" if is_worktree else "task-"
         with _locked(directory):
-            for path in sorted(directory.glob("task-*")):
+            if is_worktree and git_root is not None and remote:
+                # What is on the remote now, not when this host last looked.
+                _remote_git(
+                    git_root,
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--prune",
+                    remote,
+                    f"+refs/heads/vibe/{instance}/*:refs/remotes/{remote}/vibe/{instance}/*",
+                )
+            for path in sorted(directory.glob(f"{prefix}*")):
                 if not path.is_dir():
                     continue
                 try:
-                    task_id = int(path.name.removeprefix("task-"))
+                    task_id = int(path.name.removeprefix(prefix))
                 except ValueError:
                     continue
                 status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
-                if status is not None and (status not in FINISHED or _in_use(task_id)):
+                if status is not None and status not in FINISHED:
                     out.append(Cleaned(path, False, f"task {task_id} is {status}"))
                     continue
+                busy = _open_users(task_id) if status is not None else ""
+                if busy:
+                    out.append(Cleaned(path, False, busy))
+                    continue
+                is_tree = is_worktree and git_root is not None and (path / ".git").exists()
+                unsaved = _unsaved_work(path, remote) if is_tree else ""
+                if unsaved:
+                    out.append(Cleaned(path, False, unsaved, holds_work=True))
+                    continue
                 why = "task is gone" if status is None else f"task {task_id} is {status}"
+                if is_tree:
+                    why += f", pushed to {remote}" if remote else ", all committed"
                 if dry_run:
                     out.append(Cleaned(path, False, f"would remove: {why}"))
                     continue
-                if is_worktree and git_root is not None:
-                    try:
-                        _git(git_root, "worktree", "remove", "--force", str(path))
+                if is_tree:
+                    try:  # never --force: git itself refuses a tree that is not clean
+                        _git(git_root, "worktree", "remove", str(path))
                     except WorkspaceError as exc:
-                        logger.warning("%s", exc)
-                if path.exists():
-                    shutil.rmtree(path, ignore_errors=True)
-                (directory / f"task-{task_id}.base").unlink(missing_ok=True)
+                        out.append(Cleaned(path, False, f"git refused: {exc}", holds_work=True))
+                        continue
+                elif path.exists():
+                    shutil.rmtree(path, ignore_errors=True)  # scratch, or a half-made worktree
+                (directory / f"{path.name}.base").unlink(missing_ok=True)
                 out.append(Cleaned(path, True, why))
             if is_worktree and git_root is not None and not dry_run:
                 _git(git_root, "worktree", "prune")

@@ -24,6 +24,7 @@ from tests.standins.gemini_api import GeminiStandIn
 from tests.standins.openai_chat import HELLO_FILE, OpenAIChatStandIn
 from tests.standins.openai_responses import HELLO_TEXT, OpenAIResponsesStandIn
 from workers_app.models import Worker, WorkerStatus
+from workers_app.workspace import instance_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -94,7 +95,7 @@ def test_claude_builds_commits_is_reviewed_read_only_and_resumes_for_rework(
         assert run.event_count > 0
         assert run.events.filter(kind="tool_call", data__name="Write").exists()
         # The agent committed the file itself; the branch carries it, the base does not.
-        tree = Path(agents_env["VIBE_WORKTREES_DIR"]) / f"task-{task.pk}"
+        tree = Path(agents_env["VIBE_WORKTREES_DIR"]) / f"{instance_id()}-task-{task.pk}"
         assert (tree / "hello.txt").read_text() == HELLO_LINE + "\n"
         assert task.result["changed_files"] == [{"path": "hello.txt", "added": 1, "removed": 0}]
         assert git(tree, "status", "--porcelain") == ""
@@ -188,7 +189,7 @@ def test_aider_builds_and_its_commit_is_the_change(fleet, agents_env, repo):
     assert run.kind == "aider" and run.outcome == "completed"
     assert run.input_tokens and run.cost_usd is not None
     assert [f["path"] for f in task.result["changed_files"]] == [HELLO_FILE]
-    tree = Path(agents_env["VIBE_WORKTREES_DIR"]) / f"task-{task.pk}"
+    tree = Path(agents_env["VIBE_WORKTREES_DIR"]) / f"{instance_id()}-task-{task.pk}"
     assert git(tree, "status", "--porcelain") == ""  # no .aider* files in the change
 
 
@@ -209,7 +210,7 @@ def test_codex_edits_and_the_worker_commits_for_it(fleet, agents_env, tmp_path, 
     assert code == 0, out
     task = reload(task)
     assert task.status == Status.COMPLETED, (task.last_error, out)
-    tree = Path(agents_env["VIBE_WORKTREES_DIR"]) / f"task-{task.pk}"
+    tree = Path(agents_env["VIBE_WORKTREES_DIR"]) / f"{instance_id()}-task-{task.pk}"
     assert HELLO_TEXT in (tree / "hello.txt").read_text()
     subject = git(tree, "log", "-1", "--format=%s")
     assert subject == f"task #{task.pk}: Add a greeting file (attempt 1)"

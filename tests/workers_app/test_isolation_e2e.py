@@ -38,6 +38,7 @@ from tasks_app import lifecycle
 from tasks_app.models import Run, Status, Task
 from tests.conftest import AGENTS_DIR, REPO_ROOT
 from workers_app import sandbox
+from workers_app.workspace import instance_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -105,7 +106,7 @@ class Factory:
         }
 
     def tree(self, task_id: int) -> Path:
-        return self.trees / f"task-{task_id}"
+        return self.trees / f"{instance_id()}-task-{task_id}"
 
     def agent_home(self, task_id: int) -> Path:
         return self.trees.parent / f"{self.trees.name}-homes" / f"task-{task_id}"

@@ -28,6 +28,7 @@ from tests.conftest import AGENTS_DIR
 from tests.standins.anthropic_api import HELLO_LINE, AnthropicStandIn
 from workers_app import runtime
 from workers_app.profiles import AgentProfile, command_profile, get_profile
+from workers_app.workspace import instance_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,7 +69,7 @@ def worker_settings(tmp_path, settings) -> None:
 def tree(task: Task) -> Path:
     from django.conf import settings
 
-    return Path(settings.VIBE_WORKTREES_DIR) / f"task-{task.pk}"
+    return Path(settings.VIBE_WORKTREES_DIR) / f"{instance_id()}-task-{task.pk}"
 
 
 def agent(*args: str) -> AgentProfile:

@@ -18,6 +18,7 @@ from tasks_app import lifecycle
 from tasks_app.models import Run, Status, Task, TaskHistory
 from tests.workers_app.conftest import wait_for
 from workers_app.models import Worker
+from workers_app.workspace import instance_id
 
 
 def submit(goal: str, lane: str = "backend", **kw) -> Task:
@@ -370,11 +371,11 @@ def test_git_workspace_commits_what_the_agent_left_and_records_the_change(fleet,
     assert code == 0
     task = reload(task)
     assert task.status == Status.COMPLETED
-    assert task.branch == f"vibe/task-{task.pk}"
+    assert task.branch == f"vibe/{instance_id()}/task-{task.pk}-write-hello-txt"
     assert len(task.head_commit) == 40
     # The agent wrote a file and committed nothing: the worker committed it on the branch.
     assert "hello.txt | 1 +" in task.diff_stat
-    tree = tmp_path / "trees" / f"task-{task.pk}"
+    tree = tmp_path / "trees" / f"{instance_id()}-task-{task.pk}"
     assert (tree / "hello.txt").read_text() == "hi"
     log = subprocess.run(
         ["git", "log", "-1", "--format=%H%n%an <%ae>%n%s"],

@@ -26,6 +26,7 @@ from tasks_app.models import Lane, Risk, Run, RunEvent, Task
 from tasks_app.permissions import ACTION_PERMISSIONS, can
 from tasks_app.pipeline import PIPELINES
 from workers_app.models import Worker
+from workers_app.workspace import instance_id
 
 USAGE_ERROR = 2
 USD_PLACES = Decimal("0.000001")
@@ -343,6 +344,9 @@ class Command(BaseCommand):
                 "total_usd": _usd(total),
                 "by_lane": {lane: _usd(amount) for lane, amount in sorted(by_lane.items())},
             }
+            # Its branches are vibe/<instance>/…, its worktrees <instance>-task-<id>.
+            reply.lines.append(f"Factory instance: {instance_id()}")
+            reply.data["instance_id"] = instance_id()
         self._reply(options, reply)
 
     def do_dlq(self, options: dict) -> None:

@@ -9,8 +9,9 @@ from workers_app import workspace
 
 class Command(BaseCommand):
     help = (
-        "Remove worktrees (and scratch folders) of completed or cancelled tasks. Worktrees in use, "
-        "or of tasks a person may still retry, are kept; branches are always kept."
+        "Remove this factory's worktrees (and scratch folders) of completed or cancelled tasks. "
+        "Worktrees in use, of tasks a person may still retry, or holding uncommitted or unpushed "
+        "work are kept, and the reason said; branches are always kept."
     )
 
     def add_arguments(self, parser) -> None:
@@ -30,7 +31,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"removed {item.path} ({item.reason})")
             elif item.reason.startswith("would remove"):
                 self.stdout.write(f"{item.path}: {item.reason}")
-            elif options["verbosity"] > 1 or dry_run:
+            elif item.holds_work or options["verbosity"] > 1 or dry_run:
                 self.stdout.write(f"kept {item.path}: {item.reason}")
         verb = "would remove" if dry_run else "removed"
         count = sum(r.reason.startswith("would remove") for r in results) if dry_run else removed
