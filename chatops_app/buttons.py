@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-BUTTON_ACTIONS = ("approve", "retry")
+BUTTON_ACTIONS = ("approve", "retry", "merge", "rebase")
 DISCORD_PREFIX = "vibe"
 
 

@@ -15,9 +15,9 @@ from datetime import datetime
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from tasks_app import lifecycle
+from tasks_app import actions, lifecycle
 from tasks_app.models import Status, Task
-from tasks_app.permissions import ACTION_PERMISSIONS, can
+from tasks_app.permissions import ACTION_PERMISSIONS
 from workers_app.models import Worker, WorkerStatus
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ USAGE = [
     "status — workers by lane and tasks by status",
     "retry <id> — send a dead-letter or blocked task back to pending",
     "approve <id> — approve a high-risk task",
+    "merge <id> — merge a task's reviewed branch into its base",
+    "rework <id> <comment> — ask for changes: a rework round on the same branch",
     "dlq — the dead-letter queue, newest first",
     "worker <id> — one worker: lane, load, heartbeat, current tasks",
     "task <id> — one task with its history",
@@ -232,6 +234,15 @@ def task_reply(task_id: str) -> Reply:
         "verdict": task.verdict,
         "score": task.score,
         "findings": task.findings,
+        "delivery": task.delivery,
+        "delivery_state": task.delivery_state,
+        "base_branch": task.base_branch,
+        "conflicts": list(task.conflicts or []),
+        "merge_commit": task.merge_commit,
+        "pr_url": task.pr_url,
+        "pr_number": task.pr_number,
+        "pr_state": task.pr_state,
+        "github_issue": task.github_issue,
         "created_at": _iso(task.created_at),
         "updated_at": _iso(task.updated_at),
         "history": [
@@ -256,6 +267,14 @@ def task_reply(task_id: str) -> Reply:
         hint = lifecycle.error_hint(task.last_error_type)
         if hint:
             lines.append(f"hint: {hint}")
+    if task.delivery_state or (task.branch and not task.is_review):
+        summary = task.delivery_summary or "not yet"
+        lines.append(
+            f"delivery: {task.get_delivery_display().lower()} — {summary}"
+            + (f" — {task.pr_url}" if task.pr_url else "")
+        )
+        if task.conflicts:
+            lines.append(f"conflicts in: {', '.join(task.conflicts[:20])}")
     if task.verdict:
         lines.append(
             f"verdict: {task.verdict}"
@@ -273,6 +292,11 @@ def task_reply(task_id: str) -> Reply:
         buttons.append(Button("approve", task.pk, f"Approve #{task.pk}"))
     if task.status in (Status.DEAD_LETTER, Status.BLOCKED):
         buttons.append(Button("retry", task.pk, f"Retry #{task.pk}"))
+    if task.status == Status.REVIEW_NEEDED and task.delivery == "merge":
+        if task.delivery_state == "awaiting_merge":
+            buttons.append(Button("merge", task.pk, f"Merge #{task.pk}"))
+        elif task.delivery_state == "conflict":
+            buttons.append(Button("rebase", task.pk, f"Rebase and rework #{task.pk}"))
     return Reply(ok=True, title=f"Task #{task.pk}", lines=lines, data=data, buttons=buttons)
 
 
@@ -294,8 +318,22 @@ def _link_hint(door: str, actor: str) -> str:
     )
 
 
-def _act(action: str, task_id: str, *, user, actor: str, door: str, trusted: bool) -> Reply:
-    if not trusted and not can(user, action):
+CHAT_ACTIONS = ("retry", "approve", "merge", "rework", "rebase")
+# What chat says after each action (the table's words are for buttons and pages).
+TITLES = {
+    "retry": "Task #{pk} reset to pending (attempts cleared)",
+    "approve": "Task #{pk} approved",
+    "merge": "Task #{pk} merged into {base}",
+    "rework": "Task #{pk} sent back for changes",
+    "rebase": "Task #{pk} sent back to rebase onto {base}",
+}
+
+
+def _act(
+    action: str, task_id: str, *, user, actor: str, door: str, trusted: bool, comment: str = ""
+) -> Reply:
+    chosen = actions.ACTIONS[action]
+    if not trusted and not chosen.allowed(user):
         logger.warning(
             "refused %s of task %s by %s (%s)",
             action,
@@ -308,26 +346,23 @@ def _act(action: str, task_id: str, *, user, actor: str, door: str, trusted: boo
             return _refusal(message + _link_hint(door, actor), refused=True)
         return _refusal(
             f"{user.get_username()} does not have the permission to {action} tasks "
-            f"({ACTION_PERMISSIONS[action]}).",
+            f"({ACTION_PERMISSIONS[chosen.permission_name]}).",
             refused=True,
         )
     try:
-        if action == "retry":
-            task = lifecycle.retry(task_id, actor=actor)
-            title = f"Task #{task.pk} reset to pending (attempts cleared)"
-        elif action == "approve":
-            task = lifecycle.approve(task_id, actor=actor)
-            title = f"Task #{task.pk} approved"
-        else:  # pragma: no cover - only grammar actions reach here
-            return _refusal(f"unknown action {action!r}")
+        task = chosen.perform(task_id, actor=actor, comment=comment)
     except lifecycle.LifecycleError as exc:
-        return _refusal(str(exc))
-    return Reply(
-        ok=True,
-        title=title,
-        lines=[_preview(task.goal)],
-        data={"ok": True, "id": task.pk, "status": task.status, "action": action, "by": actor},
-    )
+        reply = _refusal(str(exc))
+        files = getattr(exc, "files", None)
+        if files is not None:  # a merge conflict: offer the way out
+            reply.data["conflicts"] = files
+            reply.buttons.append(Button("rebase", int(task_id), "Rebase and rework"))
+        return reply
+    title = TITLES[action].format(pk=task.pk, base=task.base_branch or "its base")
+    data = {"ok": True, "id": task.pk, "status": task.status, "action": action, "by": actor}
+    if task.merge_commit and action == "merge":
+        data["merge_commit"] = task.merge_commit
+    return Reply(ok=True, title=title, lines=[_preview(task.goal)], data=data)
 
 
 def execute(text: str, *, user, actor: str, door: str, trusted: bool = False) -> Reply:
@@ -347,15 +382,29 @@ def execute(text: str, *, user, actor: str, door: str, trusted: bool = False) ->
         return worker_reply(args[0])
     if command == "task" and len(args) == 1:
         return task_reply(args[0])
-    if command in ("retry", "approve") and len(args) == 1:
+    if command in ("retry", "approve", "merge") and len(args) == 1:
         return _act(
             command, args[0].lstrip("#"), user=user, actor=actor, door=door, trusted=trusted
         )
+    if command == "rework" and len(args) >= 2:
+        # The comment is the rest of the line, as typed (not re-joined words).
+        comment = (text or "").replace("\x00", "").split(None, 2)[2].strip()
+        return _act(
+            command,
+            args[0].lstrip("#"),
+            user=user,
+            actor=actor,
+            door=door,
+            trusted=trusted,
+            comment=comment,
+        )
+    if command == "rework":
+        return help_reply(ok=False, prefix="Say what should change: rework <id> <comment>.")
     return help_reply(ok=False, prefix=f"I don't understand {' '.join(words)[:80]!r}.")
 
 
 def execute_button(action: str, task_id: str, *, user, actor: str, door: str) -> Reply:
     """A chat button click: the same checks as typing the command."""
-    if action not in ("retry", "approve"):
+    if action not in ("retry", "approve", "merge", "rebase"):
         return _refusal(f"unknown button {action!r}")
     return _act(action, str(task_id), user=user, actor=actor, door=door, trusted=False)

@@ -19,7 +19,7 @@ from django.urls import NoReverseMatch, reverse
 
 from tasks_app.costs import format_usd
 from tasks_app.lifecycle import error_hint
-from tasks_app.models import Status, Task
+from tasks_app.models import Delivery, DeliveryState, Status, Task
 
 from .buttons import discord_custom_id, slack_action_id
 from .models import FACTORY_EVENTS, Notification, NotificationEvent
@@ -34,6 +34,7 @@ HEADLINES = {
     NotificationEvent.DEAD_LETTER: "is in the dead-letter queue",
     NotificationEvent.BLOCKED: "is blocked and needs a person",
     NotificationEvent.AWAITING_APPROVAL: "is waiting for approval",
+    NotificationEvent.AWAITING_MERGE: "passed every review and awaits merge",
 }
 FACTORY_HEADLINES = {
     NotificationEvent.WORKER_PAUSED: "Worker {worker} paused itself",
@@ -80,8 +81,15 @@ def _hint(task: Task) -> str:
 
 def _button(notification: Notification) -> tuple[str, str] | None:
     """The action button, only while the task still waits for it (else it would only fail)."""
+    task = notification.task
+    if notification.event == NotificationEvent.AWAITING_MERGE:
+        if task.status != Status.REVIEW_NEEDED or task.delivery != Delivery.MERGE:
+            return None  # a pull request is merged on GitHub; its link is in the facts
+        if task.delivery_state == DeliveryState.CONFLICT:
+            return ("rebase", "Rebase and rework")
+        return ("merge", "Merge") if task.delivery_state == DeliveryState.AWAITING_MERGE else None
     action = EVENT_ACTIONS.get(notification.event)
-    if action is None or notification.task.status != notification.event:
+    if action is None or task.status != notification.event:
         return None
     return action
 
@@ -99,7 +107,15 @@ def _facts(notification: Notification) -> list[tuple[str, str]]:
         facts.append(("Now", Status(task.status).label if task.status in Status.values else "?"))
     if notification.note:
         facts.append(("Why", _clip(notification.note, NOTE_LIMIT)))
-    if notification.event != NotificationEvent.AWAITING_APPROVAL and task.last_error_type:
+    if notification.event == NotificationEvent.AWAITING_MERGE:
+        if task.branch:
+            facts.append(("Branch", task.branch))
+        if task.pr_url:
+            facts.append(("Pull request", task.pr_url))
+        if task.conflicts:
+            facts.append(("Conflicts", _clip(", ".join(task.conflicts), NOTE_LIMIT)))
+    quiet = (NotificationEvent.AWAITING_APPROVAL, NotificationEvent.AWAITING_MERGE)
+    if notification.event not in quiet and task.last_error_type:
         facts.append(("Error", task.last_error_type))
         if task.last_error:
             facts.append(("Error text", _clip(task.last_error[-ERROR_LIMIT:], ERROR_LIMIT)))

@@ -37,6 +37,7 @@ class NotificationEvent(models.TextChoices):
     DEAD_LETTER = "dead_letter", "Dead letter"
     BLOCKED = "blocked", "Blocked"
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    AWAITING_MERGE = "awaiting_merge", "Awaiting merge"
     # Not about one task: a worker paused itself (its circuit breaker), the daily budget ran out.
     WORKER_PAUSED = "worker_paused", "Worker paused itself"
     BUDGET_REACHED = "budget_reached", "Daily budget reached"

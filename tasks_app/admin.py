@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import lifecycle, pipeline
+from . import actions, lifecycle, pipeline
 from .models import Run, Task, TaskHistory
 from .permissions import can
 
@@ -296,7 +296,7 @@ class TaskAdmin(DrillDownAdmin):
         "updated_at",
     )
     list_display_links = ("id", "short_goal")
-    list_filter = ("lane", "status", "risk", ErrorTypeFilter)
+    list_filter = ("lane", "status", "delivery_state", "delivery", "risk", ErrorTypeFilter)
     search_fields = ("goal",)
     date_hierarchy = "created_at"
     ordering = ("-id",)
@@ -305,7 +305,7 @@ class TaskAdmin(DrillDownAdmin):
     show_full_result_count = False
     autocomplete_fields = ("depends_on",)
     inlines = (TaskHistoryInline, RunInline)
-    actions = ("retry_tasks", "approve_tasks", "cancel_tasks")
+    actions = ("retry_tasks", "approve_tasks", "cancel_tasks", "merge_tasks")
 
     readonly_on_change = (
         "id",
@@ -474,23 +474,36 @@ class TaskAdmin(DrillDownAdmin):
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return can(request.user, "cancel")
 
-    def _act(self, request: HttpRequest, queryset: QuerySet, move, done: str) -> None:
+    def has_merge_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "merge")
+
+    def _act(self, request: HttpRequest, queryset: QuerySet, name: str, done: str) -> None:
         ids = list(queryset.order_by("pk").values_list("pk", flat=True)[: ACTION_LIMIT + 1])
-        run_lifecycle_action(self, request, ids, move, done=done, label=lambda pk: f"#{pk}")
+        action = actions.ACTIONS[name]
+        run_lifecycle_action(
+            self, request, ids, action.perform, done=done, label=lambda pk: f"#{pk}"
+        )
 
     @admin.action(
         description="Retry selected tasks (dead letter or blocked)", permissions=["retry"]
     )
     def retry_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._act(request, queryset, lifecycle.retry, "retried, back to pending")
+        self._act(request, queryset, "retry", "retried, back to pending")
 
     @admin.action(description="Approve selected high-risk tasks", permissions=["approve"])
     def approve_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._act(request, queryset, lifecycle.approve, "approved, now pending")
+        self._act(request, queryset, "approve", "approved, now pending")
 
     @admin.action(description="Cancel selected tasks", permissions=["cancel"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._act(request, queryset, lifecycle.cancel, "cancelled")
+        self._act(request, queryset, "cancel", "cancelled")
+
+    @admin.action(
+        description="Merge selected tasks into their base branch (awaiting merge)",
+        permissions=["merge"],
+    )
+    def merge_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._act(request, queryset, "merge", "merged")
 
 
 @admin.register(TaskHistory)

@@ -32,7 +32,17 @@ from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 from . import pipeline
-from .models import OPEN_STATUSES, Lane, Risk, Status, Task, TaskHistory
+from .models import (
+    OPEN_STATUSES,
+    WAITING_DELIVERY,
+    Delivery,
+    DeliveryState,
+    Lane,
+    Risk,
+    Status,
+    Task,
+    TaskHistory,
+)
 from .verdicts import VerdictError, validate_result
 
 logger = logging.getLogger(__name__)
@@ -174,6 +184,19 @@ ERROR_TYPES: dict[str, ErrorType] = {
         False,
         "The task reached its budget (VIBE_TASK_BUDGET_USD). A person decides: raise the "
         "budget or split the task, then retry.",
+        blocks=True,
+    ),
+    # Delivery: the work passed every review but did not reach the team.
+    "pull_request_failed": ErrorType(
+        False,
+        "GitHub refused to open the pull request (its message says why: token scope, branch "
+        "not pushed, base branch missing). Fix that, then retry: the factory opens it again.",
+        blocks=True,
+    ),
+    "pr_closed": ErrorType(
+        False,
+        "The pull request was closed without merging. Ask for changes (a rework round on the "
+        "same branch), reopen and merge it on GitHub, or cancel the task.",
         blocks=True,
     ),
 }
@@ -508,6 +531,7 @@ class _Move:
     note: str
     update: tuple[str, list]
     history: list
+    notify: str = ""  # an event to tell people about, beyond what the status itself tells
 
 
 def _prepare_move(
@@ -517,6 +541,7 @@ def _prepare_move(
     actor: str,
     note: str = "",
     held: tuple[str, int] | None = None,
+    notify: str = "",
     **fields,
 ) -> _Move:
     """Build a move's statements; the hot paths do this before their transaction, so the
@@ -528,7 +553,7 @@ def _prepare_move(
     fields["updated_at"] = None  # last, so its parameter is the last of the SET list
     update = _update_sql(db, task.pk, expected_list, fields, held)
     history = [task.pk, str(task.status), str(fields["status"]), actor, note, None]
-    return _Move(db, task, held, fields, note, update, history)
+    return _Move(db, task, held, fields, note, update, history, notify)
 
 
 def _apply_move(move: _Move) -> Task:
@@ -553,6 +578,8 @@ def _apply_move(move: _Move) -> Task:
     for name, value in move.fields.items():
         setattr(task, name, value)
     _after_status(task, move.fields["status"], move.note)
+    if move.notify:
+        _notify_people(task, move.notify, move.note)
     return task
 
 
@@ -612,6 +639,8 @@ class NewTask:
     depends_on: Sequence[int] = ()
     pipeline: str | None = None
     max_attempts: int | None = None
+    delivery: str | None = None
+    github_issue: str = ""
 
 
 def validate_new(spec: NewTask) -> NewTask:
@@ -642,6 +671,7 @@ def validate_new(spec: NewTask) -> NewTask:
             raise InvalidInput(f"task {pk} does not exist (named as a prerequisite)")
     try:
         chosen = pipeline.pipeline_for(spec.lane, spec.pipeline)
+        delivery = pipeline.delivery_for(chosen, spec.delivery)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     return NewTask(
@@ -652,6 +682,8 @@ def validate_new(spec: NewTask) -> NewTask:
         depends_on=depends_on,
         pipeline=chosen,
         max_attempts=max_attempts,
+        delivery=delivery,
+        github_issue=str(spec.github_issue or "")[:300],
     )
 
 
@@ -665,6 +697,8 @@ def _create(spec: NewTask, *, actor: str) -> Task:
         pipeline=spec.pipeline or "none",
         max_attempts=spec.max_attempts,
         status=status,
+        delivery=spec.delivery or Delivery.BRANCH,
+        github_issue=spec.github_issue,
     )
     if spec.depends_on:
         ids = {int(i) for i in spec.depends_on}
@@ -689,10 +723,16 @@ def submit(
     depends_on: Sequence[int] = (),
     pipeline: str | None = None,
     max_attempts: int | None = None,
+    delivery: str | None = None,
+    github_issue: str = "",
 ) -> Task:
     """New work: `pending`, or `awaiting_approval` when its risk is high."""
     actor = _check_actor(actor)
-    spec = validate_new(NewTask(goal, lane, priority, risk, depends_on, pipeline, max_attempts))
+    spec = validate_new(
+        NewTask(
+            goal, lane, priority, risk, depends_on, pipeline, max_attempts, delivery, github_issue
+        )
+    )
     with _atomic():
         return _create(spec, actor=actor)
 
@@ -853,6 +893,9 @@ def _change_of(result: dict) -> dict:
     base = result.get("base_commit")
     if isinstance(base, str) and base:
         out["base_commit"] = base[:64]
+    remote = result.get("remote")
+    if isinstance(remote, str) and remote:
+        out["remote"] = remote[:200]  # the shared remote the branch was pushed to
     files = result.get("changed_files")
     if isinstance(files, list):
         out["changed_files"] = [
@@ -874,6 +917,15 @@ class _Completion:
     move: _Move
     worker_id: str
     spawns_reviews: bool
+    conflicts: list[str] | None = None  # a review's merge check of the work, for its parent
+
+
+def _conflicts_of(result: dict) -> list[str] | None:
+    """Files the branch conflicts in with its base, as the worker checked (None: not checked)."""
+    files = result.pop("conflicts", None)
+    if not isinstance(files, list):
+        return None
+    return [str(f)[:1000] for f in files[:MAX_CHANGED_FILES] if f]
 
 
 def _prepare_completion(task_id: int, worker_id: str, token: int, result: dict | None):
@@ -881,13 +933,17 @@ def _prepare_completion(task_id: int, worker_id: str, token: int, result: dict |
     # alone; the writes re-check the claim (`held`), so nothing read here can be stale.
     result = dict(result or {})
     task = _load_held(task_id, worker_id, token)
+    conflicts = _conflicts_of(result)
     fields: dict = {
         "finished_at": timezone.now(),
         "lease_expires_at": None,
         "branch": str(result.pop("branch", "") or task.branch)[:200],
         "head_commit": str(result.pop("head_commit", "") or task.head_commit)[:64],
         "diff_stat": str(result.pop("diff_stat", "") or task.diff_stat),
+        "base_branch": str(result.pop("base_branch", "") or task.base_branch)[:200],
     }
+    if conflicts is not None and not task.is_review:
+        fields["conflicts"] = conflicts
     if task.is_review or "verdict" in result:
         try:
             clean = validate_result(result, lane=task.lane)
@@ -897,21 +953,29 @@ def _prepare_completion(task_id: int, worker_id: str, token: int, result: dict |
     else:
         fields["result"] = {"summary": str(result.get("summary", ""))[:4000], **_change_of(result)}
     steps = pipeline.steps(task.pipeline) if not task.is_review else ()
+    notify = ""
     if steps:
         fields.update(status=Status.REVIEW_NEEDED, pipeline_step=0)
         note = f"work done; {steps[0].label} next"
-    else:
+    elif task.is_review or "verdict" in fields:
         fields["status"] = Status.COMPLETED
         note = f"verdict {fields['verdict']}" if "verdict" in fields else "completed"
+    else:
+        for name in ("branch", "result", "base_branch", "conflicts"):
+            if name in fields:
+                setattr(task, name, fields[name])
+        delivery, note, notify = _delivery_step(task, passed="completed")
+        fields.update(delivery)
     move = _prepare_move(
         task,
         Status.IN_PROGRESS,
         actor=_worker_actor(worker_id),
         note=note,
         held=(worker_id, token),
+        notify=notify,
         **fields,
     )
-    return _Completion(move, worker_id, bool(steps))
+    return _Completion(move, worker_id, bool(steps), conflicts if task.is_review else None)
 
 
 def _write_completion(done: _Completion) -> None:
@@ -925,6 +989,8 @@ def _write_completion(done: _Completion) -> None:
         _spawn_reviews(task, 0)
     _release_worker_slot(done.worker_id)
     if task.is_review and task.parent_id:
+        if done.conflicts is not None:  # the reviewer's check of the work against its base
+            Task.objects.filter(pk=task.parent_id).update(conflicts=done.conflicts)
         _after_review(task.parent_id, actor=_worker_actor(done.worker_id))
 
 
@@ -1025,14 +1091,8 @@ def _after_review(parent_id: int, *, actor: str) -> None:
                 )
                 _spawn_reviews(parent, next_step)
             return
-        _move(
-            parent,
-            Status.REVIEW_NEEDED,
-            actor=actor,
-            note="all reviews passed",
-            status=Status.COMPLETED,
-            finished_at=timezone.now(),
-        )
+        delivery, note, notify = _delivery_step(parent, passed="all reviews passed")
+        _move(parent, Status.REVIEW_NEEDED, actor=actor, note=note, notify=notify, **delivery)
         return
 
     findings = []
@@ -1182,6 +1242,276 @@ def requeue_expired(*, now: datetime | None = None, limit: int = 100) -> int:
     return done
 
 
+# --- Delivery -----------------------------------------------------------------------------------
+# Once nothing is left to review, the work is delivered the task's way: `branch` is done when the
+# branch is pushed (or committed, with no remote); `merge` waits for an Approver's merge;
+# `pull_request` waits while the factory opens one, then for GitHub to say it was merged.
+
+
+def _files_phrase(files: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(files[:limit]) + (
+        f" and {len(files) - limit} more" if len(files) > limit else ""
+    )
+    return f"{len(files)} file{'' if len(files) == 1 else 's'} ({shown})"
+
+
+def _delivery_step(task: Task, *, passed: str) -> tuple[dict, str, str]:
+    """Where finished work goes next: the move's fields, its note, and whom to tell."""
+    base = task.base_branch or "its base branch"
+    if not task.branch:  # not a git workspace: there is no branch to deliver
+        return {"status": Status.COMPLETED, "finished_at": timezone.now()}, passed, ""
+    if task.delivery == Delivery.MERGE:
+        if task.conflicts:
+            state = DeliveryState.CONFLICT
+            note = (
+                f"{passed}; conflicts with {base} in {_files_phrase(task.conflicts)}: "
+                "rebase and rework, or merge by hand"
+            )
+        else:
+            state = DeliveryState.AWAITING_MERGE
+            note = f"{passed}; awaiting an Approver's merge into {base}"
+        return {"status": Status.REVIEW_NEEDED, "delivery_state": state}, note, "awaiting_merge"
+    if task.delivery == Delivery.PULL_REQUEST:
+        if task.pr_number and task.pr_state == "open":  # a rework round: its push updated the PR
+            note = f"{passed}; pull request #{task.pr_number} updated"
+            fields = {
+                "status": Status.REVIEW_NEEDED,
+                "delivery_state": DeliveryState.AWAITING_MERGE,
+            }
+            return fields, note, "awaiting_merge"
+        fields = {"status": Status.REVIEW_NEEDED, "delivery_state": DeliveryState.OPENING_PR}
+        return fields, f"{passed}; opening a pull request into {base}", ""
+    remote = (task.result or {}).get("remote") if isinstance(task.result, dict) else ""
+    if remote:
+        state, note = DeliveryState.PUSHED, f"{passed}; branch {task.branch} pushed to {remote}"
+    else:
+        state, note = DeliveryState.COMMITTED, f"{passed}; committed on branch {task.branch}"
+    return (
+        {"status": Status.COMPLETED, "finished_at": timezone.now(), "delivery_state": state},
+        (note),
+        "",
+    )
+
+
+def _load_delivering(task_id: int | str, action: str, states: Sequence[str]) -> Task:
+    task = _load(task_id)
+    if task.status != Status.REVIEW_NEEDED or task.delivery_state not in states:
+        where = DeliveryState(task.delivery_state).label.lower() if task.delivery_state else ""
+        now = _status_label(task.status) + (f", {where}" if where else "")
+        wanted = " or ".join(DeliveryState(s).label.lower() for s in states)
+        raise IllegalTransition(f"task {task.pk} is {now}; only tasks {wanted} can be {action}")
+    return task
+
+
+def pr_opened(task_id: int | str, *, url: str, number: int, actor: str) -> Task:
+    """The factory opened the work's pull request; it waits for GitHub to say merged or closed."""
+    actor = _check_actor(actor)
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        raise InvalidInput(f"a pull request number is a whole number above 0, not {number!r}")
+    with _atomic():
+        task = _load_delivering(task_id, "given a pull request", [DeliveryState.OPENING_PR])
+        return _move(
+            task,
+            Status.REVIEW_NEEDED,
+            actor=actor,
+            note=f"pull request #{number} opened: {url}"[:2000],
+            notify="awaiting_merge",
+            status=Status.REVIEW_NEEDED,
+            delivery_state=DeliveryState.AWAITING_MERGE,
+            pr_url=str(url)[:500],
+            pr_number=number,
+            pr_state="open",
+        )
+
+
+def delivery_failed(task_id: int | str, *, error: str, actor: str) -> Task:
+    """The pull request could not be opened: a person fixes the cause, then retries."""
+    actor = _check_actor(actor)
+    with _atomic():
+        task = _load_delivering(task_id, "failed delivery", [DeliveryState.OPENING_PR])
+        return _move(
+            task,
+            Status.REVIEW_NEEDED,
+            actor=actor,
+            note=f"blocked: the pull request could not be opened: {error}"[:2000],
+            status=Status.BLOCKED,
+            delivery_state=DeliveryState.FAILED,
+            last_error_type="pull_request_failed",
+            last_error=str(error)[:4000],
+        )
+
+
+def merged(task_id: int | str, *, actor: str, merge_commit: str = "", note: str = "") -> Task:
+    """The work is in its base branch: merged here (Merge) or on GitHub (its pull request)."""
+    actor = _check_actor(actor)
+    with _atomic():
+        task = _load(task_id)
+        waiting = task.status == Status.REVIEW_NEEDED and task.delivery_state in WAITING_DELIVERY
+        closed = task.status == Status.BLOCKED and task.delivery_state == DeliveryState.PR_CLOSED
+        if not (waiting or closed):
+            raise IllegalTransition(
+                f"task {task.pk} is {_status_label(task.status)}; only work awaiting merge (or "
+                "whose pull request was closed) can be marked merged"
+            )
+        fields: dict = {"merge_commit": str(merge_commit or "")[:64]}
+        if task.pr_number:
+            fields["pr_state"] = "merged"
+        return _move(
+            task,
+            task.status,
+            actor=actor,
+            note=(note or f"merged into {task.base_branch or 'its base'}")[:2000],
+            status=Status.COMPLETED,
+            delivery_state=DeliveryState.MERGED,
+            finished_at=timezone.now(),
+            conflicts=[],
+            last_error_type="",
+            last_error="",
+            **fields,
+        )
+
+
+def pr_closed(task_id: int | str, *, actor: str) -> Task:
+    """Closed without merging: the work waits for a person, with that reason."""
+    actor = _check_actor(actor)
+    with _atomic():
+        task = _load_delivering(
+            task_id, "closed", [DeliveryState.AWAITING_MERGE, DeliveryState.CONFLICT]
+        )
+        reason = f"pull request #{task.pr_number} was closed without merging"
+        return _move(
+            task,
+            Status.REVIEW_NEEDED,
+            actor=actor,
+            note=f"blocked: {reason}",
+            status=Status.BLOCKED,
+            delivery_state=DeliveryState.PR_CLOSED,
+            pr_state="closed",
+            last_error_type="pr_closed",
+            last_error=reason,
+        )
+
+
+def record_conflicts(task_id: int | str, files: Sequence[str], *, actor: str) -> Task:
+    """A merge check of work awaiting merge: conflicting files, or (empty) merges cleanly now."""
+    actor = _check_actor(actor)
+    files = [str(f)[:1000] for f in files][:MAX_CHANGED_FILES]
+    with _atomic():
+        task = _load_delivering(
+            task_id, "checked for conflicts", [DeliveryState.AWAITING_MERGE, DeliveryState.CONFLICT]
+        )
+        base = task.base_branch or "its base"
+        state = DeliveryState.CONFLICT if files else DeliveryState.AWAITING_MERGE
+        if list(task.conflicts or []) == files and task.delivery_state == state:
+            return task
+        note = (
+            f"conflicts with {base} in {_files_phrase(files)}: nothing was merged"
+            if files
+            else f"merges cleanly into {base} again"
+        )
+        return _move(
+            task,
+            Status.REVIEW_NEEDED,
+            actor=actor,
+            note=note[:2000],
+            status=Status.REVIEW_NEEDED,
+            delivery_state=state,
+            conflicts=files,
+        )
+
+
+MAX_COMMENT_LENGTH = 4000
+# Where a person may ask for changes: work waiting to be merged, delivered work, blocked work.
+REWORKABLE = (Status.REVIEW_NEEDED, Status.COMPLETED, Status.BLOCKED)
+
+
+def request_changes(
+    task_id: int | str, *, comment: str, actor: str, findings: Sequence[dict] | None = None
+) -> Task:
+    """A person (or a GitHub review) asks for changes: a rework round on the same branch.
+
+    The comment is the first finding, before any file-and-line ones; the builder resumes its
+    session with them. The round is the person's: it does not count against the review limit.
+    """
+    actor = _check_actor(actor)
+    comment = (comment or "").strip() if isinstance(comment, str) else ""
+    if not comment and not findings:
+        raise InvalidInput("say what should change: the comment is empty")
+    if len(comment) > MAX_COMMENT_LENGTH:
+        raise InvalidInput(
+            f"the comment is {len(comment)} characters; the limit is {MAX_COMMENT_LENGTH}"
+        )
+    with _atomic():
+        task = _load(task_id)
+        if task.is_review:
+            raise IllegalTransition(
+                f"task {task.pk} is a review; ask for changes on the work it reviews "
+                f"(task #{task.parent_id})"
+            )
+        waiting = task.status == Status.REVIEW_NEEDED and task.delivery_state in WAITING_DELIVERY
+        done = task.status == Status.COMPLETED and task.delivery_state != DeliveryState.MERGED
+        if not (waiting or done or task.status == Status.BLOCKED):
+            if task.status == Status.COMPLETED:
+                raise IllegalTransition(
+                    f"task {task.pk} is already merged; submit a new task for further changes"
+                )
+            raise IllegalTransition(
+                f"task {task.pk} is {_status_label(task.status)}; changes can be asked for on "
+                "work awaiting merge, delivered but not merged, or blocked"
+            )
+        by = actor.split(":", 1)[-1]
+        asked = []
+        if comment:
+            asked.append(
+                {
+                    "severity": "HIGH",
+                    "title": comment.splitlines()[0][:300],
+                    "detail": comment,
+                    "source": actor,
+                }
+            )
+        for item in findings or ():
+            if isinstance(item, dict) and (item.get("title") or item.get("detail")):
+                asked.append(
+                    {
+                        "severity": str(item.get("severity") or "MEDIUM").upper()[:10],
+                        "title": str(item.get("title") or item.get("detail"))[:300],
+                        "detail": str(item.get("detail") or "")[:4000],
+                        "file": str(item.get("file") or "")[:1000],
+                        "line": item["line"] if isinstance(item.get("line"), int) else None,
+                        "source": actor,
+                    }
+                )
+        new_round = task.review_round + 1
+        context = {
+            **(task.context or {}),
+            "findings": asked,
+            "failed_reviews": [],
+            "summaries": [f"Changes requested by {by}"],
+            "round_base": new_round,
+            "changes_requested_by": actor,
+        }
+        where = "" if not task.pr_number else f" (pull request #{task.pr_number} stays open)"
+        return _move(
+            task,
+            task.status,
+            actor=actor,
+            note=f"changes requested: {comment or asked[0]['title']}"[:1900] + where,
+            status=Status.PENDING,
+            review_round=new_round,
+            pipeline_step=0,
+            context=context,
+            worker_id=None,
+            attempt_count=0,
+            not_before=None,
+            finished_at=None,
+            delivery_state=DeliveryState.NONE,
+            conflicts=[],
+            last_error_type="",
+            last_error="",
+        )
+
+
 # --- People's moves ---------------------------------------------------------------------------
 
 
@@ -1193,6 +1523,17 @@ def retry(task_id: int | str, *, actor: str) -> Task:
         allowed = [Status.DEAD_LETTER, Status.BLOCKED]
         if task.status not in allowed:
             raise _illegal(task, "retried", allowed)
+        if task.delivery_state == DeliveryState.FAILED:  # reviews passed; only delivery failed
+            return _move(
+                task,
+                Status.BLOCKED,
+                actor=actor,
+                note="retried; opening the pull request again",
+                status=Status.REVIEW_NEEDED,
+                delivery_state=DeliveryState.OPENING_PR,
+                last_error_type="",
+                last_error="",
+            )
         fields: dict = {}
         if not task.is_review:
             # A fresh round id, so reviews of earlier rounds never count for the new one.
@@ -1200,6 +1541,8 @@ def retry(task_id: int | str, *, actor: str) -> Task:
                 "review_round": task.review_round + 1,
                 "context": {**(task.context or {}), "round_base": task.review_round + 1},
                 "pipeline_step": 0,
+                "delivery_state": DeliveryState.NONE,
+                "conflicts": [],
             }
         return _move(
             task,

@@ -57,6 +57,30 @@ OPEN_STATUSES = (
 )
 
 
+class Delivery(models.TextChoices):
+    """How finished work reaches the team, once every review passed."""
+
+    BRANCH = "branch", "Branch"
+    MERGE = "merge", "Merge"
+    PULL_REQUEST = "pull_request", "Pull request"
+
+
+class DeliveryState(models.TextChoices):
+    NONE = "", "Not yet"
+    COMMITTED = "committed", "Committed"  # branch delivery, no remote: the local branch
+    PUSHED = "pushed", "Pushed"  # branch delivery: on the shared remote
+    OPENING_PR = "opening_pr", "Opening pull request"
+    AWAITING_MERGE = "awaiting_merge", "Awaiting merge"
+    CONFLICT = "conflict", "Merge conflict"
+    MERGED = "merged", "Merged"
+    PR_CLOSED = "pr_closed", "Pull request closed"
+    FAILED = "failed", "Delivery failed"
+
+
+# Delivery states in which the work waits for a person (or GitHub) to take it in.
+WAITING_DELIVERY = (DeliveryState.OPENING_PR, DeliveryState.AWAITING_MERGE, DeliveryState.CONFLICT)
+
+
 class Verdict(models.TextChoices):
     PASS = "PASS", "Pass"
     FAIL = "FAIL", "Fail"
@@ -161,6 +185,25 @@ class Task(models.Model):
     head_commit = models.CharField(max_length=64, blank=True, default="", db_default="")
     diff_stat = models.TextField(blank=True, default="", db_default="")
 
+    # Delivery: how the work reaches the team, and how far it got.
+    delivery = models.CharField(
+        max_length=20, choices=Delivery.choices, default=Delivery.BRANCH, db_default="branch"
+    )
+    delivery_state = models.CharField(
+        max_length=20, choices=DeliveryState.choices, blank=True, default="", db_default=""
+    )
+    base_branch = models.CharField(max_length=200, blank=True, default="", db_default="")
+    merge_commit = models.CharField(max_length=64, blank=True, default="", db_default="")
+    # Files the branch conflicts in with its base, as last checked ([] = merges cleanly).
+    conflicts = models.JSONField(
+        default=list, db_default=models.Value([], output_field=models.JSONField()), blank=True
+    )
+    pr_url = models.CharField(max_length=500, blank=True, default="", db_default="")
+    pr_number = models.IntegerField(null=True, blank=True)
+    pr_state = models.CharField(max_length=20, blank=True, default="", db_default="")
+    # The GitHub issue the task came from, "owner/repo#123" ("" for none).
+    github_issue = models.CharField(max_length=300, blank=True, default="", db_default="")
+
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True)
@@ -185,6 +228,11 @@ class Task(models.Model):
                 name="tasks_lease_idx",
             ),
             models.Index(fields=["worker", "status"], name="tasks_worker_idx"),
+            models.Index(
+                fields=["delivery_state"],
+                condition=Q(delivery_state__in=["opening_pr", "awaiting_merge", "conflict"]),
+                name="tasks_delivery_waiting_idx",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -194,11 +242,16 @@ class Task(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=[s.value for s in Status]), name="tasks_status_valid"
             ),
+            models.CheckConstraint(
+                condition=Q(delivery__in=[d.value for d in Delivery]), name="tasks_delivery_valid"
+            ),
         ]
         permissions = [
             ("approve_task", "Can approve a high-risk task"),
             ("retry_task", "Can retry a dead-letter or blocked task"),
             ("cancel_task", "Can cancel a task"),
+            ("merge_task", "Can merge a task's branch into its base"),
+            ("rework_task", "Can ask for changes to a task's work"),
         ]
 
     def __str__(self) -> str:
@@ -206,6 +259,27 @@ class Task(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("tasks_app:task_detail", args=[self.pk])
+
+    @property
+    def delivery_summary(self) -> str:
+        """How far delivery got, in a few words for cards, pages, chat and the CLI."""
+        state, base = self.delivery_state, self.base_branch or "its base"
+        pr = f"pull request #{self.pr_number}" if self.pr_number else "pull request"
+        files = len(self.conflicts or [])
+        return {
+            DeliveryState.COMMITTED: "committed on its branch",
+            DeliveryState.PUSHED: "branch pushed",
+            DeliveryState.OPENING_PR: "opening a pull request",
+            DeliveryState.AWAITING_MERGE: f"{pr} open"
+            if self.pr_number
+            else f"awaiting merge into {base}",
+            DeliveryState.CONFLICT: f"conflicts with {base} in {files} file"
+            + ("" if files == 1 else "s"),
+            DeliveryState.MERGED: f"merged into {base}"
+            + (f" as {self.merge_commit[:12]}" if self.merge_commit else ""),
+            DeliveryState.PR_CLOSED: f"{pr} closed without merging",
+            DeliveryState.FAILED: "the pull request could not be opened",
+        }.get(state, "")
 
     @property
     def findings(self) -> list[dict]:

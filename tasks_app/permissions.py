@@ -11,6 +11,9 @@ ACTION_PERMISSIONS: dict[str, str] = {
     "pause": "workers_app.manage_workers",
     "resume": "workers_app.manage_workers",
     "submit": "tasks_app.add_task",
+    "merge": "tasks_app.merge_task",
+    "rework": "tasks_app.rework_task",
+    "rebase": "tasks_app.rework_task",
 }
 
 

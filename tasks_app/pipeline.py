@@ -66,6 +66,22 @@ def pipeline_for(lane: str, requested: str | None) -> str:
     return DEFAULT_PIPELINE_BY_LANE.get(lane, "none")
 
 
+# How each pipeline's finished work reaches the team when the task does not say; a pipeline not
+# named here uses VIBE_DELIVERY.
+DELIVERY_BY_PIPELINE: dict[str, str] = {}
+DELIVERIES = ("branch", "merge", "pull_request")
+
+
+def delivery_for(pipeline: str, requested: str | None) -> str:
+    if requested:
+        if requested not in DELIVERIES:
+            raise ValueError(
+                f"unknown delivery {requested!r}; choose one of {', '.join(DELIVERIES)}"
+            )
+        return requested
+    return DELIVERY_BY_PIPELINE.get(pipeline, settings.VIBE_DELIVERY)
+
+
 def steps(pipeline: str) -> tuple[Step, ...]:
     return PIPELINES.get(pipeline or "none", ())
 

@@ -274,6 +274,31 @@ VIBE_GIT_REMOTE = VIBE_GIT_REMOTE.strip() if VIBE_GIT_REMOTE is not None else No
 # The branch new work starts from. Empty: the remote's default branch (else main or master), or
 # the repository's checked-out branch when there is no remote.
 VIBE_BASE_BRANCH = env_str("VIBE_BASE_BRANCH")
+# A shell command run in each new worktree before its first agent (e.g. "uv sync", "npm ci"),
+# with the worker's environment; its output goes to the run's transcript, and a failure (or a
+# run past the time limit) is a workspace_error. Empty: none.
+VIBE_WORKTREE_SETUP = env_str("VIBE_WORKTREE_SETUP")
+VIBE_WORKTREE_SETUP_TIMEOUT = env_int("VIBE_WORKTREE_SETUP_TIMEOUT", 900, minimum=1)
+# How finished work reaches the team once every review passed (a task's own choice wins):
+# branch = pushed (or committed, with no remote); merge = an Approver merges it into the base;
+# pull_request = the factory opens a pull request on GitHub and waits for it to be merged.
+VIBE_DELIVERY = (env_str("VIBE_DELIVERY", "branch") or "branch").lower()
+if VIBE_DELIVERY not in ("branch", "merge", "pull_request"):
+    raise ImproperlyConfigured(
+        f"VIBE_DELIVERY={VIBE_DELIVERY!r}: use branch, merge or pull_request."
+    )
+# merge = always a merge commit; fast-forward = only when the base has not moved (else rebase).
+VIBE_MERGE_STYLE = (env_str("VIBE_MERGE_STYLE", "merge") or "merge").lower()
+if VIBE_MERGE_STYLE not in ("merge", "fast-forward"):
+    raise ImproperlyConfigured(f"VIBE_MERGE_STYLE={VIBE_MERGE_STYLE!r}: use merge or fast-forward.")
+# GitHub: pull requests, and the issues, reviews and merges it tells the factory about.
+VIBE_GITHUB_TOKEN = env_str("VIBE_GITHUB_TOKEN")
+VIBE_GITHUB_REPO = env_str("VIBE_GITHUB_REPO")  # owner/name; default: from the remote's URL
+VIBE_GITHUB_API_URL = env_str("VIBE_GITHUB_API_URL", "https://api.github.com").rstrip("/")
+VIBE_GITHUB_WEBHOOK_SECRET = env_str("VIBE_GITHUB_WEBHOOK_SECRET")
+VIBE_GITHUB_LABEL = env_str("VIBE_GITHUB_LABEL", "vibe") or "vibe"
+# Without a public URL for the webhook: how often runfactory polls GitHub (0 = never).
+VIBE_GITHUB_POLL_SECONDS = env_int("VIBE_GITHUB_POLL_SECONDS", 60)
 # How agents are fenced off (workers_app/sandbox.py): auto = bubblewrap when it works here,
 # bwrap = always (the worker refuses to start without it), off = plain subprocesses.
 VIBE_AGENT_SANDBOX = (env_str("VIBE_AGENT_SANDBOX", "auto") or "auto").lower()

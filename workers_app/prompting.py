@@ -53,7 +53,8 @@ def _format_findings(findings: list) -> list[str]:
     for number, finding in enumerate(findings, start=1):
         if not isinstance(finding, dict):
             continue
-        where = f" ({finding['file']})" if finding.get("file") else ""
+        line = f":{finding['line']}" if finding.get("file") and finding.get("line") else ""
+        where = f" ({finding['file']}{line})" if finding.get("file") else ""
         by = f" [from {finding['reviewer_lane']} review]" if finding.get("reviewer_lane") else ""
         lines.append(
             f"{number}. [{finding.get('severity', '?')}] {finding.get('title', '')}{where}{by}"
@@ -175,16 +176,18 @@ def _new_context(task: Task) -> list[str]:
     """Rework findings and the previous attempt's error: what changed since the last run."""
     context: list[str] = []
     rework = task.context if isinstance(task.context, dict) else {}
+    asked_by = str(rework.get("changes_requested_by") or "").split(":", 1)[-1]
     if rework.get("findings") or rework.get("failed_reviews"):
+        why = f"{asked_by} asked for changes" if asked_by else "a review failed"
         context += [
             f"### Rework (round {rework.get('round', task.review_round)}): "
-            "a review failed; fix these findings first",
+            f"{why}; fix these findings first",
             "",
             *_format_findings(list(rework.get("findings") or [])),
             "",
         ]
         for summary in rework.get("summaries") or []:
-            if summary:
+            if summary and not asked_by:
                 context.append(f"Reviewer's summary: {summary}")
         context.append("")
     if task.attempt_count and (task.last_error_type or task.last_error):

@@ -126,8 +126,8 @@ def test_custom_permissions_and_roles():
 def test_who_may_do_what(viewer, operator, approver, outsider, superuser):
     expected = {
         viewer: set(),
-        operator: {"retry", "cancel", "pause", "resume"},
-        approver: {"retry", "cancel", "pause", "resume", "approve"},
+        operator: {"retry", "cancel", "pause", "resume", "rework", "rebase"},
+        approver: {"retry", "cancel", "pause", "resume", "rework", "rebase", "approve", "merge"},
         outsider: set(),
         superuser: set(ACTION_PERMISSIONS),
     }

@@ -170,6 +170,11 @@ class Command(BaseCommand):
         p.add_argument(
             "--after", type=_task_id, nargs="+", default=[], metavar="ID", help="prerequisites"
         )
+        p.add_argument(
+            "--deliver",
+            choices=("branch", "merge", "pull_request"),
+            help="how the reviewed work reaches the team (default: VIBE_DELIVERY)",
+        )
         p.add_argument("--from-file", metavar="FILE", help="JSON Lines or one goal per line")
 
         sub.add_parser("status", parents=[common], help="workers by lane and tasks by status")
@@ -177,6 +182,7 @@ class Command(BaseCommand):
             ("retry", "send a dead-letter or blocked task back to pending"),
             ("approve", "approve a high-risk task"),
             ("cancel", "cancel an open task"),
+            ("merge", "merge a reviewed task's branch into its base branch (merge delivery)"),
             ("task", "one task with its full history"),
         ):
             p = sub.add_parser(name, parents=[common], help=text)
@@ -187,6 +193,14 @@ class Command(BaseCommand):
                     action="store_true",
                     help="print every run's transcript: messages, tool calls, results, errors",
                 )
+
+        p = sub.add_parser(
+            "rework",
+            parents=[common],
+            help="ask for changes: a rework round for the builder, on the same branch",
+        )
+        p.add_argument("task_id", type=_task_id, metavar="ID")
+        p.add_argument("comment", metavar="COMMENT", help="what should change")
 
         p = sub.add_parser(
             "diff", parents=[common], help="the change a task's builder run left, as a unified diff"
@@ -297,6 +311,7 @@ class Command(BaseCommand):
             risk=options["risk"],
             depends_on=options["after"],
             pipeline=options["pipeline"],
+            delivery=options["deliver"],
             actor=actor,
         )
         text = str(task.pk)
@@ -457,6 +472,20 @@ class Command(BaseCommand):
 
     def do_approve(self, options: dict) -> None:
         self._chat_action("approve", options)
+
+    def do_merge(self, options: dict) -> None:
+        self._chat_action("merge", options)
+
+    def do_rework(self, options: dict) -> None:
+        actor, user, trusted = self._actor(options, "rework")
+        reply = grammar.execute(
+            f"rework {options['task_id']} {options['comment']}",
+            user=user,
+            actor=actor,
+            door="cli",
+            trusted=trusted,
+        )
+        self._reply(options, reply)
 
     def do_cancel(self, options: dict) -> None:
         actor, _, _ = self._actor(options, "cancel")
