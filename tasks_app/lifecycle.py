@@ -1279,6 +1279,15 @@ def _delivery_step(task: Task, *, passed: str) -> tuple[dict, str, str]:
                 "delivery_state": DeliveryState.AWAITING_MERGE,
             }
             return fields, note, "awaiting_merge"
+        if not settings.VIBE_GITHUB_TOKEN:  # nothing would ever open it: say so now
+            why = "VIBE_GITHUB_TOKEN is not set, so no pull request can be opened"
+            fields = {
+                "status": Status.BLOCKED,
+                "delivery_state": DeliveryState.FAILED,
+                "last_error_type": "pull_request_failed",
+                "last_error": f"{why}; set it, then retry",
+            }
+            return fields, f"{passed}; blocked: {why}", ""
         fields = {"status": Status.REVIEW_NEEDED, "delivery_state": DeliveryState.OPENING_PR}
         return fields, f"{passed}; opening a pull request into {base}", ""
     remote = (task.result or {}).get("remote") if isinstance(task.result, dict) else ""
@@ -1524,6 +1533,11 @@ def retry(task_id: int | str, *, actor: str) -> Task:
         if task.status not in allowed:
             raise _illegal(task, "retried", allowed)
         if task.delivery_state == DeliveryState.FAILED:  # reviews passed; only delivery failed
+            if not settings.VIBE_GITHUB_TOKEN:
+                raise InvalidInput(
+                    f"task {task.pk} waits for a pull request, but VIBE_GITHUB_TOKEN is not "
+                    "set; set it, then retry"
+                )
             return _move(
                 task,
                 Status.BLOCKED,

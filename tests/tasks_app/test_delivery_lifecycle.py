@@ -27,7 +27,8 @@ PASS = {"verdict": "PASS", "score": 90, "findings": [], "summary": "fine"}
 
 
 @pytest.fixture(autouse=True)
-def workers() -> None:
+def workers(settings) -> None:
+    settings.VIBE_GITHUB_TOKEN = "ghp-test"
     for lane in ("backend", "security", "qa"):
         Worker.objects.get_or_create(worker_id=f"@{lane}-x", defaults={"lane": lane})
 
@@ -197,3 +198,17 @@ def test_merge_moves_refuse_work_that_is_not_waiting():
     assert state(task) == before
     with pytest.raises(lifecycle.InvalidInput):
         lifecycle.pr_opened(task.pk, url="u", number=0, actor="gh")
+
+
+def test_pull_request_delivery_without_a_token_blocks_at_once_and_says_why(settings):
+    settings.VIBE_GITHUB_TOKEN = ""
+    task = reviewed("pull_request")
+    assert (task.status, task.delivery_state) == (Status.BLOCKED, "failed")
+    assert "VIBE_GITHUB_TOKEN is not set" in task.last_error
+    before = state(task)
+    with pytest.raises(lifecycle.InvalidInput, match="VIBE_GITHUB_TOKEN is not set"):
+        lifecycle.retry(task.pk, actor="user:alice")
+    assert state(task) == before
+    settings.VIBE_GITHUB_TOKEN = "ghp-test"
+    task = lifecycle.retry(task.pk, actor="user:alice")
+    assert (task.status, task.delivery_state) == (Status.REVIEW_NEEDED, "opening_pr")
