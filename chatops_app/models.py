@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
+from django.utils import timezone
 
 
 class Platform(models.TextChoices):
@@ -166,3 +169,33 @@ def notify_factory(
         if not key:
             raise
         return []
+
+
+class SignedRequest(models.Model):
+    """A verified chat request, kept for its signing window: the same one twice is a replay.
+
+    In the database, so the check holds across every web process; the unique signature decides.
+    """
+
+    signature = models.CharField(max_length=200, unique=True)
+    door = models.CharField(max_length=20)
+    seen_at = models.DateTimeField(db_default=Now(), default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "chat_signed_requests"
+
+    def __str__(self) -> str:
+        return f"{self.door} {self.signature[:16]}…"
+
+
+def first_sighting(door: str, signature: str, *, window_seconds: int) -> bool:
+    """Record a verified request's signature; False when it was seen already (a replay)."""
+    now = timezone.now()
+    # Older than the window they cannot verify again anyway; a cheap trim keeps the table small.
+    SignedRequest.objects.filter(seen_at__lt=now - timedelta(seconds=2 * window_seconds)).delete()
+    try:
+        with transaction.atomic():
+            SignedRequest.objects.create(signature=signature[:200], door=door, seen_at=now)
+    except IntegrityError:
+        return False
+    return True

@@ -16,7 +16,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from . import discord, slack
-from .signatures import SignatureError, verify_discord, verify_slack
+from .models import first_sighting
+from .signatures import SLACK_MAX_AGE_SECONDS, SignatureError, verify_discord, verify_slack
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ def _trouble(door: str) -> dict:
     return {"message": "Vibe Factory hit an internal error answering this; it has been logged."}
 
 
+REPLAY_TEXT = "This request was already handled; nothing was done again."
+
+
 def _verified_slack_body(request: HttpRequest) -> bytes:
     """The raw body, once its Slack signature checks out (raises SignatureError otherwise)."""
     body = request.body
@@ -50,6 +54,19 @@ def _verified_slack_body(request: HttpRequest) -> bytes:
     return body
 
 
+def _replayed(door: str, request: HttpRequest, header: str) -> bool:
+    """A verified request seen before (within the signing window): it must change nothing."""
+    if first_sighting(door, request.headers.get(header, ""), window_seconds=SLACK_MAX_AGE_SECONDS):
+        return False
+    logger.warning(
+        "ignored a replayed %s request to %s from %s",
+        door,
+        request.path,
+        request.META.get("REMOTE_ADDR", "?"),
+    )
+    return True
+
+
 @csrf_exempt
 @require_POST
 def slack_commands(request: HttpRequest) -> HttpResponse:
@@ -58,6 +75,8 @@ def slack_commands(request: HttpRequest) -> HttpResponse:
         body = _verified_slack_body(request)
     except SignatureError as exc:
         return _unauthorized("Slack", request, exc)
+    if _replayed("slack", request, "X-Slack-Signature"):
+        return JsonResponse({"response_type": "ephemeral", "text": REPLAY_TEXT})
     try:
         return JsonResponse(slack.handle_command(slack.parse_form(body)))
     except Exception:  # a 500 would show Slack's opaque "dispatch_failed" instead
@@ -73,6 +92,8 @@ def slack_interactions(request: HttpRequest) -> HttpResponse:
         body = _verified_slack_body(request)
     except SignatureError as exc:
         return _unauthorized("Slack", request, exc)
+    if _replayed("slack", request, "X-Slack-Signature"):
+        return HttpResponse(status=200)
     payload = slack.parse_interaction(body)
     if payload is None:
         logger.warning("Slack interaction without a readable payload; ignored")
@@ -104,6 +125,19 @@ def discord_interactions(request: HttpRequest) -> HttpResponse:
         interaction = None
     if not isinstance(interaction, dict):
         return JsonResponse({"error": "the body is not a JSON interaction"}, status=400)
+    if interaction.get("type") != discord.PING and _replayed(
+        "discord", request, "X-Signature-Ed25519"
+    ):
+        return JsonResponse(
+            {
+                "type": discord.CHANNEL_MESSAGE,
+                "data": {
+                    "content": REPLAY_TEXT,
+                    "allowed_mentions": discord.NO_MENTIONS,
+                    "flags": discord.EPHEMERAL,
+                },
+            }
+        )
     try:
         return JsonResponse(discord.handle(interaction))
     except Exception:  # Discord shows "interaction failed" for a 500; say something useful

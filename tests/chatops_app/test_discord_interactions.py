@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -39,7 +40,12 @@ def _awaiting(goal: str = "drop the old billing tables") -> Task:
     return lifecycle.submit(goal, lane="backend", actor="cli", risk="high")
 
 
+INTERACTION_IDS = itertools.count(1_000_000_000_000_000_000)
+
+
 def send(client, key: Ed25519PrivateKey, interaction: dict) -> dict:
+    # Discord gives every interaction its own id (so its signature differs from any other's).
+    interaction = {**interaction, "id": str(next(INTERACTION_IDS))}
     body = json.dumps(interaction).encode()
     ts = str(int(time.time()))
     response = client.post(

@@ -103,8 +103,13 @@ def test_rfc8032_test1_vector():
     # the door refuses as a missing header, so check the same key on a real request shape.
     body = b'{"type":1}'
     signature = private.sign(b"1700000000" + body).hex()
+    then = lambda: 1700000000.0  # noqa: E731 - the moment the request was signed
     verify_discord(
-        body, timestamp="1700000000", signature=signature, public_key=vector["public_key"]
+        body,
+        timestamp="1700000000",
+        signature=signature,
+        public_key=vector["public_key"],
+        clock=then,
     )
     with pytest.raises(SignatureError):
         verify_discord(
@@ -112,6 +117,7 @@ def test_rfc8032_test1_vector():
             timestamp="1700000000",
             signature=signature,
             public_key=vector["public_key"],
+            clock=then,
         )
 
 
@@ -130,7 +136,9 @@ def test_malformed_keys_and_signatures_are_refused(public_key, signature, reason
     if public_key is None:
         public_key = _public_hex(Ed25519PrivateKey.generate())
     with pytest.raises(SignatureError, match=reason):
-        verify_discord(b"{}", timestamp="1", signature=signature, public_key=public_key)
+        verify_discord(
+            b"{}", timestamp="1", signature=signature, public_key=public_key, clock=lambda: 1.0
+        )
 
 
 # --- Through the endpoint ---------------------------------------------------------------------

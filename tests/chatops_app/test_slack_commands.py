@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from urllib.parse import urlencode
@@ -43,10 +44,14 @@ def _send(client, body: bytes):
     return slack_post(client, "chatops_app:slack_commands", body, SECRET)
 
 
+TRIGGER_IDS = itertools.count(1)
+
+
 def vibe(client, text: str, user_id: str = "U0ANYONE") -> dict:
-    body = urlencode(
-        {"command": "/vibe", "text": text, "user_id": user_id, "team_id": "T1"}
-    ).encode()
+    fields = {"command": "/vibe", "text": text, "user_id": user_id, "team_id": "T1"}
+    # Slack gives every invocation its own trigger_id (so its signature differs from others').
+    fields["trigger_id"] = f"{next(TRIGGER_IDS)}.1.abc"
+    body = urlencode(fields).encode()
     response = _send(client, body)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"

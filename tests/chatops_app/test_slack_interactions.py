@@ -209,6 +209,7 @@ def test_double_click_acts_once(client, approver, response_url):
     task = lifecycle.submit("risky", lane="backend", actor="cli", risk="high")
     payload = _payload(task, "approve", "U0ALICE", response_url.url)
     click(client, payload)
+    payload["actions"][0]["action_ts"] = "1700000001.000300"  # the second click, a moment later
     click(client, payload)
     messages = [response_url.next()[1], response_url.next()[1]]
     assert sorted(m["replace_original"] for m in messages) == [False, True]
