@@ -21,7 +21,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from . import actions, lifecycle, pipeline
-from .models import Run, Task, TaskHistory
+from .models import Delivery, Run, Task, TaskHistory
 from .permissions import can
 
 # An action moves tasks one transaction at a time; past this many, a person should use a
@@ -236,10 +236,15 @@ class TaskAddForm(forms.ModelForm):
         choices=[("", "Default for the lane")] + [(name, name) for name in pipeline.PIPELINES],
         help_text="Which reviews the work goes through when it is done.",
     )
+    delivery = forms.ChoiceField(
+        required=False,
+        choices=[("", "Default (VIBE_DELIVERY)"), *Delivery.choices],
+        help_text="How the reviewed work reaches the team: its branch, a merge, a pull request.",
+    )
 
     class Meta:
         model = Task
-        fields = ("goal", "lane", "priority", "risk", "pipeline", "depends_on")
+        fields = ("goal", "lane", "priority", "risk", "pipeline", "delivery", "depends_on")
 
     def clean(self) -> dict:
         data = super().clean()
@@ -251,6 +256,7 @@ class TaskAddForm(forms.ModelForm):
             priority=data.get("priority"),
             risk=data.get("risk", ""),
             pipeline=data.get("pipeline") or None,
+            delivery=data.get("delivery") or None,
         )
         try:
             lifecycle.validate_new(spec)
@@ -429,7 +435,11 @@ class TaskAdmin(DrillDownAdmin):
         return list(EDITABLE_ON_CHANGE) + list(self.readonly_on_change)
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
-        return self.readonly_on_change if obj is not None else ()
+        if obj is None:
+            return ()
+        if obj.status not in lifecycle.EDITABLE:  # running or finished: what ran stays as it was
+            return tuple(EDITABLE_ON_CHANGE) + tuple(self.readonly_on_change)
+        return self.readonly_on_change
 
     def get_inlines(self, request: HttpRequest, obj=None):
         # A task being added has no history or runs yet.
@@ -446,6 +456,7 @@ class TaskAdmin(DrillDownAdmin):
                 risk=data["risk"],
                 depends_on=[t.pk for t in data.get("depends_on") or ()],
                 pipeline=data.get("pipeline") or None,
+                delivery=data.get("delivery") or None,
             )
             # The admin goes on to save the form's relations and log the addition against
             # `obj`, so it becomes the row the lifecycle created.
@@ -453,10 +464,15 @@ class TaskAdmin(DrillDownAdmin):
             obj._state.adding = False
             obj.refresh_from_db()
             return
-        changed = [name for name in form.changed_data if name in EDITABLE_ON_CHANGE]
-        if changed:
-            # Only the fields the person changed: a worker may be writing the rest right now.
-            obj.save(update_fields=[*changed, "updated_at"])
+        changed = {name: form.cleaned_data[name] for name in form.changed_data}
+        edits = {name: value for name, value in changed.items() if name in EDITABLE_ON_CHANGE}
+        if edits:
+            # Through the lifecycle: a history row with old and new values, approval re-asked.
+            try:
+                lifecycle.edit(obj.pk, actor=actor_for(request), **edits)
+            except lifecycle.LifecycleError as exc:
+                self.message_user(request, f"Nothing was changed: {exc}.", messages.ERROR)
+            obj.refresh_from_db()
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
         if not change:

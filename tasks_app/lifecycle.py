@@ -778,6 +778,57 @@ def approve(task_id: int | str, *, actor: str) -> Task:
         )
 
 
+EDITABLE = (Status.PENDING, Status.AWAITING_APPROVAL, Status.BLOCKED, Status.DEAD_LETTER)
+
+
+def edit(
+    task_id: int | str, *, actor: str, goal: str | None = None, priority: int | None = None
+) -> Task:
+    """A person changes what the work is (goal) or how urgent (priority), with a history row.
+
+    An approval covers the goal that was approved: a new goal for a high-risk or approved task
+    sends it back for approval. Running and finished work cannot be edited.
+    """
+    actor = _check_actor(actor)
+    with _atomic():
+        task = _load(task_id)
+        if task.status not in EDITABLE:
+            raise _illegal(task, "edited", EDITABLE)
+        spec = validate_new(
+            NewTask(
+                goal if goal is not None else task.goal,
+                task.lane,
+                priority if priority is not None else task.priority,
+                task.risk,
+                pipeline=task.pipeline,
+                delivery=task.delivery,
+            )
+        )
+        fields: dict = {}
+        said = []
+        if spec.goal != task.goal:
+            fields["goal"] = spec.goal
+            said.append(f"goal {task.goal[:300]!r} → {spec.goal[:300]!r}")
+        if spec.priority != task.priority:
+            fields["priority"] = spec.priority
+            said.append(f"priority {task.priority} → {spec.priority}")
+        if not fields:
+            return task
+        status = task.status
+        if "goal" in fields and (task.risk == Risk.HIGH or task.approved_by):
+            status = Status.AWAITING_APPROVAL  # the approval was for the old goal
+            fields.update(approved_by="", approved_at=None)
+            said.append("needs approval again")
+        return _move(
+            task,
+            task.status,
+            actor=actor,
+            note=("edited: " + "; ".join(said))[:2000],
+            status=status,
+            **fields,
+        )
+
+
 # --- Claiming and running (the workers' side) -------------------------------------------------
 
 

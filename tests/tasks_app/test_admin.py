@@ -286,7 +286,12 @@ def test_change_form_edits_goal_and_priority_but_never_status(client, superuser)
     assert task.status == Status.DEAD_LETTER
     assert task.attempt_count == 1
     assert task.claim_token == 1
-    assert task.history.count() == history_before
+    assert task.history.count() == history_before + 1
+    row = task.history.order_by("id").last()
+    assert row.actor == "user:root" and row.to_status == Status.DEAD_LETTER
+    assert row.note == (
+        "edited: goal 'fix the login bug' → 'fix the login bug properly'; priority 50 → 90"
+    )
 
 
 def test_change_form_refuses_a_bad_priority(client, superuser):
