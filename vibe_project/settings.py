@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import zoneinfo
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -111,6 +112,7 @@ INSTALLED_APPS = [
     "tasks_app",
     "workers_app",
     "chatops_app",
+    "axes",  # login throttling: failed logins per username and address
 ]
 
 MIDDLEWARE = [
@@ -123,7 +125,20 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out login before checking it
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After this many failed logins for one username from one address, that pair waits.
+AXES_FAILURE_LIMIT = env_int("VIBE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("VIBE_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "vibe_project.urls"
 WSGI_APPLICATION = "vibe_project.wsgi.application"
@@ -225,7 +240,9 @@ LOGOUT_REDIRECT_URL = "login"
 
 # --- Production hardening, switched on by DJANGO_DEBUG=0 ------------------------------------
 if not DEBUG:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Only behind a proxy that sets it: a client talking to gunicorn directly could claim HTTPS.
+    if env_bool("DJANGO_TRUST_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -299,6 +316,8 @@ VIBE_GITHUB_WEBHOOK_SECRET = env_str("VIBE_GITHUB_WEBHOOK_SECRET")
 VIBE_GITHUB_LABEL = env_str("VIBE_GITHUB_LABEL", "vibe") or "vibe"
 # Without a public URL for the webhook: how often runfactory polls GitHub (0 = never).
 VIBE_GITHUB_POLL_SECONDS = env_int("VIBE_GITHUB_POLL_SECONDS", 60)
+# The bearer token Prometheus scrapes /metrics/prometheus with; unset, the exposition is off.
+VIBE_METRICS_TOKEN = env_str("VIBE_METRICS_TOKEN")
 # How agents are fenced off (workers_app/sandbox.py): auto = bubblewrap when it works here,
 # bwrap = always (the worker refuses to start without it), off = plain subprocesses.
 VIBE_AGENT_SANDBOX = (env_str("VIBE_AGENT_SANDBOX", "auto") or "auto").lower()
@@ -330,8 +349,15 @@ VIBE_SLACK_SIGNING_SECRET = env_str("VIBE_SLACK_SIGNING_SECRET")
 VIBE_SLACK_BOT_TOKEN = env_str("VIBE_SLACK_BOT_TOKEN")
 VIBE_SLACK_CHANNEL = env_str("VIBE_SLACK_CHANNEL")
 VIBE_SLACK_API_URL = env_str("VIBE_SLACK_API_URL", "https://slack.com/api/")
+# Our workspace: a signed request from any other team, Enterprise Grid org or Slack app is
+# refused with 403 (unset: accepted from anywhere, and `manage.py check` warns).
+VIBE_SLACK_TEAM_IDS = env_list("VIBE_SLACK_TEAM_IDS", [])
+VIBE_SLACK_ENTERPRISE_IDS = env_list("VIBE_SLACK_ENTERPRISE_IDS", [])
+VIBE_SLACK_APP_ID = env_str("VIBE_SLACK_APP_ID")
 VIBE_DISCORD_PUBLIC_KEY = env_str("VIBE_DISCORD_PUBLIC_KEY")
 VIBE_DISCORD_APPLICATION_ID = env_str("VIBE_DISCORD_APPLICATION_ID")
+# Our servers: interactions from other guilds, and DMs, are refused with 403 when set.
+VIBE_DISCORD_GUILD_IDS = env_list("VIBE_DISCORD_GUILD_IDS", [])
 VIBE_DISCORD_BOT_TOKEN = env_str("VIBE_DISCORD_BOT_TOKEN")
 VIBE_DISCORD_CHANNEL_ID = env_str("VIBE_DISCORD_CHANNEL_ID")
 VIBE_DISCORD_API_URL = env_str("VIBE_DISCORD_API_URL", "https://discord.com/api/v10")

@@ -3,7 +3,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from . import ops
+
 urlpatterns = [
+    path("healthz", ops.healthz, name="healthz"),
+    path("metrics/prometheus", ops.prometheus, name="prometheus"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("chatops/", include("chatops_app.urls")),
