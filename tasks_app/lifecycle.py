@@ -28,7 +28,7 @@ except ImportError:  # Windows: SQLite's busy timeout alone
     fcntl = None
 
 from django.conf import settings
-from django.db import DatabaseError, connection, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from . import pipeline
@@ -641,6 +641,10 @@ class NewTask:
     max_attempts: int | None = None
     delivery: str | None = None
     github_issue: str = ""
+    key: str = ""  # an idempotency key: the same key again is the same task
+
+
+MAX_KEY_LENGTH = 200
 
 
 def validate_new(spec: NewTask) -> NewTask:
@@ -684,12 +688,28 @@ def validate_new(spec: NewTask) -> NewTask:
         max_attempts=max_attempts,
         delivery=delivery,
         github_issue=str(spec.github_issue or "")[:300],
+        key=_checked_key(spec.key),
     )
 
 
+def _checked_key(key: object) -> str:
+    key = (key or "").strip() if isinstance(key, str) else ""
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"the idempotency key is {len(key)} characters; the limit is 200")
+    if "\x00" in key:
+        raise InvalidInput("the idempotency key holds a NUL character")
+    return key
+
+
 def _create(spec: NewTask, *, actor: str) -> Task:
+    if spec.key:
+        earlier = Task.objects.filter(idempotency_key=spec.key).first()
+        if earlier is not None:
+            earlier.was_submitted_before = True  # type: ignore[attr-defined]
+            return earlier
     status = Status.AWAITING_APPROVAL if spec.risk == Risk.HIGH else Status.PENDING
     task = Task.objects.create(
+        idempotency_key=spec.key,
         goal=spec.goal,
         lane=spec.lane,
         priority=spec.priority,
@@ -725,16 +745,38 @@ def submit(
     max_attempts: int | None = None,
     delivery: str | None = None,
     github_issue: str = "",
+    key: str = "",
 ) -> Task:
-    """New work: `pending`, or `awaiting_approval` when its risk is high."""
+    """New work: `pending`, or `awaiting_approval` when its risk is high.
+
+    With an idempotency `key` already used, nothing is made: the earlier task is returned, its
+    `was_submitted_before` set, so a retried submission never makes the work twice.
+    """
     actor = _check_actor(actor)
     spec = validate_new(
         NewTask(
-            goal, lane, priority, risk, depends_on, pipeline, max_attempts, delivery, github_issue
+            goal,
+            lane,
+            priority,
+            risk,
+            depends_on,
+            pipeline,
+            max_attempts,
+            delivery,
+            github_issue,
+            key,
         )
     )
-    with _atomic():
-        return _create(spec, actor=actor)
+    try:
+        with _atomic():
+            return _create(spec, actor=actor)
+    except IntegrityError:
+        # Another process submitted the same key between our look and our insert.
+        earlier = Task.objects.filter(idempotency_key=spec.key).first() if spec.key else None
+        if earlier is None:
+            raise
+        earlier.was_submitted_before = True  # type: ignore[attr-defined]
+        return earlier
 
 
 def submit_many(

@@ -203,6 +203,8 @@ class Task(models.Model):
     pr_state = models.CharField(max_length=20, blank=True, default="", db_default="")
     # The GitHub issue the task came from, "owner/repo#123" ("" for none).
     github_issue = models.CharField(max_length=300, blank=True, default="", db_default="")
+    # The submitter's own name for this piece of work: a second submission with it is this task.
+    idempotency_key = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
@@ -244,6 +246,11 @@ class Task(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(delivery__in=[d.value for d in Delivery]), name="tasks_delivery_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="tasks_idempotency_key_unique",
             ),
         ]
         permissions = [

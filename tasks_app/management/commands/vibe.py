@@ -74,7 +74,7 @@ def _worker_id(value: str) -> str:
     return value if value.startswith("@") else "@" + value
 
 
-JSONL_KEYS = {"goal", "lane", "priority", "risk", "after", "pipeline"}
+JSONL_KEYS = {"goal", "lane", "priority", "risk", "after", "pipeline", "deliver", "key"}
 
 
 def read_task_file(path: str, *, default_lane: str | None) -> list[lifecycle.NewTask]:
@@ -134,6 +134,8 @@ def read_task_file(path: str, *, default_lane: str | None) -> list[lifecycle.New
                 risk=item.get("risk", Risk.LOW),
                 depends_on=after,
                 pipeline=item.get("pipeline"),
+                delivery=item.get("deliver"),
+                key=item.get("key") if isinstance(item.get("key"), str) else "",
             )
         else:
             if not default_lane:
@@ -174,6 +176,12 @@ class Command(BaseCommand):
             "--deliver",
             choices=("branch", "merge", "pull_request"),
             help="how the reviewed work reaches the team (default: VIBE_DELIVERY)",
+        )
+        p.add_argument(
+            "--key",
+            metavar="KEY",
+            default="",
+            help="an idempotency key: submitting the same key again returns the first task",
         )
         p.add_argument("--from-file", metavar="FILE", help="JSON Lines or one goal per line")
 
@@ -312,12 +320,17 @@ class Command(BaseCommand):
             depends_on=options["after"],
             pipeline=options["pipeline"],
             delivery=options["deliver"],
+            key=options["key"],
             actor=actor,
         )
         text = str(task.pk)
-        if task.status != "pending":
+        before = getattr(task, "was_submitted_before", False)
+        if before:
+            text += f"  (already submitted with key {options['key']!r}; nothing new was made)"
+        elif task.status != "pending":
             text += f"  (awaiting approval: vibe approve {task.pk})"
-        self._out(options, text, {"ok": True, "id": task.pk, "status": task.status})
+        data = {"ok": True, "id": task.pk, "status": task.status, "existing": before}
+        self._out(options, text, data)
 
     def _submit_file(self, options: dict, actor: str) -> None:
         specs = read_task_file(options["from_file"], default_lane=options["lane"])
