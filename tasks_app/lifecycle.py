@@ -606,9 +606,24 @@ def _wake_workers(lane: str) -> None:
             cursor.execute("SELECT pg_notify(%s, %s)", [WAKE_CHANNEL, lane])
 
 
+def _waiting_on(task: Task) -> str:
+    """Who waits for this task, when it stops where it cannot finish without a person."""
+    ids = list(
+        task.dependents.filter(status__in=(Status.PENDING, Status.AWAITING_APPROVAL))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:11]
+    )
+    if not ids:
+        return ""
+    shown = ", ".join(f"#{pk}" for pk in ids[:10]) + (" and more" if len(ids) > 10 else "")
+    return f"; {len(ids) if len(ids) <= 10 else 'over 10'} task(s) wait for it: {shown}"
+
+
 def _notify_people(task: Task, event: str, note: str) -> None:
     from chatops_app.models import Notification, Platform
 
+    if event in (Status.DEAD_LETTER, Status.BLOCKED):
+        note += _waiting_on(task)
     Notification.objects.bulk_create(
         [Notification(task=task, event=event, channel=p, note=note[:2000]) for p in Platform]
     )
@@ -722,10 +737,16 @@ def _create(spec: NewTask, *, actor: str) -> Task:
     )
     if spec.depends_on:
         ids = {int(i) for i in spec.depends_on}
-        found = set(Task.objects.filter(pk__in=ids).values_list("pk", flat=True))
-        missing = sorted(ids - found)
+        found = dict(Task.objects.filter(pk__in=ids).values_list("pk", "status"))
+        missing = sorted(ids - set(found))
         if missing:
             raise TaskNotFound(f"task {missing[0]} does not exist (named in --after)")
+        cancelled = sorted(pk for pk, status in found.items() if status == Status.CANCELLED)
+        if cancelled:
+            raise InvalidInput(
+                f"task {cancelled[0]} is cancelled and will never complete, so nothing can wait "
+                "for it (named in --after)"
+            )
         task.depends_on.set(ids)
     note = "submitted" if status == Status.PENDING else "submitted; high risk, awaiting approval"
     TaskHistory.objects.create(task=task, from_status="", to_status=status, actor=actor, note=note)

@@ -296,6 +296,25 @@ class Task(models.Model):
     def is_review(self) -> bool:
         return bool(self.stage)
 
+    def stuck_prerequisites(self) -> list[tuple[int, str]]:
+        """Prerequisites that will not complete without a person: (id, status label).
+
+        A task waiting for one of these would wait forever; cards, chat and the CLI say so.
+        """
+        if self.status not in (Status.PENDING, Status.AWAITING_APPROVAL):
+            return []
+        stuck = (Status.CANCELLED, Status.DEAD_LETTER, Status.BLOCKED)
+        rows = self.depends_on.filter(status__in=stuck).order_by("pk").values_list("pk", "status")
+        return [(pk, Status(status).label.lower()) for pk, status in rows]
+
+    @property
+    def waiting_summary(self) -> str:
+        """'waiting for #4 (dead letter), #9 (cancelled)', or ''."""
+        stuck = self.stuck_prerequisites()
+        return (
+            ("waiting for " + ", ".join(f"#{pk} ({label})" for pk, label in stuck)) if stuck else ""
+        )
+
 
 class TaskHistory(models.Model):
     """One row per status change. Append-only: written by `lifecycle`, never edited."""
