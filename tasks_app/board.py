@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from . import costs
 from .lifecycle import ERROR_TYPES
-from .models import OPEN_STATUSES, Lane, Status, Task, TaskHistory
+from .models import OPEN_STATUSES, DeliveryState, Lane, Status, Task, TaskHistory
 
 # Fields a card needs; the big text and JSON columns stay in the database.
 CARD_FIELDS = (
@@ -39,6 +39,14 @@ CARD_FIELDS = (
     "updated_at",
     "started_at",
     "stage",
+    # The delivery badge (delivery_summary): a few short columns, the conflict list is small.
+    "delivery",
+    "delivery_state",
+    "base_branch",
+    "merge_commit",
+    "conflicts",
+    "pr_url",
+    "pr_number",
 )
 
 # Column order on the board, and the order that puts the most urgent cards first in each.
@@ -55,6 +63,8 @@ BOARD_STATUSES = frozenset(status for status, _ in COLUMNS)
 
 # Error types people can filter by: the lifecycle's, plus the pipeline's review outcomes.
 ERROR_TYPE_CHOICES = sorted({*ERROR_TYPES, "review_blocked", "review_failed"})
+# Delivery states people can filter by ("not yet" is every task still being built).
+DELIVERY_STATE_CHOICES = [(value, label) for value, label in DeliveryState.choices if value]
 
 MAX_SEARCH_LENGTH = 200
 DEAD_LETTER_PANEL_LIMIT = 50
@@ -79,6 +89,11 @@ class BoardFilterForm(forms.Form):
         choices=[("", "Any error type")] + [(e, e.replace("_", " ")) for e in ERROR_TYPE_CHOICES],
     )
     q = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Search goals")
+    delivery = forms.ChoiceField(
+        required=False,
+        label="Delivery state",
+        choices=[("", "Any delivery state"), *DELIVERY_STATE_CHOICES],
+    )
 
     def clean_worker(self) -> str:
         return self.cleaned_data["worker"].strip()
@@ -93,6 +108,7 @@ class Filters:
     worker: str = ""
     error: str = ""
     q: str = ""
+    delivery: str = ""
     errors: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -102,7 +118,7 @@ class Filters:
         form.is_valid()
         values = {
             name: form.cleaned_data.get(name, "")
-            for name in ("lane", "worker", "error", "q")
+            for name in ("lane", "worker", "error", "q", "delivery")
             if name not in form.errors
         }
         messages = tuple(
@@ -113,7 +129,7 @@ class Filters:
 
     @property
     def active(self) -> bool:
-        return bool(self.lane or self.worker or self.error or self.q)
+        return bool(self.lane or self.worker or self.error or self.q or self.delivery)
 
     def as_query(self) -> str:
         """The filters as a query string, for links and the next refresh."""
@@ -121,7 +137,13 @@ class Filters:
         return urlencode(pairs)
 
     def items(self) -> list[tuple[str, str]]:
-        return [("lane", self.lane), ("worker", self.worker), ("error", self.error), ("q", self.q)]
+        return [
+            ("lane", self.lane),
+            ("worker", self.worker),
+            ("error", self.error),
+            ("q", self.q),
+            ("delivery", self.delivery),
+        ]
 
     def apply(self, qs: QuerySet) -> QuerySet:
         if self.lane:
@@ -132,6 +154,8 @@ class Filters:
             qs = qs.filter(last_error_type=self.error)
         if self.q:
             qs = qs.filter(goal__icontains=self.q)
+        if self.delivery:
+            qs = qs.filter(delivery_state=self.delivery)
         return qs
 
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.board_page, name="board"),
     path("metrics/", views.metrics_page, name="metrics"),
     path("throughput/", views.throughput_page, name="throughput"),
+    path("tasks/new/", views.submit_task, name="submit"),
     path("tasks/<int:pk>/", views.task_detail, name="task_detail"),
     path("tasks/<int:pk>/runs/<int:run_id>/events/", views.run_events, name="run_events"),
     path("tasks/<int:pk>/<slug:action>/", views.task_action, name="task_action"),

@@ -32,21 +32,28 @@ from django.utils.dateparse import parse_date
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import trigger_client_event
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
 from workers_app import diffs
 
-from . import board, costs, lifecycle
-from .models import Lane, Run, RunEvent, Status, Task, TaskHistory
+from . import actions, board, costs, lifecycle
+from .forms import SubmitTaskForm
+from .models import (
+    WAITING_DELIVERY,
+    Delivery,
+    DeliveryState,
+    Lane,
+    Run,
+    RunEvent,
+    Status,
+    Task,
+    TaskHistory,
+)
 from .permissions import ACTION_PERMISSIONS, can, require
 from .tables import HistoryTable
 
-TASK_ACTIONS = {
-    "retry": (lifecycle.retry, "retried"),
-    "approve": (lifecycle.approve, "approved"),
-    "cancel": (lifecycle.cancel, "cancelled"),
-}
 HISTORY_PAGE_SIZE = 50
 # Far beyond any real history, yet small enough that its SQL OFFSET fits a 64-bit integer.
 MAX_HISTORY_PAGE = 10**9
@@ -164,6 +171,9 @@ def board_page(request: HttpRequest) -> HttpResponse:
     context["worker_ids"] = list(Worker.objects.order_by("worker_id").values_list("pk", flat=True))
     context["lanes"] = Lane.choices
     context["error_types"] = board.ERROR_TYPE_CHOICES
+    context["delivery_states"] = board.DELIVERY_STATE_CHOICES
+    if can(request.user, "submit"):
+        context["submit_form"] = SubmitTaskForm()
     raw_task = request.GET.get("task", "").strip()
     if raw_task:
         # isascii: "²".isdigit() is True, but int("²") raises.
@@ -362,11 +372,29 @@ def summary_context(task: Task, runs: list[Run]) -> dict:
         "children": children,
         "prerequisites": list(task.depends_on.only("id", "goal", "status").order_by("id")),
         "error_hint": lifecycle.error_hint(task.last_error_type),
+        "delivery_moves": delivery_moves(task),
         "rework_findings": (task.context or {}).get("findings") or []
         if isinstance(task.context, dict)
         else [],
         **cost_context(task, runs),
         **diff_context(task, runs),
+    }
+
+
+def delivery_moves(task: Task) -> dict[str, bool]:
+    """Which delivery buttons make sense in the task's state; the page also asks `can`, and the
+    lifecycle decides in the end (a page a minute old may offer a move that is gone)."""
+    if task.is_review:  # a review is delivered with the work it reviews
+        return {"merge": False, "rebase": False, "rework": False}
+    status, state = task.status, task.delivery_state
+    waiting = status == Status.REVIEW_NEEDED and state in WAITING_DELIVERY
+    delivered = status == Status.COMPLETED and state != DeliveryState.MERGED and bool(task.branch)
+    return {
+        "merge": status == Status.REVIEW_NEEDED
+        and task.delivery == Delivery.MERGE
+        and state == DeliveryState.AWAITING_MERGE,
+        "rebase": state == DeliveryState.CONFLICT,
+        "rework": waiting or delivered or status == Status.BLOCKED,
     }
 
 
@@ -576,26 +604,26 @@ def run_events(request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    """Retry, approve or cancel one task through the lifecycle, then swap what changed.
+    """One task action from the table (retry, merge, request changes…), then swap what changed.
 
     A refused or raced click (someone else already retried) shows the lifecycle's message and
     re-renders the current state; it is never an error page.
     """
-    if action not in TASK_ACTIONS:
+    chosen = actions.get(action)
+    if chosen is None:
         raise Http404(f"there is no task action called {action!r}")
-    require(request.user, action)
+    require(request.user, chosen.permission_name)
     before = get_object_or_404(Task.objects.only("id", "status"), pk=pk).status
     # What the page showed decides what to swap: after a raced click the stale card must move.
     shown = request.POST.get("shown", "")
     if shown in Status.values:
         before = shown
-    change, past = TASK_ACTIONS[action]
     try:
-        change(pk, actor=actor_for(request))
+        chosen.perform(pk, actor=actor_for(request), comment=request.POST.get("comment", ""))
     except lifecycle.LifecycleError as exc:
         messages.error(request, _message_text(str(exc)))
     else:
-        messages.success(request, f"Task #{pk} {past}.")
+        messages.success(request, f"Task #{pk} {chosen.done}.")
 
     if not wants_partial(request):
         return HttpResponseRedirect(safe_next(request, reverse("tasks_app:task_detail", args=[pk])))
@@ -640,6 +668,60 @@ def push_base(filters: board.Filters) -> str:
     """The board URL with its filters, ready for `task=<id>`: an open task survives a reload."""
     query = filters.as_query()
     return reverse("tasks_app:board") + (f"?{query}&" if query else "?")
+
+
+# --- Submitting ---------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def submit_task(request: HttpRequest) -> HttpResponse:
+    """The board's "New task" form, through the lifecycle like `vibe submit`.
+
+    With htmx the form swaps itself (empty after a submit, with its errors otherwise) and the
+    board refreshes; without JavaScript a submit goes back to the board, and a refused one shows
+    this form's own page with what was typed kept.
+    """
+    require(request.user, "submit")
+    if request.method == "GET":
+        return render_page(request, "tasks/submit.html", {"submit_form": SubmitTaskForm()})
+    form = SubmitTaskForm(request.POST)
+    task = None
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            task = lifecycle.submit(
+                data["goal"],
+                lane=data["lane"],
+                actor=actor_for(request),
+                priority=data["priority"],
+                risk=data["risk"],
+                delivery=data["delivery"],
+            )
+        except lifecycle.LifecycleError as exc:
+            form.add_error(None, _message_text(str(exc)))
+    if task is None:
+        messages.error(request, "The task was not submitted; see the form for why.")
+        partial = wants_partial(request)
+        template = "partials/submit_form.html" if partial else "tasks/submit.html"
+        return render_page(request, template, {"submit_form": form, "oob_messages": partial})
+
+    waits = task.status == Status.AWAITING_APPROVAL
+    messages.success(
+        request,
+        f"Task #{task.pk} submitted."
+        + (" It is high risk, so it waits for an approver." if waits else ""),
+    )
+    if not wants_partial(request):
+        return HttpResponseRedirect(safe_next(request, reverse("tasks_app:board")))
+    response = render_page(
+        request,
+        "partials/submit_form.html",
+        {"submit_form": SubmitTaskForm(), "oob_messages": True},
+    )
+    # After the settle, so the board's refresh starts once this request counts as done (a poll
+    # sent during an action is dropped, see vibe.js).
+    return trigger_client_event(response, "vibe:submitted", after="settle")
 
 
 # --- Dead letter: retry all shown -------------------------------------------------------------

@@ -12,7 +12,8 @@ from django import template
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from tasks_app.models import Status
 
@@ -116,6 +117,35 @@ def front_door(actor: str) -> str:
     """Which front door an actor string came through: 'slack:U123' → 'Slack'."""
     prefix = (actor or "").split(":", 1)[0]
     return FRONT_DOORS.get(prefix, prefix or "—")
+
+
+@register.filter
+def web_url(value: str | None) -> str:
+    """`value` when it is an http(s) address, else "": links made from outside data."""
+    value = (value or "").strip()
+    return value if value.startswith(("https://", "http://")) else ""
+
+
+@register.filter
+def delivery_badge(task) -> str | SafeString:
+    """The task's delivery summary, with "pull request #12" a link to the pull request.
+
+    Only an http(s) address becomes a link: the URL came from outside (GitHub's answer).
+    """
+    summary = task.delivery_summary
+    words = f"pull request #{task.pr_number}" if task.pr_number else ""
+    url = web_url(task.pr_url)
+    if not words or words not in summary or not url:
+        return summary
+    before, _, after = summary.partition(words)
+    return format_html(
+        '{}<a href="{}" target="_blank" rel="noopener">{}'
+        '<span class="visually-hidden"> (opens in a new tab)</span></a>{}',
+        before,
+        url,
+        words,
+        after,
+    )
 
 
 @register.filter

@@ -61,7 +61,12 @@ def test_submit_prints_the_new_task_id():
 def test_submit_json_and_high_risk_waits_for_approval():
     data = vibe_json("submit", "Rotate the prod keys", "--lane", "backend", "--risk", "high")
     task = Task.objects.get(pk=data["id"])
-    assert data == {"ok": True, "id": task.pk, "status": Status.AWAITING_APPROVAL}
+    assert data == {
+        "ok": True,
+        "id": task.pk,
+        "status": Status.AWAITING_APPROVAL,
+        "existing": False,
+    }
 
 
 def test_submit_with_prerequisites_and_unknown_prerequisite():
