@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from chatops_app.grammar import execute
 from chatops_app.models import Notification
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.models import Task
 
 pytestmark = pytest.mark.django_db
 
