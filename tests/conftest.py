@@ -31,6 +31,7 @@ def _reinstall_migration_rows() -> None:
     import_module("workers_app.migrations.0002_default_pool").install_pool(apps, None)
     import_module("tasks_app.migrations.0002_roles").create_roles(apps, None)
     import_module("tasks_app.migrations.0008_delivery_roles").grant(apps, None)
+    import_module("tasks_app.migrations.0010_submitter_role").grant(apps, None)
 
 
 DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}

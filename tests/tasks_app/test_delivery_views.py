@@ -467,8 +467,8 @@ def test_the_delivery_select_defaults_to_the_factory_setting(client, superuser, 
     assert '<option value="pull_request" selected>Pull request</option>' in html
 
 
-def test_people_without_the_submit_permission_see_no_form_and_cannot_post(client, operator):
-    client.force_login(operator)
+def test_people_without_the_submit_permission_see_no_form_and_cannot_post(client, viewer):
+    client.force_login(viewer)
     assert 'id="submit-task"' not in client.get("/").content.decode()
     response = client.post(
         reverse("tasks_app:submit"),
@@ -482,3 +482,17 @@ def test_people_without_the_submit_permission_see_no_form_and_cannot_post(client
     )
     assert response.status_code == 403
     assert not Task.objects.filter(goal="Sneak in").exists()
+
+
+def test_operators_and_submitters_may_submit_from_the_board(client, operator):
+    from django.contrib.auth.models import Group, User
+
+    submitter = User.objects.create_user("sue", password="pw-sue")
+    submitter.groups.add(Group.objects.get(name="Submitter"))
+    for person in (operator, submitter):
+        client.force_login(person)
+        assert 'id="submit-task"' in client.get("/").content.decode()
+        form = {"goal": f"Work by {person.username}", "lane": "backend", "priority": "50"}
+        client.post(reverse("tasks_app:submit"), {**form, "risk": "low", "delivery": "branch"})
+        task = Task.objects.get(goal=f"Work by {person.username}")
+        assert task.history.get().actor == f"user:{person.username}"

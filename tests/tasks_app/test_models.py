@@ -126,8 +126,18 @@ def test_custom_permissions_and_roles():
 def test_who_may_do_what(viewer, operator, approver, outsider, superuser):
     expected = {
         viewer: set(),
-        operator: {"retry", "cancel", "pause", "resume", "rework", "rebase"},
-        approver: {"retry", "cancel", "pause", "resume", "rework", "rebase", "approve", "merge"},
+        operator: {"retry", "cancel", "pause", "resume", "rework", "rebase", "submit"},
+        approver: {
+            "retry",
+            "cancel",
+            "pause",
+            "resume",
+            "rework",
+            "rebase",
+            "approve",
+            "merge",
+            "submit",
+        },
         outsider: set(),
         superuser: set(ACTION_PERMISSIONS),
     }
