@@ -50,8 +50,19 @@ class Action:
         return can(user, self.permission_name)
 
     def perform(self, task_id: int | str, *, actor: str, comment: str = "") -> Task:
-        """Act (the door has checked the person may); raises a LifecycleError when refused."""
-        return self.run(task_id, actor=actor, comment=comment)
+        """Act (the door has checked the person may); raises a LifecycleError when refused.
+
+        A refusal is kept in the audit log with its reason, whichever door it came through.
+        """
+        try:
+            return self.run(task_id, actor=actor, comment=comment)
+        except lifecycle.LifecycleError as exc:
+            lifecycle.refused(self.name, f"task {task_id}"[:200], actor=actor, reason=str(exc))
+            raise
+
+    def refuse(self, task_id: int | str, *, actor: str, reason: str, door: str = "") -> None:
+        """Record that a door turned the person away before acting (no permission)."""
+        lifecycle.refused(self.name, f"task {task_id}", actor=actor, reason=reason, door=door)
 
 
 ACTIONS: dict[str, Action] = {

@@ -21,7 +21,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from . import actions, lifecycle, pipeline
-from .models import Delivery, Run, Task, TaskHistory
+from .models import AuditEntry, Delivery, Run, Task, TaskHistory
 from .permissions import can
 
 # An action moves tasks one transaction at a time; past this many, a person should use a
@@ -580,3 +580,15 @@ class RunAdmin(ReadOnlyAdmin):
     def task_link(self, obj: Run) -> str:
         url = reverse("admin:tasks_app_task_change", args=[obj.task_id])
         return format_html('<a href="{}">#{}</a>', url, obj.task_id)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """People's acts that moved no task, and every refusal: look, never touch."""
+
+    list_display = ("created_at", "actor", "door", "action", "target", "outcome", "reason")
+    list_filter = ("outcome", "door", "action")
+    search_fields = ("actor", "target", "reason")
+    ordering = ("-created_at", "-id")
+    show_full_result_count = False
+    list_per_page = 100

@@ -1793,8 +1793,47 @@ def set_worker_status(worker_id: str, status: str, *, actor: str, reason: str = 
             status=status, status_reason=reason[:2000], updated_at=timezone.now()
         )
         logger.info("worker %s: %s → %s by %s", worker_id, worker.status, status, actor)
+        audit(
+            f"worker {status}",
+            worker_id,
+            actor=actor,
+            outcome="done",
+            reason=f"{worker.status} → {status}" + (f": {reason}" if reason else ""),
+        )
         worker.status = status
         return worker
+
+
+DOORS = {"user": "web", "slack": "slack", "discord": "discord", "cli": "cli", "github": "github"}
+
+
+def door_of(actor: str) -> str:
+    """The door an actor string came through, as far as it tells ('user:' is the web or --as)."""
+    return DOORS.get(actor.split(":", 1)[0], actor.split(":", 1)[0][:20])
+
+
+def audit(
+    action: str, target: str, *, actor: str, outcome: str, reason: str = "", door: str = ""
+) -> None:
+    """One audit row; written in its own transaction, so a refusal is kept though nothing moved."""
+    from .models import AuditEntry
+
+    AuditEntry.objects.create(
+        actor=(actor or "unknown")[:200],
+        door=(door or door_of(actor or ""))[:20],
+        action=action[:40],
+        target=str(target)[:200],
+        outcome=outcome,
+        reason=str(reason)[:4000],
+    )
+
+
+def refused(action: str, target: str, *, actor: str, reason: str, door: str = "") -> None:
+    """Record an attempt the factory refused (no permission, an illegal move, a bad input)."""
+    try:
+        audit(action, target, actor=actor, outcome="refused", reason=reason, door=door)
+    except DatabaseError:  # the refusal itself must still reach the person
+        logger.exception("could not record the refused %s of %s by %s", action, target, actor)
 
 
 def pause_worker(worker_id: str, *, actor: str):

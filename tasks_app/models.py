@@ -437,3 +437,27 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} event {self.seq} ({self.kind})"
+
+
+class AuditEntry(models.Model):
+    """A person's act that is no task's status change — a worker paused or resumed — and every
+    refused attempt, with who, from which door, and why. Append-only, like the history."""
+
+    DONE, REFUSED = "done", "refused"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    actor = models.CharField(max_length=200)
+    door = models.CharField(max_length=20, blank=True, default="", db_default="")
+    action = models.CharField(max_length=40)
+    target = models.CharField(max_length=200, blank=True, default="", db_default="")
+    outcome = models.CharField(max_length=10)
+    reason = models.TextField(blank=True, default="", db_default="")
+
+    class Meta:
+        db_table = "audit_log"
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit log"
+        indexes = [models.Index(fields=["-created_at"], name="audit_log_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.target}: {self.outcome}"

@@ -24,7 +24,18 @@ def can(user, action: str) -> bool:
     return user.has_perm(ACTION_PERMISSIONS[action])
 
 
-def require(user, action: str) -> None:
-    if not can(user, action):
-        who = user.get_username() if user is not None else "an unlinked user"
-        raise PermissionDenied(f"{who} may not {action} tasks here")
+WORKER_ACTIONS = ("pause", "resume")
+
+
+def require(user, action: str, *, target: str = "", door: str = "web") -> None:
+    """Raise PermissionDenied unless `user` may; the refusal is kept in the audit log."""
+    if can(user, action):
+        return
+    who = user.get_username() if user is not None else "an unlinked user"
+    what = "workers" if action in WORKER_ACTIONS else "tasks"
+    message = f"{who} may not {action} {what} here"
+    from . import lifecycle
+
+    actor = f"user:{who}" if user is not None else "unknown"
+    lifecycle.refused(action, target, actor=actor, reason=message, door=door)
+    raise PermissionDenied(message)

@@ -42,6 +42,7 @@ from . import actions, board, costs, lifecycle
 from .forms import SubmitTaskForm
 from .models import (
     WAITING_DELIVERY,
+    AuditEntry,
     Delivery,
     DeliveryState,
     Lane,
@@ -612,7 +613,7 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     chosen = actions.get(action)
     if chosen is None:
         raise Http404(f"there is no task action called {action!r}")
-    require(request.user, chosen.permission_name)
+    require(request.user, chosen.permission_name, target=f"task {pk}")
     before = get_object_or_404(Task.objects.only("id", "status"), pk=pk).status
     # What the page showed decides what to swap: after a raced click the stale card must move.
     shown = request.POST.get("shown", "")
@@ -862,5 +863,20 @@ def history_page(request: HttpRequest) -> HttpResponse:
             "lanes": Lane.choices,
             "statuses": Status.choices,
             "filter_query": query,
+            "audit": _audit_entries(values),
         },
     )
+
+
+AUDIT_ROWS = 50
+
+
+def _audit_entries(values: dict) -> list:
+    """The latest acts that moved no task (workers paused, attempts refused), by the same actor
+    filter; the admin's audit log has them all."""
+    qs = AuditEntry.objects.all()
+    if values["actor"]:
+        qs = qs.filter(actor__icontains=values["actor"])
+    if values["date"]:
+        qs = qs.filter(created_at__date=parse_date(values["date"]))
+    return list(qs[:AUDIT_ROWS])

@@ -80,7 +80,7 @@ def worker_action(request: HttpRequest, worker_id: str, action: str) -> HttpResp
     """Pause or resume one worker; swaps its row and shows the lifecycle's message."""
     if action not in WORKER_ACTIONS:
         raise Http404(f"there is no worker action called {action!r}")
-    require(request.user, action)
+    require(request.user, action, target=f"worker {worker_id.replace(chr(0), '')}"[:200])
     if "\x00" in worker_id:  # no worker has one, and PostgreSQL refuses it in a query (a 500)
         raise Http404(f"worker {worker_id!r} does not exist")
     get_object_or_404(Worker.objects.only("pk"), pk=worker_id)
@@ -89,6 +89,7 @@ def worker_action(request: HttpRequest, worker_id: str, action: str) -> HttpResp
         change(worker_id, actor=actor_for(request))
     except lifecycle.LifecycleError as exc:
         text = str(exc)
+        lifecycle.refused(action, f"worker {worker_id}", actor=actor_for(request), reason=text)
         messages.error(request, text[:1].upper() + text[1:])
     else:
         messages.success(request, f"Worker {worker_id} {past}.")

@@ -21,7 +21,7 @@ from django.db import transaction
 
 from chatops_app import grammar
 from chatops_app.models import ChatLink, Platform
-from tasks_app import costs, lifecycle
+from tasks_app import actions, costs, lifecycle
 from tasks_app.models import Lane, Risk, Run, RunEvent, Task
 from tasks_app.permissions import ACTION_PERMISSIONS, can
 from tasks_app.pipeline import PIPELINES
@@ -232,13 +232,22 @@ class Command(BaseCommand):
             p = sub.add_parser(name, parents=[common], help=text)
             p.add_argument("worker_id", type=_worker_id, metavar="WORKER")
 
+        workspace_help = (
+            "Slack team id (T…) or Discord server id the link counts in (default: any of ours)"
+        )
         p = sub.add_parser("link", parents=[common], help="link a chat user to a Django user")
         p.add_argument("platform", choices=Platform.values)
         p.add_argument("external_id", metavar="EXTERNAL_USER_ID")
         p.add_argument("username", metavar="USERNAME")
+        p.add_argument("--workspace", default="", metavar="TEAM_OR_GUILD_ID", help=workspace_help)
         p = sub.add_parser("unlink", parents=[common], help="remove a chat user's link")
         p.add_argument("platform", choices=Platform.values)
         p.add_argument("external_id", metavar="EXTERNAL_USER_ID")
+        p.add_argument(
+            "--workspace",
+            metavar="TEAM_OR_GUILD_ID",
+            help="only the link in this workspace (default: every link of this chat user)",
+        )
 
         sub.add_parser("reap", parents=[common], help="requeue tasks whose lease expired")
         sub.add_parser(
@@ -279,10 +288,15 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user named {username!r}")
         if action and not can(user, action):
-            raise CommandError(
+            reason = (
                 f"{username} does not have the permission to {action} "
                 f"({ACTION_PERMISSIONS[action]})"
             )
+            target = options.get("task_id") or options.get("worker_id") or ""
+            lifecycle.refused(
+                action, str(target), actor=f"user:{username}", reason=reason, door="cli"
+            )
+            raise CommandError(reason)
         return f"user:{username}", user, False
 
     def _reply(self, options: dict, reply: grammar.Reply) -> None:
@@ -299,6 +313,10 @@ class Command(BaseCommand):
         try:
             handler(options)
         except lifecycle.LifecycleError as exc:
+            if subcommand in ("pause", "resume"):  # task actions record their own refusals
+                actor = f"user:{options['as_user']}" if options.get("as_user") else "cli"
+                target = f"worker {options.get('worker_id')}"
+                lifecycle.refused(subcommand, target, actor=actor, reason=str(exc), door="cli")
             raise CommandError(str(exc)) from None
 
     def do_submit(self, options: dict) -> None:
@@ -502,7 +520,7 @@ class Command(BaseCommand):
 
     def do_cancel(self, options: dict) -> None:
         actor, _, _ = self._actor(options, "cancel")
-        task = lifecycle.cancel(options["task_id"], actor=actor)
+        task = actions.ACTIONS["cancel"].perform(options["task_id"], actor=actor)
         self._out(
             options,
             f"Task #{task.pk} cancelled",
@@ -530,29 +548,53 @@ class Command(BaseCommand):
     def do_link(self, options: dict) -> None:
         self._require_superuser_or_shell(options)
         platform, external_id = options["platform"], options["external_id"].strip()
+        workspace = options["workspace"].strip()
         _check_external_id(platform, external_id)
+        _check_workspace(platform, workspace)
         user = get_user_model().objects.filter(username=options["username"]).first()
         if user is None:
             raise CommandError(f"no user named {options['username']!r}")
         with transaction.atomic():
             link, created = ChatLink.objects.update_or_create(
-                platform=platform, external_id=external_id, defaults={"user": user}
+                platform=platform,
+                workspace=workspace,
+                external_id=external_id,
+                defaults={"user": user},
             )
         verb = "linked" if created else "re-linked"
+        where = f" in {workspace}" if workspace else ""
         self._out(
             options,
-            f"{verb} {platform}:{external_id} → {user.get_username()}",
-            {"ok": True, "platform": platform, "external_id": external_id, "user": user.username},
+            f"{verb} {platform}:{external_id}{where} → {user.get_username()}",
+            {
+                "ok": True,
+                "platform": platform,
+                "workspace": workspace,
+                "external_id": external_id,
+                "user": user.username,
+            },
         )
 
     def do_unlink(self, options: dict) -> None:
         self._require_superuser_or_shell(options)
-        deleted, _ = ChatLink.objects.filter(
+        links = ChatLink.objects.filter(
             platform=options["platform"], external_id=options["external_id"].strip()
-        ).delete()
+        )
+        workspace = options["workspace"]
+        where = ""
+        if workspace is not None:
+            links = links.filter(workspace=workspace.strip())
+            where = f" in {workspace.strip()}" if workspace.strip() else " (any workspace)"
+        deleted, _ = links.delete()
         if not deleted:
-            raise CommandError(f"{options['platform']}:{options['external_id']} is not linked")
-        self._out(options, f"unlinked {options['platform']}:{options['external_id']}", {"ok": True})
+            raise CommandError(
+                f"{options['platform']}:{options['external_id']} is not linked{where}"
+            )
+        self._out(
+            options,
+            f"unlinked {options['platform']}:{options['external_id']}{where}",
+            {"ok": True, "deleted": deleted},
+        )
 
     def do_reap(self, options: dict) -> None:
         count = lifecycle.requeue_expired()
@@ -705,6 +747,17 @@ def _run_transcript_lines(number: int, run: Run, events: list[RunEvent]) -> list
         else:
             lines += _indent(event.text, f"{tag} ({event.kind}) ")
     return lines
+
+
+def _check_workspace(platform: str, workspace: str) -> None:
+    """A Slack team id (T…) or a Discord server (guild) id; "" is any workspace."""
+    if not workspace:
+        return
+    if platform == Platform.SLACK:
+        if not (workspace[:1] == "T" and workspace.isalnum() and len(workspace) > 2):
+            raise _usage(f"{workspace!r} is not a Slack team id (like T024BE7LD)")
+    elif not (workspace.isdigit() and 15 <= len(workspace) <= 21):
+        raise _usage(f"{workspace!r} is not a Discord server id (a 17–20 digit number)")
 
 
 def _check_external_id(platform: str, external_id: str) -> None:
