@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "tasks_app",
     "workers_app",
     "chatops_app",
+    "integrations_app",
     "axes",  # login throttling: failed logins per username and address
 ]
 

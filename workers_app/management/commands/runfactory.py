@@ -132,6 +132,9 @@ class Command(BaseCommand):
             )
         if "sendnotifications" in get_commands():
             children.append(Child("notifications", [python, str(MANAGE), "sendnotifications"]))
+        if settings.VIBE_GITHUB_TOKEN and "syncgithub" in get_commands():
+            # Opens pull requests and sends issue comments; polls when VIBE_GITHUB_POLL_SECONDS.
+            children.append(Child("github", [python, str(MANAGE), "syncgithub"]))
 
         self.stopping = False
         self.forced = False
