@@ -20,12 +20,13 @@ from .models import ChatLink, Notification
 class ChatLinkAdmin(admin.ModelAdmin):
     """Who a Slack or Discord user is here; they act with that person's permissions."""
 
-    list_display = ("platform", "external_id", "user", "created_at")
+    list_display = ("platform", "workspace", "external_id", "user", "created_at")
     list_filter = ("platform",)
-    search_fields = ("external_id", "user__username")
+    search_fields = ("external_id", "workspace", "user__username")
     list_select_related = ("user",)
     autocomplete_fields = ("user",)
-    fields = ("platform", "external_id", "user", "created_at")
+    # The workspace is in the form so the unique (platform, workspace, id) check is a form error.
+    fields = ("platform", "workspace", "external_id", "user", "created_at")
     readonly_fields = ("created_at",)
 
     # A link hands a chat identity someone's permissions: only superusers make or change one,

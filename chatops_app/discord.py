@@ -10,9 +10,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from . import grammar
+from . import grammar, models
+from .binding import discord_workspace
 from .buttons import discord_custom_id, parse_discord_custom_id
-from .models import ChatLink, Platform
+from .models import Platform
 
 if TYPE_CHECKING:
     from .grammar import Button, Reply
@@ -109,16 +110,9 @@ def _invoker(interaction: Mapping) -> tuple[str, str]:
     return user_id, str(user.get("global_name") or user.get("username") or user_id or "someone")
 
 
-def linked_user(external_id: str):
-    """The Django user a Discord user id is linked to, or None."""
-    if not external_id:
-        return None
-    link = (
-        ChatLink.objects.select_related("user")
-        .filter(platform=Platform.DISCORD, external_id=external_id)
-        .first()
-    )
-    return link.user if link else None
+def linked_user(external_id: str, workspace: str = ""):
+    """The active Django user a Discord user id in guild `workspace` is linked to, or None."""
+    return models.linked_user(Platform.DISCORD, external_id, workspace)
 
 
 def command_text(data: Mapping) -> str:
@@ -148,7 +142,11 @@ def _clicked(interaction: Mapping, user_id: str, name: str) -> dict:
     if ours is None:
         return _message("That button is not one of Vibe Factory's.")
     reply = grammar.execute_button(
-        ours[0], ours[1], user=linked_user(user_id), actor=f"discord:{user_id}", door=DOOR
+        ours[0],
+        ours[1],
+        user=linked_user(user_id, discord_workspace(interaction)),
+        actor=f"discord:{user_id}",
+        door=DOOR,
     )
     if not reply.ok:
         # Refused or illegal: tell the clicker only; the buttons stay for someone who may.
@@ -181,7 +179,7 @@ def handle(interaction: Mapping) -> dict:
             return render(grammar.help_reply(ok=False, prefix="That is not a Vibe command."))
         reply = grammar.execute(
             command_text(data),
-            user=linked_user(user_id),
+            user=linked_user(user_id, discord_workspace(interaction)),
             actor=f"discord:{user_id or 'unknown'}",
             door=DOOR,
         )

@@ -4,6 +4,10 @@
 unescaped text plus structured data; each front door renders it (and escapes it) its own way.
 Nothing here raises for user input: unknown commands get the usage, lifecycle refusals come back
 as replies with the lifecycle's own message.
+
+From chat (any door but "cli"), reading needs a linked, active person who may view tasks, and
+what a reply shows of agents' text is redacted (`redact.py`) and trimmed: a channel is read by
+more people than the task page, and kept by the chat service.
 """
 
 from __future__ import annotations
@@ -20,10 +24,16 @@ from tasks_app.models import Status, Task
 from tasks_app.permissions import ACTION_PERMISSIONS
 from workers_app.models import Worker, WorkerStatus
 
+from .redact import redact
+
 logger = logging.getLogger(__name__)
 
 DLQ_LIMIT = 10
 GOAL_PREVIEW = 60
+ERROR_PREVIEW = 300
+# In chat, one history note or finding shows at most this much (the page has the rest).
+CHAT_NOTE_PREVIEW = 300
+READ_PERMISSION = "tasks_app.view_task"
 
 USAGE = [
     "status — workers by lane and tasks by status",
@@ -62,9 +72,29 @@ def _refusal(message: str, **data) -> Reply:
     return Reply(ok=False, title=message, lines=[], data={"ok": False, "error": message, **data})
 
 
-def _preview(goal: str) -> str:
-    goal = " ".join(goal.split())
-    return goal if len(goal) <= GOAL_PREVIEW else goal[: GOAL_PREVIEW - 1] + "…"
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _preview(goal: str, *, for_chat: bool = False) -> str:
+    goal = " ".join((redact(goal) if for_chat else goal).split())
+    return _clip(goal, GOAL_PREVIEW)
+
+
+def _shown(text: str, limit: int | None, *, for_chat: bool) -> str:
+    """Agent or error text for a reply line, cut to `limit` (None: whole). For chat it is
+    redacted before the cut, so a cut never leaves half a key that no longer looks like one."""
+    text = redact(text or "") if for_chat else (text or "")
+    if limit is None:
+        return text
+    return _clip(text, limit) if for_chat else text[:limit]
+
+
+def for_chat(reply: Reply) -> Reply:
+    """`reply` as chat may show it: every line and the title passed through `redact`."""
+    reply.title = redact(reply.title)
+    reply.lines = [redact(line) for line in reply.lines]
+    return reply
 
 
 def _age(moment: datetime | None) -> str:
@@ -131,7 +161,7 @@ def status_reply() -> Reply:
     )
 
 
-def dlq_reply(limit: int = DLQ_LIMIT) -> Reply:
+def dlq_reply(limit: int = DLQ_LIMIT, *, chat: bool = False) -> Reply:
     total = Task.objects.filter(status=Status.DEAD_LETTER).count()
     rows = list(
         Task.objects.filter(status=Status.DEAD_LETTER)
@@ -157,7 +187,8 @@ def dlq_reply(limit: int = DLQ_LIMIT) -> Reply:
             data={"ok": True, "total": 0, "tasks": []},
         )
     lines = [
-        f"  • #{t.pk} ({t.lane}) {_preview(t.goal)} — {t.last_error_type or 'error'}, "
+        f"  • #{t.pk} ({t.lane}) {_preview(t.goal, for_chat=chat)} — "
+        f"{t.last_error_type or 'error'}, "
         f"{t.attempt_count} attempt{'s' if t.attempt_count != 1 else ''}"
         for t in rows
     ]
@@ -172,7 +203,7 @@ def dlq_reply(limit: int = DLQ_LIMIT) -> Reply:
     )
 
 
-def worker_reply(worker_id: str) -> Reply:
+def worker_reply(worker_id: str, *, chat: bool = False) -> Reply:
     worker_id = worker_id.strip()
     worker = Worker.objects.filter(pk=worker_id).first()
     if worker is None and not worker_id.startswith("@"):
@@ -203,11 +234,14 @@ def worker_reply(worker_id: str) -> Reply:
         f"load {worker.active_tasks}/{worker.capacity_limit}, "
         f"heartbeat {_age(worker.last_heartbeat)}",
     ]
-    lines += [f"  • #{t.pk} {_preview(t.goal)} (since {_age(t.started_at)})" for t in current]
+    lines += [
+        f"  • #{t.pk} {_preview(t.goal, for_chat=chat)} (since {_age(t.started_at)})"
+        for t in current
+    ]
     return Reply(ok=True, title=f"Worker {worker.pk}", lines=lines, data=data)
 
 
-def task_reply(task_id: str) -> Reply:
+def task_reply(task_id: str, *, chat: bool = False) -> Reply:
     try:
         pk = int(str(task_id).lstrip("#"))
     except ValueError:
@@ -256,17 +290,23 @@ def task_reply(task_id: str) -> Reply:
             for h in history
         ],
     }
+    note_limit = CHAT_NOTE_PREVIEW if chat else None
     lines = [
-        task.goal,
+        _shown(task.goal, None, for_chat=chat),
         f"lane {task.lane} · {Status(task.status).label.lower()} · priority {task.priority} · "
         f"risk {task.risk} · attempts {task.attempt_count}/{task.max_attempts}"
         + (f" · worker {task.worker_id}" if task.worker_id else ""),
     ]
     if task.last_error_type:
-        lines.append(f"last error: {task.last_error_type}: {task.last_error[:300]}")
+        error = _shown(task.last_error, ERROR_PREVIEW, for_chat=chat)
+        lines.append(f"last error: {task.last_error_type}: {error}")
         hint = lifecycle.error_hint(task.last_error_type)
         if hint:
             lines.append(f"hint: {hint}")
+    waiting = task.waiting_summary
+    if waiting:
+        lines.append(f"{waiting}: it cannot start until a person retries or replaces those")
+    data["waiting_for"] = [pk for pk, _ in task.stuck_prerequisites()]
     if task.delivery_state or (task.branch and not task.is_review):
         summary = task.delivery_summary or "not yet"
         lines.append(
@@ -280,11 +320,14 @@ def task_reply(task_id: str) -> Reply:
             f"verdict: {task.verdict}"
             + (f" (score {task.score})" if task.score is not None else "")
         )
-        lines += [f"  • {f['severity']}: {f['title']}" for f in task.findings]
+        lines += [
+            f"  • {f['severity']}: {_shown(str(f['title']), note_limit, for_chat=chat)}"
+            for f in task.findings
+        ]
     lines.append("History:")
     lines += [
         f"  {h.created_at:%Y-%m-%d %H:%M:%S} {h.from_status or '—'} → {h.to_status} "
-        f"by {h.actor}" + (f": {h.note}" if h.note else "")
+        f"by {h.actor}" + (f": {_shown(h.note, note_limit, for_chat=chat)}" if h.note else "")
         for h in history
     ]
     buttons = []
@@ -318,6 +361,28 @@ def _link_hint(door: str, actor: str) -> str:
     )
 
 
+def may_read(user) -> bool:
+    """A linked, active person who may view tasks (the Viewer role and up)."""
+    return user is not None and user.is_active and user.has_perm(READ_PERMISSION)
+
+
+def _read_refusal(command: str, *, user, actor: str, door: str) -> Reply:
+    logger.warning(
+        "refused %s by %s (%s)",
+        command,
+        actor,
+        user.get_username() if user is not None else "unlinked",
+    )
+    lifecycle.refused(command, "", actor=actor, reason="no permission to read", door=door)
+    if user is None:
+        message = "You are not linked to a Vibe Factory user, so you cannot read tasks here."
+        return _refusal(message + _link_hint(door, actor), refused=True)
+    return _refusal(
+        f"{user.get_username()} does not have the permission to view tasks ({READ_PERMISSION}).",
+        refused=True,
+    )
+
+
 CHAT_ACTIONS = ("retry", "approve", "merge", "rework", "rebase")
 # What chat says after each action (the table's words are for buttons and pages).
 TITLES = {
@@ -341,6 +406,7 @@ def _act(
             actor,
             user.get_username() if user is not None else "unlinked",
         )
+        chosen.refuse(task_id, actor=actor, reason="no permission", door=door)
         if user is None:
             message = f"You are not linked to a Vibe Factory user, so you cannot {action} tasks."
             return _refusal(message + _link_hint(door, actor), refused=True)
@@ -362,11 +428,18 @@ def _act(
     data = {"ok": True, "id": task.pk, "status": task.status, "action": action, "by": actor}
     if task.merge_commit and action == "merge":
         data["merge_commit"] = task.merge_commit
-    return Reply(ok=True, title=title, lines=[_preview(task.goal)], data=data)
+    preview = _preview(task.goal, for_chat=door != "cli")
+    return Reply(ok=True, title=title, lines=[preview], data=data)
 
 
 def execute(text: str, *, user, actor: str, door: str, trusted: bool = False) -> Reply:
     """Run one command line (what follows `/vibe`)."""
+    reply = _execute(text, user=user, actor=actor, door=door, trusted=trusted)
+    return reply if door == "cli" else for_chat(reply)
+
+
+def _execute(text: str, *, user, actor: str, door: str, trusted: bool) -> Reply:
+    chat = door != "cli"
     # NUL is never part of an id, and PostgreSQL refuses it in a query.
     words = (text or "").replace("\x00", "").split()
     if not words:
@@ -374,14 +447,20 @@ def execute(text: str, *, user, actor: str, door: str, trusted: bool = False) ->
     command, args = words[0].lower(), words[1:]
     if command in ("help", "?"):
         return help_reply()
+    # A well-formed read (a malformed one gets the usage, as anyone may see that).
+    reading = (command in ("status", "dlq") and not args) or (
+        command in ("worker", "task") and len(args) == 1
+    )
+    if reading and not trusted and not may_read(user):
+        return _read_refusal(command, user=user, actor=actor, door=door)
     if command == "status" and not args:
         return status_reply()
     if command == "dlq" and not args:
-        return dlq_reply()
+        return dlq_reply(chat=chat)
     if command == "worker" and len(args) == 1:
-        return worker_reply(args[0])
+        return worker_reply(args[0], chat=chat)
     if command == "task" and len(args) == 1:
-        return task_reply(args[0])
+        return task_reply(args[0], chat=chat)
     if command in ("retry", "approve", "merge") and len(args) == 1:
         return _act(
             command, args[0].lstrip("#"), user=user, actor=actor, door=door, trusted=trusted
@@ -407,4 +486,4 @@ def execute_button(action: str, task_id: str, *, user, actor: str, door: str) ->
     """A chat button click: the same checks as typing the command."""
     if action not in ("retry", "approve", "merge", "rebase"):
         return _refusal(f"unknown button {action!r}")
-    return _act(action, str(task_id), user=user, actor=actor, door=door, trusted=False)
+    return for_chat(_act(action, str(task_id), user=user, actor=actor, door=door, trusted=False))

@@ -7,6 +7,9 @@ Buttons carry the encodings of `buttons.py`, which the Slack and Discord doors r
 
 Factory events (a worker that paused itself, the daily budget) have no task: they render from
 the row's `worker`, `note` and `data`, with the same escaping, and no buttons.
+
+Every piece of that text passes through `_clip` or `_tail`, which redact secret-looking strings
+(`redact.py`) before cutting: agent output and error text often quote keys and tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tasks_app.models import Delivery, DeliveryState, Status, Task
 
 from .buttons import discord_custom_id, slack_action_id
 from .models import FACTORY_EVENTS, Notification, NotificationEvent
+from .redact import redact
 
 GOAL_LIMIT = 500
 ERROR_LIMIT = 400
@@ -57,8 +61,15 @@ EVENT_ACTIONS = {
 
 
 def _clip(text: str, limit: int) -> str:
-    text = (text or "").replace("\x00", "").strip()
+    """Untrusted text, redacted, then cut to its first `limit` characters."""
+    text = redact((text or "").replace("\x00", "")).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tail(text: str, limit: int) -> str:
+    """Untrusted text, redacted, then cut to its last `limit` characters (where errors end)."""
+    text = redact((text or "").replace("\x00", "")).strip()
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
 def task_url(task: Task) -> str:
@@ -118,7 +129,7 @@ def _facts(notification: Notification) -> list[tuple[str, str]]:
     if notification.event not in quiet and task.last_error_type:
         facts.append(("Error", task.last_error_type))
         if task.last_error:
-            facts.append(("Error text", _clip(task.last_error[-ERROR_LIMIT:], ERROR_LIMIT)))
+            facts.append(("Error text", _tail(task.last_error, ERROR_LIMIT)))
         hint = _hint(task)
         if hint:
             facts.append(("Hint", hint))

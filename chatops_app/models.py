@@ -17,9 +17,21 @@ class Platform(models.TextChoices):
 
 
 class ChatLink(models.Model):
-    """A chat user acts with the permissions of the Django user it is linked to."""
+    """A chat user acts with the permissions of the Django user it is linked to.
+
+    A link with a `workspace` (Slack team id, Discord guild id) only counts for requests from
+    that workspace: user ids are not unique across Slack workspaces. A blank one counts in any
+    (links made before workspaces were recorded; a single-workspace install).
+    """
 
     platform = models.CharField(max_length=10, choices=Platform.choices)
+    workspace = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Slack team id (T…) or Discord guild id; blank = any.",
+    )
     external_id = models.CharField(max_length=64, help_text="Slack user id (U…) or Discord id.")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_links"
@@ -29,11 +41,31 @@ class ChatLink(models.Model):
     class Meta:
         db_table = "chat_links"
         constraints = [
-            models.UniqueConstraint(fields=["platform", "external_id"], name="chat_link_unique")
+            models.UniqueConstraint(
+                fields=["platform", "workspace", "external_id"], name="chat_link_unique"
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.platform}:{self.external_id} → {self.user}"
+        where = f"@{self.workspace}" if self.workspace else ""
+        return f"{self.platform}:{self.external_id}{where} → {self.user}"
+
+
+def linked_user(platform: str, external_id: str, workspace: str = ""):
+    """The active Django user behind a chat identity in `workspace`, or None.
+
+    The link made for this workspace wins over a blank (any-workspace) one; an inactive user
+    counts as unlinked, so switching someone off in the admin switches off their chat too.
+    """
+    if not external_id:
+        return None
+    links = ChatLink.objects.select_related("user").filter(
+        platform=platform, external_id=external_id, user__is_active=True
+    )
+    workspaces = [workspace, ""] if workspace else [""]
+    # "" sorts first, so the reverse order puts the workspace's own link ahead of a blank one.
+    link = links.filter(workspace__in=workspaces).order_by("-workspace").first()
+    return link.user if link else None
 
 
 class NotificationEvent(models.TextChoices):

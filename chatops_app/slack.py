@@ -16,9 +16,10 @@ from urllib.parse import parse_qs
 
 from slack_sdk.webhook import WebhookClient
 
-from . import grammar
+from . import grammar, models
+from .binding import slack_workspace
 from .buttons import parse_slack_action, slack_action_id
-from .models import ChatLink, Platform
+from .models import Platform
 
 if TYPE_CHECKING:
     from .grammar import Button, Reply
@@ -119,16 +120,9 @@ def parse_form(body: bytes) -> dict[str, str]:
     return {key: values[0] for key, values in parsed.items()}
 
 
-def linked_user(external_id: str):
-    """The Django user a Slack user id is linked to, or None."""
-    if not external_id:
-        return None
-    link = (
-        ChatLink.objects.select_related("user")
-        .filter(platform=Platform.SLACK, external_id=external_id)
-        .first()
-    )
-    return link.user if link else None
+def linked_user(external_id: str, workspace: str = ""):
+    """The active Django user a Slack user id in team `workspace` is linked to, or None."""
+    return models.linked_user(Platform.SLACK, external_id, workspace)
 
 
 def handle_command(form: Mapping[str, str]) -> dict:
@@ -136,7 +130,7 @@ def handle_command(form: Mapping[str, str]) -> dict:
     slack_user = form.get("user_id", "")
     reply = grammar.execute(
         form.get("text", ""),
-        user=linked_user(slack_user),
+        user=linked_user(slack_user, slack_workspace(form)),
         actor=f"slack:{slack_user or 'unknown'}",
         door=DOOR,
     )
@@ -218,7 +212,7 @@ def handle_interaction(payload: Mapping, *, background: bool = True) -> list[Rep
     if payload.get("type") != "block_actions":
         return []
     slack_user = str(_dict(payload.get("user")).get("id") or "")
-    user = linked_user(slack_user)
+    user = linked_user(slack_user, slack_workspace(payload))
     who = _clicked_by(payload)
     replies = []
     actions = payload.get("actions")

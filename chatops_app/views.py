@@ -2,7 +2,8 @@
 
 `csrf_exempt` only because the signature check replaces CSRF here: the chat service cannot hold
 a CSRF token, and an unsigned or wrongly signed request is refused with a bare 401 before
-anything in its body is read, so it can change nothing.
+anything in its body is read, so it can change nothing. A verified request from another Slack
+workspace or Discord server (see `binding.py`) gets a bare 403 and changes nothing either.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import discord, slack
+from . import binding, discord, slack
 from .models import first_sighting
 from .signatures import SLACK_MAX_AGE_SECONDS, SignatureError, verify_discord, verify_slack
 
@@ -31,6 +32,18 @@ def _unauthorized(door: str, request: HttpRequest, reason: SignatureError) -> Ht
         reason,
     )
     return HttpResponse("invalid request signature", status=401, content_type="text/plain")
+
+
+def _forbidden(door: str, request: HttpRequest, reason: str) -> HttpResponse:
+    """A signed request that is not from our workspace or server: refused, logged, no effect."""
+    logger.warning(
+        "refused %s request to %s from %s: %s",
+        door,
+        request.path,
+        request.META.get("REMOTE_ADDR", "?"),
+        reason,
+    )
+    return HttpResponse("this workspace is not allowed here", status=403, content_type="text/plain")
 
 
 def _trouble(door: str) -> dict:
@@ -77,8 +90,12 @@ def slack_commands(request: HttpRequest) -> HttpResponse:
         return _unauthorized("Slack", request, exc)
     if _replayed("slack", request, "X-Slack-Signature"):
         return JsonResponse({"response_type": "ephemeral", "text": REPLAY_TEXT})
+    form = slack.parse_form(body)
+    refusal = binding.slack_command_refusal(form)
+    if refusal:
+        return _forbidden("Slack", request, refusal)
     try:
-        return JsonResponse(slack.handle_command(slack.parse_form(body)))
+        return JsonResponse(slack.handle_command(form))
     except Exception:  # a 500 would show Slack's opaque "dispatch_failed" instead
         text = _trouble("Slack")["message"]
         return JsonResponse({"response_type": "ephemeral", "text": text})
@@ -98,6 +115,9 @@ def slack_interactions(request: HttpRequest) -> HttpResponse:
     if payload is None:
         logger.warning("Slack interaction without a readable payload; ignored")
         return HttpResponse(status=200)
+    refusal = binding.slack_interaction_refusal(payload)
+    if refusal:
+        return _forbidden("Slack", request, refusal)
     try:
         slack.handle_interaction(payload)
     except Exception:  # Slack would retry a 500; the click is answered either way
@@ -138,6 +158,11 @@ def discord_interactions(request: HttpRequest) -> HttpResponse:
                 },
             }
         )
+    # A PING proves the endpoint to Discord: it carries no guild and changes nothing.
+    if interaction.get("type") != discord.PING:
+        refusal = binding.discord_refusal(interaction)
+        if refusal:
+            return _forbidden("Discord", request, refusal)
     try:
         return JsonResponse(discord.handle(interaction))
     except Exception:  # Discord shows "interaction failed" for a 500; say something useful

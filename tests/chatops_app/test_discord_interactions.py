@@ -40,6 +40,16 @@ def _awaiting(goal: str = "drop the old billing tables") -> Task:
     return lifecycle.submit(goal, lane="backend", actor="cli", risk="high")
 
 
+READER = "999"
+
+
+@pytest.fixture
+def reader(viewer):
+    """The person `vibe()` speaks as: a linked viewer, since reading from chat needs one."""
+    ChatLink.objects.create(platform="discord", external_id=READER, user=viewer)
+    return viewer
+
+
 INTERACTION_IDS = itertools.count(1_000_000_000_000_000_000)
 
 
@@ -70,7 +80,7 @@ def _who(user_id: str, *, dm: bool = False) -> dict:
     return {"user": user} if dm else {"member": {"user": user, "roles": []}, "guild_id": "1"}
 
 
-def vibe(client, key, sub: str, value=None, *, user_id: str = "999", dm: bool = False) -> dict:
+def vibe(client, key, sub: str, value=None, *, user_id: str = READER, dm: bool = False) -> dict:
     option: dict = {"type": 1, "name": sub}
     if value is not None:
         option["options"] = [
@@ -110,7 +120,7 @@ def _buttons(answer: dict) -> list[str]:
 # --- Every command renders --------------------------------------------------------------------
 
 
-def test_status_is_posted_for_the_channel(client, key, worker):
+def test_status_is_posted_for_the_channel(client, key, reader, worker):
     dead_letter_task(worker)
     answer = vibe(client, key, "status")
     assert answer["type"] == 4
@@ -120,7 +130,7 @@ def test_status_is_posted_for_the_channel(client, key, worker):
     assert "dead letter: 1" in content
 
 
-def test_dlq_has_retry_buttons(client, key, worker):
+def test_dlq_has_retry_buttons(client, key, reader, worker):
     first, second = dead_letter_task(worker, "first"), dead_letter_task(worker, "second")
     answer = vibe(client, key, "dlq")
     assert answer["data"]["flags"] == EPHEMERAL
@@ -130,7 +140,7 @@ def test_dlq_has_retry_buttons(client, key, worker):
     assert row["type"] == 1 and all(b["type"] == 2 for b in row["components"])
 
 
-def test_worker_and_task_and_help(client, key, worker):
+def test_worker_and_task_and_help(client, key, reader, worker):
     assert "Worker @chat-test" in vibe(client, key, "worker", "@chat-test")["data"]["content"]
     task = _awaiting()
     answer = vibe(client, key, "task", task.pk)
@@ -189,6 +199,20 @@ def test_viewer_and_unlinked_are_refused_and_nothing_changes(client, key, viewer
     assert (waiting.status, dead.status) == (Status.AWAITING_APPROVAL, Status.DEAD_LETTER)
     assert (waiting.history.count(), dead.history.count()) == counts
     assert not TaskHistory.objects.filter(actor__startswith="discord:").exists()
+
+
+def test_unlinked_and_inactive_people_cannot_read(client, key, approver, worker):
+    dead = dead_letter_task(worker)
+    approver.is_active = False
+    approver.save()
+    ChatLink.objects.create(platform="discord", external_id="4242", user=approver)
+    for user_id in ("31337", "4242"):
+        for sub, value in (("task", dead.pk), ("dlq", None), ("status", None)):
+            answer = vibe(client, key, sub, value, user_id=user_id)
+            content = answer["data"]["content"]
+            assert "cannot read tasks" in content and f"vibe link discord {user_id}" in content
+            assert "build the login page" not in content and "components" not in answer["data"]
+    assert "Usage: /vibe" in vibe(client, key, "help", user_id="31337")["data"]["content"]
 
 
 def test_illegal_move_is_the_lifecycle_message(client, key, approver):
@@ -256,7 +280,7 @@ def test_buttons_that_are_not_ours(client, key, db):
 # --- Escaping ---------------------------------------------------------------------------------
 
 
-def test_task_text_cannot_mention_or_format(client, key, worker):
+def test_task_text_cannot_mention_or_format(client, key, reader, worker):
     task = dead_letter_task(worker, NASTY_GOAL)
     for answer in (vibe(client, key, "task", task.pk), vibe(client, key, "dlq")):
         content = answer["data"]["content"]
@@ -277,7 +301,7 @@ def test_escape_keeps_the_text_readable():
     assert escape(r"back\slash") == r"back\\slash"
 
 
-def test_long_replies_fit_discord_limits(client, key, worker):
+def test_long_replies_fit_discord_limits(client, key, reader, worker):
     for n in range(12):
         dead_letter_task(worker, f"broken {n} " + "_" * 400)
     answer = vibe(client, key, "dlq")

@@ -40,17 +40,17 @@ def test_unknown_or_malformed_text_gets_the_usage(text):
     assert "dlq — the dead-letter queue, newest first" in reply.lines
 
 
-def test_status_is_public_and_counts():
+def test_status_is_public_and_counts(viewer):
     lifecycle.submit("One", lane="backend", actor="cli")
-    reply = run("status")
+    reply = run("status", user=viewer)
     assert reply.ok and reply.public
     assert reply.data["tasks"]["pending"] == 1
     assert "  • pending: 1" in reply.lines
 
 
-def test_dlq_offers_retry_buttons():
+def test_dlq_offers_retry_buttons(viewer):
     task = dead_letter()
-    reply = run("dlq")
+    reply = run("dlq", user=viewer)
     assert reply.title == "1 dead-letter task"
     assert [(b.action, b.task_id) for b in reply.buttons] == [("retry", task.pk)]
     assert not reply.public
@@ -109,18 +109,38 @@ def test_button_uses_the_same_checks(approver, viewer):
     assert not execute_button("delete", str(task.pk), user=approver, actor="x", door="slack").ok
 
 
-def test_task_reply_shows_history_hint_and_buttons():
+def test_task_reply_shows_history_hint_and_buttons(viewer):
     task = dead_letter()
-    reply = run(f"task {task.pk}")
+    reply = run(f"task {task.pk}", user=viewer)
     assert reply.ok
     assert any(line.startswith("hint: The agent ran past its time limit") for line in reply.lines)
     assert [b.action for b in reply.buttons] == ["retry"]
     assert reply.data["history"][-1]["to"] == "dead_letter"
 
 
-def test_worker_reply_accepts_id_without_at_sign():
-    reply = run("worker security-1")
+def test_worker_reply_accepts_id_without_at_sign(viewer):
+    reply = run("worker security-1", user=viewer)
     assert reply.ok
     assert reply.data["worker_id"] == "@security-1"
     assert reply.data["display_status"] == "offline"  # never heartbeated
-    assert not run("worker @ghost").ok
+    assert not run("worker @ghost", user=viewer).ok
+
+
+@pytest.mark.parametrize("text", ["status", "dlq", "task 1", "worker @qa-1"])
+def test_reading_from_chat_needs_a_linked_person_who_may_view(text, django_user_model):
+    outsider = django_user_model.objects.create_user("olga")  # linked, but in no group
+    unlinked = run(text, user=None, actor="slack:U99")
+    assert not unlinked.ok and "not linked" in unlinked.title
+    assert "vibe link slack U99 <username>" in unlinked.title
+    refused = run(text, user=outsider)
+    assert not refused.ok
+    assert refused.title == (
+        "olga does not have the permission to view tasks (tasks_app.view_task)."
+    )
+    assert refused.lines == [] and refused.buttons == []
+
+
+def test_the_cli_reads_without_a_user():
+    task = dead_letter()
+    reply = execute(f"task {task.pk}", user=None, actor="cli", door="cli", trusted=True)
+    assert reply.ok and reply.data["id"] == task.pk

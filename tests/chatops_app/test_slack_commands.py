@@ -44,10 +44,20 @@ def _send(client, body: bytes):
     return slack_post(client, "chatops_app:slack_commands", body, SECRET)
 
 
+READER = "U0READER"
+
+
+@pytest.fixture
+def reader(viewer):
+    """The person `vibe()` speaks as: a linked viewer, since reading from chat needs one."""
+    _link(viewer, READER)
+    return viewer
+
+
 TRIGGER_IDS = itertools.count(1)
 
 
-def vibe(client, text: str, user_id: str = "U0ANYONE") -> dict:
+def vibe(client, text: str, user_id: str = READER) -> dict:
     fields = {"command": "/vibe", "text": text, "user_id": user_id, "team_id": "T1"}
     # Slack gives every invocation its own trigger_id (so its signature differs from others').
     fields["trigger_id"] = f"{next(TRIGGER_IDS)}.1.abc"
@@ -104,7 +114,7 @@ def _buttons(message: dict) -> list[tuple[str, str]]:
 # --- Every command renders --------------------------------------------------------------------
 
 
-def test_status_is_posted_to_the_channel(client, worker):
+def test_status_is_posted_to_the_channel(client, reader, worker):
     dead_letter_task(worker)
     message = vibe(client, "status")
     assert message["response_type"] == "in_channel"
@@ -117,7 +127,7 @@ def test_status_is_posted_to_the_channel(client, worker):
     assert "dead letter: 1" in text
 
 
-def test_dlq_lists_dead_letter_tasks_with_retry_buttons(client, worker):
+def test_dlq_lists_dead_letter_tasks_with_retry_buttons(client, reader, worker):
     first = dead_letter_task(worker, "first broken thing")
     second = dead_letter_task(worker, "second broken thing")
     message = vibe(client, "dlq")
@@ -131,13 +141,13 @@ def test_dlq_lists_dead_letter_tasks_with_retry_buttons(client, worker):
     }
 
 
-def test_dlq_when_empty(client, db):
+def test_dlq_when_empty(client, reader):
     message = vibe(client, "dlq")
     assert "The dead-letter queue is empty" in _all_text(message)
     assert _buttons(message) == []
 
 
-def test_worker_shows_lane_and_load(client, worker):
+def test_worker_shows_lane_and_load(client, reader, worker):
     message = vibe(client, "worker @chat-test")
     text = _all_text(message)
     assert "Worker @chat-test" in text
@@ -145,13 +155,13 @@ def test_worker_shows_lane_and_load(client, worker):
     assert message["response_type"] == "ephemeral"
 
 
-def test_unknown_worker_is_a_friendly_refusal(client, db):
+def test_unknown_worker_is_a_friendly_refusal(client, reader):
     message = vibe(client, "worker @nobody")
     assert "⚠️" in message["blocks"][0]["text"]["text"]
     assert "does not exist" in _all_text(message)
 
 
-def test_task_shows_history_and_the_button_that_applies(client, worker):
+def test_task_shows_history_and_the_button_that_applies(client, reader, worker):
     dead = dead_letter_task(worker)
     message = vibe(client, f"task {dead.pk}")
     text = _all_text(message)
@@ -189,7 +199,7 @@ def test_slack_bolt_slash_command_body_is_answered(client, db):
     assert "Usage: /vibe" in _all_text(response.json())
 
 
-def test_long_replies_stay_within_slack_limits(client, worker):
+def test_long_replies_stay_within_slack_limits(client, reader, worker):
     for n in range(12):
         dead_letter_task(worker, f"broken {n} " + "x" * 400)
     message = vibe(client, "dlq")
@@ -252,19 +262,27 @@ def test_unlinked_user_cannot_act_and_is_told_how_to_link(client, worker):
     assert _snapshot(dead) == before
 
 
-def test_inactive_linked_user_cannot_act(client, approver, worker):
+def test_inactive_linked_user_cannot_act_or_read(client, approver, worker):
     approver.is_active = False
     approver.save()
     _link(approver, "U0GONE")
     dead = dead_letter_task(worker)
     before = _snapshot(dead)
-    assert "permission" in _all_text(vibe(client, f"retry {dead.pk}", "U0GONE"))
+    # Switched off in the admin means switched off in chat: they count as unlinked.
+    assert "not linked" in _all_text(vibe(client, f"retry {dead.pk}", "U0GONE"))
+    assert "not linked" in _all_text(vibe(client, f"task {dead.pk}", "U0GONE"))
     assert _snapshot(dead) == before
 
 
-def test_read_only_commands_are_open_to_unlinked_users(client, worker):
+def test_read_commands_need_a_linked_viewer(client, worker, caplog):
     dead = dead_letter_task(worker)
-    assert f"Task #{dead.pk}" in _all_text(vibe(client, f"task {dead.pk}", "U0STRANGER"))
+    for text in (f"task {dead.pk}", "dlq", "status", "worker @chat-test"):
+        message = vibe(client, text, "U0STRANGER")
+        body = _all_text(message)
+        assert "cannot read tasks" in body and "vibe link slack U0STRANGER" in body
+        assert "build the login page" not in body and "History:" not in body
+        assert _buttons(message) == []
+    assert "refused task by slack:U0STRANGER (unlinked)" in caplog.text
 
 
 def test_illegal_move_comes_back_with_the_lifecycle_message(client, approver):
@@ -280,7 +298,7 @@ def test_illegal_move_comes_back_with_the_lifecycle_message(client, approver):
 # --- Escaping ---------------------------------------------------------------------------------
 
 
-def test_task_text_is_escaped_so_it_cannot_ping_or_format(client, worker):
+def test_task_text_is_escaped_so_it_cannot_ping_or_format(client, reader, worker):
     task = dead_letter_task(worker, NASTY_GOAL)
     for text in (f"task {task.pk}", "dlq"):
         message = vibe(client, text)

@@ -62,7 +62,7 @@ def test_refusals_are_recorded_with_their_reason(client, viewer, operator):
     reply = execute(f"approve {task.pk}", user=viewer, actor="slack:U0VERA", door="slack")
     assert not reply.ok
     assert (last().actor, last().door, last().reason) == ("slack:U0VERA", "slack", "no permission")
-    assert Status.AWAITING_APPROVAL == type(task).objects.get(pk=task.pk).status
+    assert type(task).objects.get(pk=task.pk).status == Status.AWAITING_APPROVAL
 
 
 def test_the_history_page_shows_other_acts(client, viewer):
