@@ -8,6 +8,11 @@ has room. An idle worker waits for work: on PostgreSQL it LISTENs on the lifecyc
 interval with jitter. The interval never grows, so a worker idle for hours is as quick as a fresh
 one.
 
+Worktrees are prepared in a thread pool (fetch, `git worktree add`, VIBE_WORKTREE_SETUP), so no
+lease waits behind them; the claim is checked again just before the agent starts. A watchdog
+thread that never touches the database stops any agent whose lease the loop could not renew in
+time, so a task never has two agents, even when the database is what failed.
+
 Signals only set flags. The first SIGTERM/SIGINT stops claiming; running agents get a grace period
 to finish, then their process groups are stopped and their tasks released to `pending` without
 counting an attempt. A second signal stops them at once.
@@ -22,6 +27,7 @@ import random
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -40,6 +46,7 @@ from tasks_app.pipeline import AUDITOR_LANES
 from . import budgets, diffs, outcomes, sandbox
 from . import workspace as workspaces
 from .adapters import BUILDER, REVIEWER, Reader, RunContext, kind_for
+from .adapters.base import MAX_EVENT_TEXT, OUTPUT, Event, clip
 from .breaker import CircuitBreaker
 from .breaker import trip as breaker_trip
 from .models import Worker as WorkerRow
@@ -59,12 +66,14 @@ SQLITE_INTERVAL = 0.1  # default idle poll on SQLite: p50 dispatch ~ half of it
 LISTEN_FALLBACK_INTERVAL = 2.0  # default idle poll on PostgreSQL, behind LISTEN/NOTIFY
 CONNECTION_CHECK_SECONDS = 1.0  # wake-ups renew stale DB connections at most this often
 WAIT_SLICE = 0.25  # an idle wait checks the stop flag at least this often
+LEASE_MARGIN = 0.1  # an agent is stopped this share of a lease before its lease would run out
+LEASE_WATCH_SECONDS = 0.5  # how often the watchdog looks at the leases
 
 
-def _prepare_workspace(task: Task) -> workspaces.Workspace:
+def _prepare_workspace(task: Task, stop: threading.Event) -> workspaces.Workspace:
     """In a preparer thread: the task's workspace; the thread's own connection is closed."""
     try:
-        return workspaces.prepare(task)
+        return workspaces.prepare(task, stop=stop)
     finally:
         connection.close()
 
@@ -189,6 +198,10 @@ class _Slot:
     budget_left: Decimal | None = None  # what this run may spend of the task's budget
     over_budget: bool = False
     releasing: bool = False
+    lease_until: float = 0.0  # time.monotonic() when the lease renewed last runs out
+    lapsed: bool = False  # not renewed in time: its agent is stopped, its claim given up
+    fenced: bool = False  # the watchdog has killed its agent
+    stop_setup: threading.Event = field(default_factory=threading.Event)
     flushed: tuple[int, int] = (0, 0)
     notes: list[str] = field(default_factory=list)
 
@@ -242,6 +255,7 @@ class Worker:
         self.breaker = CircuitBreaker(settings.VIBE_WORKER_FAILURE_LIMIT)
         self._paused_itself = False  # until a person resumes it
         self._preparer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="worktree")
+        self._watchdog_done = threading.Event()
         row = self._row()
         self.lane = row.lane
         self.capacity = row.capacity_limit
@@ -280,6 +294,7 @@ class Worker:
         )
         if self.waker:
             self.waker.ensure()  # LISTEN before the first look, so no NOTIFY falls in between
+        threading.Thread(target=self._watch_leases, name="lease-watchdog", daemon=True).start()
         try:
             while True:
                 try:
@@ -311,7 +326,12 @@ class Worker:
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self._heartbeat_every
-            self._heartbeat()
+            try:
+                self._heartbeat()
+            except Exception:
+                # Soon again, not a third of a lease later: two misses could cost the leases.
+                self._next_heartbeat = now + min(1.0, self._heartbeat_every)
+                raise
         if self.slots and now >= self._next_flush:
             self._next_flush = now + FLUSH_SECONDS
             self._flush_tails()
@@ -394,6 +414,7 @@ class Worker:
             sandbox=self.sandbox,
         )
         slot = _Slot(task=task, token=task.claim_token, run_id=run.pk, role=run.role)
+        slot.lease_until = time.monotonic() + self.lease_seconds
         self.slots[task.pk] = slot
         logger.info("%s: claimed task %s (attempt %s)", self.worker_id, task.pk, run.attempt)
         try:
@@ -433,9 +454,9 @@ class Worker:
             reason = f"the task has less than a cent of its VIBE_TASK_BUDGET_USD left (${left})"
         if reason:
             raise _Refused("budget_exceeded", reason)
-        # Fetching and `git worktree add` can take seconds on a big repository: they run off
-        # this loop, so the leases of the other running tasks never wait behind them.
-        slot.preparing = self._preparer.submit(_prepare_workspace, task)
+        # Fetching, `git worktree add` and VIBE_WORKTREE_SETUP can take minutes: they run off
+        # this loop, so the leases (this task's too) never wait behind them.
+        slot.preparing = self._preparer.submit(_prepare_workspace, task, slot.stop_setup)
 
     def _collect_prepared(self) -> None:
         """Start the agents whose worktrees are ready, if their claims still hold."""
@@ -445,27 +466,77 @@ class Worker:
             future, slot.preparing = slot.preparing, None
             try:
                 slot.workspace = future.result()
+                self._note_setup(slot, slot.workspace.setup)
                 if self.stopping:
                     self._record_released(slot)
                     continue
+                if slot.lapsed:
+                    raise lifecycle.LeaseLost(f"the lease of task {slot.task.pk} was not renewed")
                 # The lease may have lapsed or the task been cancelled while git worked.
+                renewed = time.monotonic()
                 lifecycle.heartbeat(
                     slot.task.pk,
                     worker_id=self.worker_id,
                     token=slot.token,
                     lease_seconds=self.lease_seconds,
                 )
+                slot.lease_until = renewed + self.lease_seconds
                 session = self._session_to_resume(slot.task, slot.role)
                 prompt = render_resume_prompt(slot.task) if session else render_prompt(slot.task)
                 self._spawn(slot, prompt, session)
             except lifecycle.LeaseLost as exc:
                 logger.warning("%s: %s; not starting its agent", self.worker_id, exc)
-                Run.objects.filter(pk=slot.run_id).update(
-                    finished_at=timezone.now(), outcome="lease_lost"
-                )
-                self._forget(slot)
+                self._lease_gone(slot)
             except Exception as exc:
-                self._start_failed(slot, exc)
+                self._note_setup(slot, getattr(exc, "setup", None))
+                if slot.lapsed:  # its setup was stopped with its lease: not the task's failure
+                    self._lease_gone(slot)
+                elif self.stopping:  # its setup was stopped with the worker
+                    self._record_released(slot)
+                else:
+                    self._start_failed(slot, exc)
+
+    def _note_setup(self, slot: _Slot, setup: workspaces.Setup | None) -> None:
+        """VIBE_WORKTREE_SETUP's output, at the head of the run's transcript.
+
+        The setup ran before the agent, in the preparer thread: its output reaches the Run row
+        only now, on the loop.
+        """
+        if setup is None:
+            return
+        if slot.transcript is None:
+            slot.transcript = TranscriptWriter(slot.run_id)
+        slot.transcript.note(
+            setup.describe(),
+            setup=setup.command,
+            exit_code=setup.exit_code,
+            seconds=round(setup.seconds, 3),
+        )
+        slot.transcript.add(
+            [
+                Event(OUTPUT, clip(line, MAX_EVENT_TEXT), {"by": "setup"})
+                for line in setup.output.splitlines()
+                if line.strip()
+            ]
+        )
+        slot.transcript.flush()
+
+    def _lease_gone(self, slot: _Slot) -> None:
+        """A claim lost (cancelled, taken over) or not renewed in time, its agent never started or
+        stopped: the run is `lease_lost`. A lapsed claim nobody else took is given back."""
+        slot.stop_setup.set()
+        self._forget(slot)  # first: a database that is still failing must not keep the slot
+        if slot.transcript is not None:
+            slot.transcript.flush()
+        Run.objects.filter(pk=slot.run_id).update(finished_at=timezone.now(), outcome="lease_lost")
+        if slot.lapsed:
+            with contextlib.suppress(lifecycle.LifecycleError):
+                lifecycle.release(
+                    slot.task.pk,
+                    worker_id=self.worker_id,
+                    token=slot.token,
+                    note="released: the worker could not renew its lease in time",
+                )
 
     def _record_released(self, slot: _Slot) -> None:
         """A stop signal came while the worktree was prepared: give the task back unstarted."""
@@ -561,7 +632,9 @@ class Worker:
         slot.session_id = session
         slot.head_before = workspace.head() if slot.role == REVIEWER else ""
         slot.reader = reader = self.kind.reader(self.profile, ctx)
-        slot.transcript = transcript = TranscriptWriter(slot.run_id)
+        if slot.transcript is None or slot.transcript.run_id != slot.run_id:
+            slot.transcript = TranscriptWriter(slot.run_id)  # the setup may have begun it
+        transcript = slot.transcript
         if session:
             transcript.note(f"resuming the agent's session {session}")
         Run.objects.filter(pk=slot.run_id).update(
@@ -605,6 +678,10 @@ class Worker:
         task = slot.task
         result = slot.process.result()
         report = slot.reader.finish(result.exit_code, result.stdout, result.stderr)
+        if slot.lapsed:  # stopped by the watchdog: whatever it did is not this worker's to report
+            self._record_run(slot, result, "lease_lost", report=report)
+            self._lease_gone(slot)
+            return
         if slot.releasing:
             self._record_run(slot, result, "released", report=report)
             self._call(lifecycle.release, slot, note="released: worker shutting down")
@@ -686,7 +763,12 @@ class Worker:
                     **workspace.snapshot(),
                     "base_commit": change.base,
                     "changed_files": change.files,
+                    "base_branch": workspace.base_branch,
+                    "remote": workspace.remote if workspace.on_remote() else "",
                 }
+                conflicts = workspace.merge_conflicts()
+                if conflicts is not None:
+                    snapshot["conflicts"] = conflicts
             else:
                 ref = f"refs/vibe/set-aside/task-{slot.task.pk}-run-{slot.run_id}"
                 kept = workspace.set_aside(slot.head_before, ref)
@@ -694,6 +776,10 @@ class Worker:
                     reviewer_changed = True
                     slot.transcript.note(f"the reviewer changed files: set aside on {ref}", ref=ref)
                 snapshot = workspace.snapshot()
+                # Checked again at review time: the base may have moved since the build.
+                conflicts = workspace.merge_conflicts()
+                if conflicts is not None:
+                    snapshot["conflicts"] = conflicts
         return outcomes.Finished(
             role=slot.role,
             lane=slot.task.lane,
@@ -912,6 +998,9 @@ class Worker:
         if row.status != WorkerStatus.PAUSED:
             self._paused_itself = False
         for slot in list(self.slots.values()):
+            if slot.lapsed:
+                continue  # the watchdog has stopped its agent; renewing would hide that
+            renewed = time.monotonic()
             try:
                 lifecycle.heartbeat(
                     slot.task.pk,
@@ -919,16 +1008,40 @@ class Worker:
                     token=slot.token,
                     lease_seconds=self.lease_seconds,
                 )
+                slot.lease_until = renewed + self.lease_seconds
             except lifecycle.LeaseLost as exc:
                 # Cancelled by a person, or the lease expired and another worker has it.
                 logger.warning("%s: %s; stopping its agent", self.worker_id, exc)
                 if slot.process is not None:
-                    slot.process.kill()
-                    result = slot.process.result()
-                    self._record_run(slot, result, "lease_lost")
-                self._forget(slot)
+                    slot.process.kill()  # its whole process group
+                    self._record_run(slot, slot.process.result(), "lease_lost")
+                self._lease_gone(slot)
         if self.slots:
             self._reap()
+
+    def _watch_leases(self) -> None:
+        """In a thread of its own: stop the agents whose leases were not renewed in time.
+
+        Past its lease, another worker's reaper may give the task to another agent, so this one
+        must be gone before then. The loop renews leases, but it may be stuck in the very call
+        that failed (SQLite's busy timeout, a PostgreSQL server gone quiet); this thread never
+        touches the database, so the stop does not wait for it. The loop records the run later.
+        """
+        margin = self.lease_seconds * LEASE_MARGIN
+        while not self._watchdog_done.wait(min(LEASE_WATCH_SECONDS, margin / 4)):
+            now = time.monotonic()
+            for slot in tuple(self.slots.values()):
+                if not slot.lapsed and now >= slot.lease_until - margin:
+                    slot.lapsed = True
+                    slot.stop_setup.set()
+                    logger.warning(
+                        "%s: could not renew the lease of task %s in time; stopping its agent",
+                        self.worker_id,
+                        slot.task.pk,
+                    )
+                if slot.lapsed and slot.process is not None and not slot.fenced:
+                    slot.fenced = True
+                    slot.process.kill()
 
     def _reap(self) -> None:
         count = lifecycle.requeue_expired()
@@ -948,6 +1061,9 @@ class Worker:
                     self.grace_seconds,
                     len(self.slots),
                 )
+        for slot in self.slots.values():
+            if slot.preparing is not None:
+                slot.stop_setup.set()  # it would be released unstarted: no setup to finish
         if self.forced or now >= self._drain_deadline:
             for slot in self.slots.values():
                 if slot.process is None:
@@ -960,6 +1076,9 @@ class Worker:
 
     def _shutdown(self) -> None:
         # Only reached with agents still running when the loop itself died: give them back.
+        self._watchdog_done.set()
+        for slot in self.slots.values():
+            slot.stop_setup.set()
         self._preparer.shutdown(wait=False, cancel_futures=True)
         for slot in list(self.slots.values()):
             try:

@@ -16,6 +16,11 @@ task gets an empty scratch directory, so an agent never edits this repository by
 Git commands run under a file lock: `git worktree add` from two workers at once would race on the
 repository's administrative files. Git never prompts: a credential it would ask for is a typed
 `remote_auth` failure, not a worker hung on a terminal nobody reads.
+
+A new worktree gets `VIBE_WORKTREE_SETUP` (say `uv sync` or `npm ci`) run in it once, before its
+first agent; a reused one (reviews, rework) does not. A marker beside the worktree says its setup
+has not finished yet: a failed setup removes the worktree, and one a crash cut short is made
+again, so no attempt ever starts in a half-set-up tree.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
+import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +48,7 @@ from django.conf import settings
 from tasks_app.models import Status, Task
 
 from .models import Instance
+from .runner import clean_text
 
 logger = logging.getLogger(__name__)
 GIT_TIMEOUT_SECONDS = 120
@@ -46,12 +56,54 @@ MAX_DIFF_STAT_CHARS = 8000
 
 
 MAX_CHANGED_FILES = 2000
+SETUP_TAIL_BYTES = 64 * 1024  # of a setup command's output, kept for the transcript
+SETUP_ERROR_CHARS = 4000  # of that output, quoted in the task's error
+SETUP_POLL_SECONDS = 0.2  # how often a running setup checks its time limit and stop flag
 
 
 class WorkspaceError(RuntimeError):
     """The task's workspace could not be prepared; the message says why."""
 
     error_type = "workspace_error"
+
+
+@dataclass
+class Setup:
+    """What VIBE_WORKTREE_SETUP did in a new worktree, for the run's transcript."""
+
+    command: str
+    exit_code: int | None
+    seconds: float
+    output: str  # stdout and stderr as they came, the tail when long
+    timed_out: bool = False
+    stopped: bool = False  # the worker lost the claim, or is stopping
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.stopped)
+
+    def describe(self) -> str:
+        if self.stopped:
+            how = "was stopped: the worker let go of the task"
+        elif self.timed_out:
+            how = f"took over {settings.VIBE_WORKTREE_SETUP_TIMEOUT}s and was stopped"
+        else:
+            how = f"exited {self.exit_code}"
+        return f"VIBE_WORKTREE_SETUP ({self.command}) {how} after {self.seconds:.1f}s"
+
+
+class SetupError(WorkspaceError):
+    """VIBE_WORKTREE_SETUP failed in a new worktree, which was removed again."""
+
+    def __init__(self, setup: Setup, path: Path) -> None:
+        message = (
+            f"{setup.describe()} in {path}; the worktree was removed, so the next attempt sets "
+            "up a new one"
+        )
+        if setup.output.strip():
+            message += f". The last of its output:\n{setup.output[-SETUP_ERROR_CHARS:]}"
+        super().__init__(message)
+        self.setup = setup
 
 
 class RemoteError(WorkspaceError):
@@ -136,6 +188,37 @@ class Workspace:
     is_git: bool = False
     remote: str = ""  # the shared remote the branch is pushed to ("" = none)
     remote_head: str = ""  # the branch's head on the remote when last fetched or pushed
+    base_branch: str = ""  # the branch the work starts from and is delivered into
+    setup: Setup | None = None  # VIBE_WORKTREE_SETUP, when this preparation made the worktree
+
+    def on_remote(self) -> bool:
+        """The branch's head is on the shared remote (pushed by this run or an earlier one)."""
+        return bool(self.is_git and self.remote and self.remote_head == self.head())
+
+    def _base_tip(self) -> str:
+        if not (self.is_git and self.base_branch):
+            return ""
+        ref = f"refs/remotes/{self.remote}/{self.base_branch}" if self.remote else ""
+        return _rev(self.path, ref or f"refs/heads/{self.base_branch}")
+
+    def merge_conflicts(self) -> list[str] | None:
+        """Files the branch would conflict in, merged into its base now ([] = cleanly).
+
+        None when it cannot be told (no base branch). `git merge-tree` merges in memory: the
+        worktree and the branches are never touched.
+        """
+        base = self._base_tip()
+        if not base:
+            return None
+        done = _run_git(
+            self.path, "merge-tree", "--write-tree", "--name-only", "--no-messages", base, "HEAD"
+        )
+        if done.returncode == 0:
+            return []
+        if done.returncode != 1:
+            return None
+        names = done.stdout.decode("utf-8", "replace").splitlines()[1:]
+        return sorted({name for name in names if name.strip()})
 
     def head(self) -> str:
         return _git(self.path, "rev-parse", "HEAD").strip() if self.is_git else ""
@@ -200,6 +283,12 @@ class Workspace:
             return Change()
         base = base or self.base_commit
         head = self.head()
+        tip = self._base_tip()
+        if base and tip:
+            # Rebased onto a newer base (a "rebase and rework"): the change starts there now.
+            newest = _run_git(self.path, "merge-base", head, tip).stdout.decode().strip()
+            if newest and newest != base and _is_ancestor(self.path, base, newest):
+                base = newest
         files = []
         if base and base != head:
             out = _git(self.path, "diff", "--numstat", "--no-renames", f"{base}..{head}")
@@ -361,9 +450,9 @@ def is_git_repository(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def _locked(directory: Path, name: str = ".lock") -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as fh:
+    with open(directory / name, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -557,8 +646,13 @@ def _known_base(root: Path, owner: Task, ws: Workspace, base: str) -> str:
     return _git(ws.path, "merge-base", "HEAD", start).strip()
 
 
-def prepare(task: Task) -> Workspace:
-    """Create or reuse the directory the agent for `task` runs in."""
+def prepare(task: Task, *, stop: threading.Event | None = None) -> Workspace:
+    """Create or reuse the directory the agent for `task` runs in.
+
+    A worktree this makes gets VIBE_WORKTREE_SETUP run in it (`ws.setup`); when that fails the
+    worktree is removed again and SetupError says why. `stop` ends a setup still running: the
+    worker lost the claim, or is stopping.
+    """
     root = workspace_root()
     if root is None:
         path = scratch_dir() / f"task-{work_root(task).pk}"
@@ -574,26 +668,143 @@ def prepare(task: Task) -> Workspace:
     trees = worktrees_dir()
     path = worktree_path(owner.pk, instance)
     base_file = path.with_name(path.name + ".base")
-    with _locked(trees):
-        remote = git_remote(root)
-        base = base_branch(root, remote)
-        if remote:
-            _fetch(root, remote, base, f"vibe/{instance}/task-{owner.pk}-")
-        remote_head = _rev(root, f"refs/remotes/{remote}/{branch}") if remote else ""
-        ws = Workspace(path, branch=branch, is_git=True, remote=remote, remote_head=remote_head)
-        if (path / ".git").exists():
-            _catch_up(ws, is_builder=owner.pk == task.pk)
-        else:
-            if path.exists():
-                shutil.rmtree(path)  # a half-made worktree from a crash
-            _git(root, "worktree", "prune")
-            made = _add_worktree(root, path, branch, owner, ws, base)
-            base_file.write_text(made or _known_base(root, owner, ws, base))
-        ws.base_commit = base_file.read_text().strip() if base_file.exists() else ""
-        if not ws.base_commit:
-            ws.base_commit = _known_base(root, owner, ws, base)
-            base_file.write_text(ws.base_commit)
+    unfinished = path.with_name(path.name + ".setup")  # there until its setup has finished
+    command = _setup_command(path)
+    made = None  # what _add_worktree returned, when this made the worktree
+    # One preparation of this worktree at a time: its setup runs outside the repository-wide
+    # lock (for minutes, maybe), and a worker that has lost the claim may still be in it.
+    with _locked(trees, f"{path.name}.lock"):
+        with _locked(trees):
+            remote = git_remote(root)
+            base = base_branch(root, remote)
+            if remote:
+                _fetch(root, remote, base, f"vibe/{instance}/task-{owner.pk}-")
+            remote_head = _rev(root, f"refs/remotes/{remote}/{branch}") if remote else ""
+            ws = Workspace(
+                path,
+                branch=branch,
+                is_git=True,
+                remote=remote,
+                remote_head=remote_head,
+                base_branch=base,
+            )
+            if (path / ".git").exists() and not unfinished.exists():
+                _catch_up(ws, is_builder=owner.pk == task.pk)
+            else:
+                if (path / ".git").exists():
+                    _discard(root, path)  # its setup never finished: a worker died in it
+                elif path.exists():
+                    shutil.rmtree(path)  # a half-made worktree from a crash
+                _git(root, "worktree", "prune")
+                if command:
+                    unfinished.write_text(command + "\n")
+                else:
+                    unfinished.unlink(missing_ok=True)
+                made = _add_worktree(root, path, branch, owner, ws, base)
+                base_file.write_text(made or _known_base(root, owner, ws, base))
+            ws.base_commit = base_file.read_text().strip() if base_file.exists() else ""
+            if not ws.base_commit:
+                ws.base_commit = _known_base(root, owner, ws, base)
+                base_file.write_text(ws.base_commit)
+        if made is not None and command:
+            ws.setup = _set_up(root, ws, command, made=made, unfinished=unfinished, stop=stop)
     return ws
+
+
+def _setup_command(path: Path) -> str:
+    """VIBE_WORKTREE_SETUP; refused for a worktree inside the factory's var folder."""
+    command = getattr(settings, "VIBE_WORKTREE_SETUP", "")
+    var = Path(settings.VAR_DIR).resolve()
+    if command and path.resolve().is_relative_to(var):
+        raise WorkspaceError(
+            f"the worktree {path} is inside the factory's var folder {var}, where "
+            "VIBE_WORKTREE_SETUP is never run; set VIBE_WORKTREES_DIR outside it"
+        )
+    return command
+
+
+def _set_up(
+    root: Path,
+    ws: Workspace,
+    command: str,
+    *,
+    made: str,
+    unfinished: Path,
+    stop: threading.Event | None,
+) -> Setup:
+    """Run the setup in the worktree just made; when it fails, remove the worktree again."""
+    setup = _run_setup(command, ws.path, stop)
+    if setup.ok:
+        unfinished.unlink(missing_ok=True)
+        return setup
+    with _locked(worktrees_dir()):
+        _discard(root, ws.path)
+        if made and _rev(root, f"refs/heads/{ws.branch}") == made:
+            # The branch this made holds nothing yet: the retry starts from the fetched base.
+            _run_git(root, "branch", "--quiet", "-D", ws.branch)
+        ws.path.with_name(ws.path.name + ".base").unlink(missing_ok=True)
+        unfinished.unlink(missing_ok=True)
+    raise SetupError(setup, ws.path)
+
+
+def _run_setup(command: str, cwd: Path, stop: threading.Event | None) -> Setup:
+    """`sh -c command` in `cwd`, like a build step: its own process group, stdin /dev/null, a time
+    limit, stdout and stderr together with the tail kept.
+
+    It is the team's own command, not an agent: it gets the worker's environment (with git's
+    prompts shut, as for every git command here) and the worker's HOME, so package caches are
+    shared between worktrees.
+    """
+    if stop is not None and stop.is_set():
+        return Setup(command, None, 0.0, "", stopped=True)
+    limit = settings.VIBE_WORKTREE_SETUP_TIMEOUT
+    started = time.monotonic()
+    timed_out = stopped = False
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", command],
+                cwd=cwd,
+                env=_git_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise WorkspaceError(f"could not run VIBE_WORKTREE_SETUP in {cwd}: {exc}") from None
+        try:
+            while True:
+                try:
+                    proc.wait(SETUP_POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    stopped = stop is not None and stop.is_set()
+                    timed_out = time.monotonic() - started > limit
+                    if stopped or timed_out:
+                        break
+        finally:
+            # What it started goes with it, also after a clean exit: nothing of the setup may
+            # still be writing in the worktree when the agent starts.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        seconds = time.monotonic() - started
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - SETUP_TAIL_BYTES))
+        output = clean_text(out.read())
+    if size > SETUP_TAIL_BYTES:
+        output = f"[… {size - SETUP_TAIL_BYTES} earlier bytes not kept …]\n{output}"
+    exit_code = None if stopped or timed_out else proc.returncode
+    return Setup(command, exit_code, seconds, output, timed_out=timed_out, stopped=stopped)
+
+
+def _discard(root: Path, path: Path) -> None:
+    """Remove a worktree whose setup did not finish: no agent ran in it, so nothing is lost."""
+    if _run_git(root, "worktree", "remove", "--force", "--force", str(path)).returncode != 0:
+        shutil.rmtree(path, ignore_errors=True)
+    _git(root, "worktree", "prune")
 
 
 @dataclass

@@ -93,7 +93,7 @@ def test_branch_delivery_without_a_remote_is_committed(tmp_path, settings):
     task = lifecycle.submit("Add b", lane="backend", actor="cli", pipeline="none")
     task = build_and_finish(task, {"b.txt": "b\n"})
     assert (task.status, task.delivery_state) == (Status.COMPLETED, "committed")
-    assert "committed on its branch" == task.delivery_summary
+    assert task.delivery_summary == "committed on its branch"
 
 
 def test_merge_delivery_waits_for_an_approver_then_merges_and_pushes_the_base(hosts, capsys):
@@ -262,3 +262,43 @@ def test_rework_needs_the_permission(hosts, viewer, operator):
     assert Task.objects.get(pk=task.pk).status == Status.PENDING
     with pytest.raises(CommandError, match="permission to merge"):
         call_command("vibe", "merge", str(task.pk), "--as", operator.username)
+
+
+# --- end to end, with real workers on two hosts ---------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_merge_delivery_end_to_end_with_workers_on_two_hosts(fleet, hosts, capsys):
+    from tests.workers_app.conftest import agent_command
+
+    task = lifecycle.submit("Write hello", lane="backend", actor="cli", delivery="merge")
+    trees = {name: hosts.tmp_path / f"trees-{name}" for name in ("a", "b")}
+
+    def env(name: str) -> dict[str, str]:
+        return {"VIBE_WORKSPACE": str(hosts.clone(name)), "VIBE_WORKTREES_DIR": str(trees[name])}
+
+    def run(worker_id: str, lane: str, command: str, host: str) -> None:
+        args = [worker_id, "--lane", lane, "--once", "--agent-command", command]
+        worker = fleet.start_plain(args, env=env(host))
+        assert worker.wait(120) == 0, worker.output()
+
+    run("@backend-a", "backend", agent_command("worktree_agent.py") + " --write hello.txt", "a")
+    task = Task.objects.get(pk=task.pk)
+    assert task.status == Status.REVIEW_NEEDED, task.last_error
+    assert task.result["remote"] == "origin" and task.base_branch == "main"
+    assert hosts.remote_head(task.branch) == task.head_commit  # committed by the worker, pushed
+    verdict = agent_command("worktree_agent.py") + " --verdict pass"
+    run("@security-b", "security", verdict, "b")  # the other host reviews the same commits
+    run("@qa-b", "qa", verdict, "b")
+    task = Task.objects.get(pk=task.pk)
+    assert (task.status, task.delivery_state) == (Status.REVIEW_NEEDED, "awaiting_merge")
+    assert task.conflicts == []
+    assert {r.head_commit for r in task.children.all()} == {task.head_commit}
+
+    hosts.use("b")  # an Approver on host B merges it
+    call_command("vibe", "merge", str(task.pk), "--json")
+    task = Task.objects.get(pk=task.pk)
+    assert (task.status, task.delivery_state) == (Status.COMPLETED, "merged")
+    assert git(hosts.remote, "show", "main:hello.txt").startswith("written by the worktree agent")
+    assert hosts.remote_head("main") == task.merge_commit
