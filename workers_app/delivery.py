@@ -46,6 +46,10 @@ class Merged:
 
 def _mergeable(task_id: int | str) -> Task:
     task = lifecycle._load(task_id, lock=False)
+    if task.is_review:
+        raise lifecycle.IllegalTransition(
+            f"task {task.pk} is a review; merge the work it reviews (task #{task.parent_id})"
+        )
     if task.delivery != Delivery.MERGE:
         how = task.get_delivery_display().lower()
         raise lifecycle.IllegalTransition(
@@ -179,21 +183,18 @@ def _merge_commit(root: Path, task: Task, tip: str, head: str, base: str) -> str
 
 
 def _advance_local(root: Path, base: str, old: str, new: str, *, pushed: bool) -> None:
-    """Move the local base branch to the merge, never behind someone's uncommitted work."""
+    """Without a remote, move the local base branch to the merge (never behind someone's
+    uncommitted work); with one, leave local branches and checkouts alone."""
     local = ws._rev(root, f"refs/heads/{base}")
-    if not local:
-        return
+    if not local or pushed:
+        return  # with a remote the merge is there; people's checkouts catch up when they pull
     if local != old and not ws._is_ancestor(root, local, new):
-        if pushed:
-            return  # the local branch has its own commits: leave it, the remote has the merge
         raise MergeFailed(f"the local {base} moved while merging; merge again")
     checkout = _checked_out_at(root, base)
     if checkout is None:
         ws._git(root, "update-ref", f"refs/heads/{base}", new, local)
         return
     if ws._git(checkout, "status", "--porcelain", "--untracked-files=no").strip():
-        if pushed:
-            return  # the remote has it; the person's checkout catches up when they pull
         raise MergeFailed(
             f"{base} is checked out in {checkout} with uncommitted changes; commit or stash "
             "them, then merge again"

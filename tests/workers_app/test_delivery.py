@@ -302,3 +302,34 @@ def test_merge_delivery_end_to_end_with_workers_on_two_hosts(fleet, hosts, capsy
     assert (task.status, task.delivery_state) == (Status.COMPLETED, "merged")
     assert git(hosts.remote, "show", "main:hello.txt").startswith("written by the worktree agent")
     assert hosts.remote_head("main") == task.merge_commit
+
+
+def test_merging_with_a_remote_leaves_the_persons_checkout_alone(hosts):
+    task = lifecycle.submit("Add x", lane="backend", actor="cli", pipeline="none", delivery="merge")
+    task = build_and_finish(task, {"x.txt": "x\n"})
+    checkout = hosts.clone("a")
+    before = git(checkout, "rev-parse", "main")
+    done = delivery.merge(task.pk, actor="cli")
+    assert hosts.remote_head("main") == done.commit
+    assert git(checkout, "rev-parse", "main") == before  # the person pulls when they like
+    assert not (checkout / "x.txt").exists()
+
+
+def test_merging_without_a_remote_moves_the_local_base(tmp_path, settings):
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-q", "-m", "a")
+    settings.VIBE_WORKSPACE, settings.VIBE_WORKTREES_DIR = str(repo), str(tmp_path / "trees")
+    settings.VIBE_GIT_REMOTE, settings.VIBE_MERGE_STYLE = None, "merge"
+    Worker.objects.create(worker_id="@b", lane="backend")
+    task = lifecycle.submit("Add b", lane="backend", actor="cli", pipeline="none", delivery="merge")
+    task = build_and_finish(task, {"b.txt": "b\n"})
+    (repo / "notes.txt").write_text("mine, untracked\n")  # untracked work does not stop it
+    done = delivery.merge(task.pk, actor="cli")
+    assert git(repo, "rev-parse", "main") == done.commit
+    assert (repo / "b.txt").read_text() == "b\n" and (repo / "notes.txt").exists()
+    review = Task.objects.create(goal="r", lane="qa", parent=task, stage="review")
+    with pytest.raises(lifecycle.IllegalTransition, match="is a review; merge the work"):
+        delivery.merge(review.pk, actor="cli")
