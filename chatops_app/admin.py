@@ -11,13 +11,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from tasks_app.admin import ReadOnlyAdmin
+from tasks_app.admin import DrillDownAdmin, ReadOnlyAdmin
 
 from .models import ChatLink, Notification
 
 
 @admin.register(ChatLink)
-class ChatLinkAdmin(admin.ModelAdmin):
+class ChatLinkAdmin(DrillDownAdmin):
     """Who a Slack or Discord user is here; they act with that person's permissions."""
 
     list_display = ("platform", "workspace", "external_id", "user", "created_at")

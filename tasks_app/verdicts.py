@@ -97,4 +97,9 @@ def parse_verdict(output: str, *, lane: str = "") -> dict:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise VerdictError(f"the verdict block is not valid JSON: {exc}") from None
+    except RecursionError:  # the agent's output, not the worker, is at fault: a bad verdict
+        raise VerdictError("the verdict block is not valid JSON: it is nested too deeply") from None
+    except ValueError as exc:  # a number past Python's 4,300 digits
+        reason = str(exc).split(";")[0]
+        raise VerdictError(f"the verdict block is not valid JSON: {reason}") from None
     return validate_result(data, lane=lane)

@@ -1,8 +1,11 @@
 """The Django admin for the worker pool.
 
 A worker's `status` and `active_tasks` are kept by the lifecycle and the worker process, so the
-form shows them read-only and saves only the fields a person changed; Pause and Resume are
-actions that call the lifecycle with the `manage_workers` permission.
+form shows them read-only and saves only the fields a person changed; Pause, Resume and Retire
+are the worker action table's rows (`tasks_app.actions`), with the `manage_workers` permission.
+There is no bulk Delete: deleting a worker strips its name from its tasks and runs, so a worker
+that ever worked is retired instead, and only a row that never did can be deleted.
+A row added here is part of the configured pool (`managed`: runfactory starts it).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from tasks_app import lifecycle
-from tasks_app.admin import ACTION_LIMIT, run_lifecycle_action
+from tasks_app import actions
+from tasks_app.admin import ACTION_LIMIT, DrillDownAdmin, run_lifecycle_action
 from tasks_app.permissions import can
 
 from .models import Worker
@@ -28,6 +31,7 @@ RUNTIME_FIELDS = (
     "heartbeat_age_text",
     "hostname",
     "pid",
+    "retired_at",
     "created_at",
     "updated_at",
 )
@@ -45,7 +49,7 @@ def format_age(age: timedelta | None) -> str:
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(DrillDownAdmin):
     list_display = (
         "worker_id",
         "lane",
@@ -56,10 +60,10 @@ class WorkerAdmin(admin.ModelAdmin):
         "heartbeat_age_text",
         "priority_score",
     )
-    list_filter = ("lane", "tier", "status")
+    list_filter = ("lane", "tier", "status", "managed")
     search_fields = ("worker_id", "agent_profile", "hostname")
     ordering = ("lane", "worker_id")
-    actions = ("pause_workers", "resume_workers")
+    actions = ("pause_workers", "resume_workers", "retire_workers")
 
     @admin.display(description="shown as")
     def display_status(self, obj: Worker) -> str:
@@ -75,7 +79,7 @@ class WorkerAdmin(admin.ModelAdmin):
         return format_age(obj.heartbeat_age)
 
     def get_fields(self, request: HttpRequest, obj=None):
-        editable = ["tier", "capacity_limit", "priority_score", "agent_profile"]
+        editable = ["tier", "capacity_limit", "priority_score", "agent_profile", "managed"]
         if obj is None:
             return ["worker_id", "lane", *editable]
         return ["worker_id", "lane", *editable, *RUNTIME_FIELDS]
@@ -94,17 +98,40 @@ class WorkerAdmin(admin.ModelAdmin):
             # The worker writes its heartbeat and load concurrently: save only what changed.
             obj.save(update_fields=[*changed, "updated_at"])
 
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        # A worker a person adds here is one runfactory should start.
+        return {"managed": True, **super().get_changeform_initial_data(request)}
+
+    def get_actions(self, request: HttpRequest):
+        found = super().get_actions(request)
+        found.pop("delete_selected", None)  # Retire keeps the attribution Delete would strip
+        return found
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        if obj is not None and (obj.tasks.exists() or obj.runs.exists()):
+            return False  # its tasks and runs would lose its name: retire it instead
+        return super().has_delete_permission(request, obj)
+
     def has_manage_workers_permission(self, request: HttpRequest) -> bool:
         return can(request.user, "pause")
 
-    def _act(self, request: HttpRequest, queryset: QuerySet, move, done: str) -> None:
+    def _act(self, request: HttpRequest, queryset: QuerySet, action: str) -> None:
+        chosen = actions.WORKER_ACTIONS[action]
         ids = list(queryset.order_by("pk").values_list("pk", flat=True)[: ACTION_LIMIT + 1])
-        run_lifecycle_action(self, request, ids, move, done=done, label=str)
+        # perform, not the lifecycle directly: a refused move is audited like at any door.
+        run_lifecycle_action(self, request, ids, chosen.perform, done=chosen.done, label=str)
 
     @admin.action(description="Pause selected workers", permissions=["manage_workers"])
     def pause_workers(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._act(request, queryset, lifecycle.pause_worker, "paused")
+        self._act(request, queryset, "pause")
 
     @admin.action(description="Resume selected workers", permissions=["manage_workers"])
     def resume_workers(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._act(request, queryset, lifecycle.resume_worker, "resumed")
+        self._act(request, queryset, "resume")
+
+    @admin.action(
+        description="Retire selected workers (stopped ones: kept for their tasks, hidden)",
+        permissions=["manage_workers"],
+    )
+    def retire_workers(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._act(request, queryset, "retire")

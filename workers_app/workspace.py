@@ -373,8 +373,21 @@ def agent_home(task: Task) -> Path:
     Agents never get the worker's own home: their CLIs' state, caches and any login live here.
     """
     path = worktrees_dir().parent / (worktrees_dir().name + "-homes") / f"task-{work_root(task).pk}"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_folder(path, mode=0o700)
     return path
+
+
+def _make_folder(path: Path, *, mode: int = 0o777) -> None:
+    """mkdir -p, its failure (read-only, permission denied, a file in the way) a WorkspaceError:
+    the host's fault, for a person to fix, not the task's."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as exc:
+        raise WorkspaceError(
+            f"cannot make the folder {path}: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
+            + "; check VIBE_WORKTREES_DIR and that the worker may write there"
+        ) from None
 
 
 def _git_env() -> dict[str, str]:
@@ -451,8 +464,12 @@ def is_git_repository(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _locked(directory: Path, name: str = ".lock") -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / name, "w") as fh:
+    _make_folder(directory)
+    try:
+        fh = open(directory / name, "w")  # noqa: SIM115 - closed below, after the error check
+    except OSError as exc:
+        raise WorkspaceError(f"cannot write the lock {directory / name}: {exc.strerror}") from None
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -656,7 +673,7 @@ def prepare(task: Task, *, stop: threading.Event | None = None) -> Workspace:
     root = workspace_root()
     if root is None:
         path = scratch_dir() / f"task-{work_root(task).pk}"
-        path.mkdir(parents=True, exist_ok=True)
+        _make_folder(path)
         return Workspace(path)
     if not root.is_dir():
         raise WorkspaceError(f"VIBE_WORKSPACE={root} is not a directory")

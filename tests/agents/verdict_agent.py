@@ -1,6 +1,7 @@
 """Test auditor that prints a verdict block chosen by env TEST_VERDICT.
 
-TEST_VERDICT = pass (default) | fail | critical | malformed | missing; always exits 0.
+TEST_VERDICT = pass (default) | fail | critical | malformed | missing | deep (a verdict nested
+30,000 lists deep, past any JSON parser's recursion limit); always exits 0.
 """
 
 import json
@@ -46,6 +47,9 @@ if kind in VERDICTS:
     print(f"{FENCE}json\n{json.dumps(VERDICTS[kind], indent=2)}\n{FENCE}", flush=True)
 elif kind == "malformed":
     print(f'{FENCE}json\n{{"verdict": "PASS", "findings": [,]\n{FENCE}', flush=True)
+elif kind == "deep":
+    deep = "[" * 30_000 + "]" * 30_000
+    print(f'{FENCE}json\n{{"verdict": "PASS", "findings": {deep}}}\n{FENCE}', flush=True)
 elif kind == "missing":
     print("verdict agent: review finished, but no verdict block is printed", flush=True)
 else:
