@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from . import grammar, models
 from .binding import discord_workspace
 from .buttons import discord_custom_id, parse_discord_custom_id
+from .discord_api import VIBE_COMMAND
 from .models import Platform
 
 if TYPE_CHECKING:
@@ -115,6 +116,35 @@ def linked_user(external_id: str, workspace: str = ""):
     return models.linked_user(Platform.DISCORD, external_id, workspace)
 
 
+def _defined_order(subcommand: str) -> list[str]:
+    """The option names of one of our subcommands, in the order `discord_api` registers them."""
+    for option in VIBE_COMMAND["options"]:
+        if option["name"] == subcommand:
+            return [sub["name"] for sub in option.get("options", [])]
+    return []
+
+
+def _sub_words(subcommand: str, subs: list) -> list[str]:
+    """A subcommand's option values as the grammar reads them: the first value, then the
+    qualifiers (`key:…`, `risk:…`, `priority:…`), then the rest (a goal, a comment) as typed.
+
+    Discord sends options in the order a person filled them in, not the registered order.
+    """
+    order = _defined_order(subcommand)
+    given = sorted(
+        (sub for sub in subs if isinstance(sub, dict) and "value" in sub),
+        key=lambda sub: order.index(sub.get("name")) if sub.get("name") in order else len(order),
+    )
+    plain = [sub for sub in given if sub.get("name") not in grammar.SUBMIT_OPTIONS]
+    qualifiers = [
+        f"{sub['name']}:{'_'.join(str(sub['value']).split())}"
+        for sub in given
+        if sub.get("name") in grammar.SUBMIT_OPTIONS
+    ]
+    values = [str(sub["value"]) for sub in plain]
+    return values[:1] + qualifiers + values[1:]
+
+
 def command_text(data: Mapping) -> str:
     """`/vibe retry id:42` → "retry 42": the subcommand's name, then its option values."""
     words: list[str] = []
@@ -123,13 +153,9 @@ def command_text(data: Mapping) -> str:
         if not isinstance(option, dict):
             continue
         if option.get("type") == SUB_COMMAND or "options" in option:
-            words.append(str(option.get("name", "")))
+            name = str(option.get("name", ""))
             subs = option.get("options")
-            words += [
-                str(sub.get("value", ""))
-                for sub in (subs if isinstance(subs, list) else [])
-                if isinstance(sub, dict)
-            ]
+            words += [name, *_sub_words(name, subs if isinstance(subs, list) else [])]
         elif "value" in option:
             words.append(str(option["value"]))
     return " ".join(w for w in words if w)

@@ -35,25 +35,122 @@ def _task_id_option(what: str) -> dict:
     }
 
 
+def _more_ids_option() -> dict:
+    return {
+        "type": STRING,
+        "name": "more",
+        "description": "More task ids, separated by spaces",
+        "required": False,
+        "max_length": 400,
+    }
+
+
+def _text_option(name: str, description: str, *, required: bool, limit: int) -> dict:
+    return {
+        "type": STRING,
+        "name": name,
+        "description": description,
+        "required": required,
+        "max_length": limit,
+    }
+
+
+def _choices(values: list[str]) -> list[dict]:
+    return [{"name": value, "value": value} for value in values]
+
+
+def _submit_options() -> list[dict]:
+    """lane, then the qualifiers, then the goal: the order the grammar reads them in."""
+    from tasks_app.models import Lane, Risk
+
+    return [
+        {
+            "type": STRING,
+            "name": "lane",
+            "description": "The lane that does the work",
+            "required": True,
+            "choices": _choices(list(Lane.values)),
+        },
+        _text_option("goal", "What the task should achieve", required=True, limit=4000),
+        _text_option(
+            "key",
+            "An idempotency key: the same key again is the same task",
+            required=False,
+            limit=200,
+        ),
+        {
+            "type": STRING,
+            "name": "risk",
+            "description": "High risk waits for an Approver",
+            "required": False,
+            "choices": _choices(list(Risk.values)),
+        },
+        {
+            "type": INTEGER,
+            "name": "priority",
+            "description": "0–100, higher first (default 50)",
+            "required": False,
+            "min_value": 0,
+            "max_value": 100,
+        },
+    ]
+
+
 # `/vibe <subcommand> [id]` — the same grammar as Slack and the CLI (chatops_app/grammar.py).
-# The Discord door turns `/vibe retry id:42` back into the text "retry 42".
+# The Discord door turns `/vibe retry id:42` back into the text "retry 42" (discord.py).
 VIBE_COMMAND: dict = {
     "name": "vibe",
     "type": 1,
-    "description": "Steer the Vibe Factory: status, retry, approve, dead letters, workers",
+    "description": "Steer the Vibe Factory: submit, retry, approve, cancel, dead letters, workers",
     "options": [
         {"type": SUB_COMMAND, "name": "status", "description": "Workers by lane, tasks by status"},
         {
             "type": SUB_COMMAND,
+            "name": "submit",
+            "description": "New work for a lane",
+            "options": _submit_options(),
+        },
+        {
+            "type": SUB_COMMAND,
             "name": "retry",
-            "description": "Send a dead-letter or blocked task back to pending",
-            "options": [_task_id_option("retry")],
+            "description": "Send dead-letter or blocked tasks back to pending",
+            "options": [_task_id_option("retry"), _more_ids_option()],
         },
         {
             "type": SUB_COMMAND,
             "name": "approve",
-            "description": "Approve a high-risk task",
-            "options": [_task_id_option("approve")],
+            "description": "Approve high-risk tasks",
+            "options": [_task_id_option("approve"), _more_ids_option()],
+        },
+        {
+            "type": SUB_COMMAND,
+            "name": "cancel",
+            "description": "Stop open tasks for good",
+            "options": [_task_id_option("cancel"), _more_ids_option()],
+        },
+        {
+            "type": SUB_COMMAND,
+            "name": "merge",
+            "description": "Merge a task's reviewed branch into its base",
+            "options": [_task_id_option("merge")],
+        },
+        {
+            "type": SUB_COMMAND,
+            "name": "rework",
+            "description": "Ask for changes: a rework round on the same branch",
+            "options": [
+                _task_id_option("rework"),
+                _text_option("comment", "What should change", required=True, limit=2000),
+            ],
+        },
+        {
+            "type": SUB_COMMAND,
+            "name": "rebase",
+            "description": "Rework a conflicting branch onto its base",
+            "options": [
+                _task_id_option("rebase"),
+                _text_option("comment", "Anything to add", required=False, limit=2000),
+            ],
         },
         {"type": SUB_COMMAND, "name": "dlq", "description": "The dead-letter queue, newest first"},
         {
@@ -191,6 +288,20 @@ def post_message(channel_id: str, body: dict, *, timeout: float | None = None) -
         what=f"posting to Discord channel {channel_id}",
     )
     # A 2xx means the message is posted: never treat an odd answer as a failure to retry.
+    return answer if isinstance(answer, dict) else {}
+
+
+def edit_message(
+    channel_id: str, message_id: str, body: dict, *, timeout: float | None = None
+) -> dict:
+    """Edit one of the bot's messages in place (a task's message as the task moves)."""
+    answer = request(
+        "PATCH",
+        f"/channels/{channel_id}/messages/{message_id}",
+        body,
+        timeout=timeout,
+        what=f"editing Discord message {message_id}",
+    )
     return answer if isinstance(answer, dict) else {}
 
 

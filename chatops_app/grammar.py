@@ -16,19 +16,21 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from tasks_app import actions, lifecycle
 from tasks_app.models import Status, Task
-from tasks_app.permissions import ACTION_PERMISSIONS
-from workers_app.models import Worker, WorkerStatus
+from tasks_app.permissions import ACTION_PERMISSIONS, can
+from workers_app.models import Worker, WorkerStatus, stale_cutoff
 
+from .messages import task_url
 from .redact import redact
 
 logger = logging.getLogger(__name__)
 
 DLQ_LIMIT = 10
+SILENT_SHOWN = 10  # silent workers `status` names one by one
 GOAL_PREVIEW = 60
 ERROR_PREVIEW = 300
 # In chat, one history note or finding shows at most this much (the page has the rest).
@@ -37,12 +39,17 @@ READ_PERMISSION = "tasks_app.view_task"
 
 USAGE = [
     "status — workers by lane and tasks by status",
-    "retry <id> — send a dead-letter or blocked task back to pending",
-    "approve <id> — approve a high-risk task",
+    "submit <lane> [key:K] [risk:R] [priority:N] <goal> — new work for a lane",
+    "retry <id> [<id> …] — send dead-letter or blocked tasks back to pending",
+    "approve <id> [<id> …] — approve high-risk tasks",
+    "cancel <id> [<id> …] — stop open tasks for good",
     "merge <id> — merge a task's reviewed branch into its base",
     "rework <id> <comment> — ask for changes: a rework round on the same branch",
+    "rebase <id> [<comment>] — rework a conflicting branch onto its base",
     "dlq — the dead-letter queue, newest first",
     "worker <id> — one worker: lane, load, heartbeat, current tasks",
+    "pause <worker> / resume <worker> — stop a worker claiming, or let it claim again",
+    "retire <worker> — take a stopped worker out of the pool (its tasks keep its name)",
     "task <id> — one task with its history",
     "help — this list",
 ]
@@ -118,17 +125,28 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def status_reply() -> Reply:
-    """Workers by lane and tasks by status, like the seed's `/vibe status`."""
+    """Workers by lane and tasks by status, like the seed's `/vibe status`.
+
+    "Online" is a fresh heartbeat (and asking for work), whatever the status column says; a
+    worker whose column says online, paused or draining but that has gone silent is named as
+    "offline (no heartbeat for …)". Retired workers are left out.
+    """
+    alive = Q(last_heartbeat__gte=stale_cutoff())
+    pool = Worker.objects.in_pool()
     lanes = (
-        Worker.objects.values("lane")
-        .annotate(count=Count("pk"), load=Sum("active_tasks"), capacity=Sum("capacity_limit"))
+        pool.values("lane")
+        .annotate(
+            count=Count("pk"),
+            online=Count("pk", filter=alive & Q(status=WorkerStatus.ONLINE)),
+            load=Sum("active_tasks", filter=alive),
+            capacity=Sum("capacity_limit", filter=alive & Q(status=WorkerStatus.ONLINE)),
+        )
         .order_by("lane")
     )
-    online = dict(
-        Worker.objects.filter(status=WorkerStatus.ONLINE)
-        .values("lane")
-        .annotate(n=Count("pk"))
-        .values_list("lane", "n")
+    silent = list(
+        pool.exclude(alive)
+        .exclude(status=WorkerStatus.OFFLINE)
+        .order_by("lane", "worker_id")[: SILENT_SHOWN + 1]
     )
     counts = dict(
         Task.objects.values("status").annotate(n=Count("pk")).order_by().values_list("status", "n")
@@ -137,7 +155,7 @@ def status_reply() -> Reply:
         {
             "lane": row["lane"],
             "workers": row["count"],
-            "online": online.get(row["lane"], 0),
+            "online": row["online"],
             "active": row["load"] or 0,
             "capacity": row["capacity"] or 0,
         }
@@ -150,15 +168,23 @@ def status_reply() -> Reply:
         f"{w['active']}/{w['capacity']} busy)"
         for w in workers
     ] or ["  • none"]
+    if silent:
+        lines.append("Not running (no fresh heartbeat):")
+        lines += [f"  • {w.pk}: {w.liveness_text}, set {w.status}" for w in silent[:SILENT_SHOWN]]
+        if len(silent) > SILENT_SHOWN:
+            lines.append("  • … and more: see the pool page")
     lines.append("Tasks:")
     lines += [f"  • {Status(s).label.lower()}: {n}" for s, n in tasks.items() if n] or ["  • none"]
-    return Reply(
-        ok=True,
-        title="Vibe status",
-        lines=lines,
-        data={"ok": True, "workers": workers, "tasks": tasks},
-        public=True,
-    )
+    data = {
+        "ok": True,
+        "workers": workers,
+        "silent_workers": [
+            {"worker_id": w.pk, "status": w.status, "shown_as": w.liveness_text}
+            for w in silent[:SILENT_SHOWN]
+        ],
+        "tasks": tasks,
+    }
+    return Reply(ok=True, title="Vibe status", lines=lines, data=data, public=True)
 
 
 def dlq_reply(limit: int = DLQ_LIMIT, *, chat: bool = False) -> Reply:
@@ -222,6 +248,10 @@ def worker_reply(worker_id: str, *, chat: bool = False) -> Reply:
         "tier": worker.tier,
         "status": worker.status,
         "display_status": worker.display_status,
+        "shown_as": worker.liveness_text,
+        "alive": worker.is_alive,
+        "retired": worker.is_retired,
+        "managed": worker.managed,
         "active_tasks": worker.active_tasks,
         "capacity_limit": worker.capacity_limit,
         "priority_score": worker.priority_score,
@@ -229,8 +259,9 @@ def worker_reply(worker_id: str, *, chat: bool = False) -> Reply:
         "current_tasks": [{"id": t.pk, "goal": t.goal} for t in current],
     }
     lines = [
-        f"lane {worker.lane}, tier {worker.tier}, {worker.display_status}"
-        + (f" (set to {worker.status})" if worker.display_status != worker.status else ""),
+        f"lane {worker.lane}, tier {worker.tier}, {worker.liveness_text}"
+        + (f" (set to {worker.status})" if worker.display_status != worker.status else "")
+        + ("" if worker.managed else ", a one-off (runfactory does not start it)"),
         f"load {worker.active_tasks}/{worker.capacity_limit}, "
         f"heartbeat {_age(worker.last_heartbeat)}",
     ]
@@ -383,11 +414,12 @@ def _read_refusal(command: str, *, user, actor: str, door: str) -> Reply:
     )
 
 
-CHAT_ACTIONS = ("retry", "approve", "merge", "rework", "rebase")
+CHAT_ACTIONS = ("retry", "approve", "cancel", "merge", "rework", "rebase")
 # What chat says after each action (the table's words are for buttons and pages).
 TITLES = {
     "retry": "Task #{pk} reset to pending (attempts cleared)",
     "approve": "Task #{pk} approved",
+    "cancel": "Task #{pk} cancelled",
     "merge": "Task #{pk} merged into {base}",
     "rework": "Task #{pk} sent back for changes",
     "rebase": "Task #{pk} sent back to rebase onto {base}",
@@ -428,8 +460,183 @@ def _act(
     data = {"ok": True, "id": task.pk, "status": task.status, "action": action, "by": actor}
     if task.merge_commit and action == "merge":
         data["merge_commit"] = task.merge_commit
-    preview = _preview(task.goal, for_chat=door != "cli")
-    return Reply(ok=True, title=title, lines=[preview], data=data)
+    # In chat others read along, so the goal is shown; the shell typed the id and sees the title.
+    lines = [] if door == "cli" else [_preview(task.goal, for_chat=True)]
+    return Reply(ok=True, title=title, lines=lines, data=data)
+
+
+# Actions one line may apply to several tasks ("retry 261 263"); each id is answered.
+MULTI_ACTIONS = ("retry", "approve", "cancel")
+MAX_IDS_PER_LINE = 50
+
+
+def act_many(action: str, task_ids, *, user, actor: str, door: str, trusted: bool) -> Reply:
+    """`action` on each task in turn: one reply whose lines answer each id, in the order given.
+
+    One id is the plain single-task reply. A person who may not act is refused once (each id
+    is still kept in the audit log); a lifecycle refusal of one id does not stop the others.
+    """
+    # "261 #263", "261,263": each id once, in the order given.
+    words = [word for pk in task_ids for word in str(pk).replace(",", " ").split()]
+    ids = list(dict.fromkeys(word.lstrip("#") for word in words)) or [""]
+    first = _act(action, ids[0], user=user, actor=actor, door=door, trusted=trusted)
+    if len(ids) == 1:
+        return first
+    chosen = actions.ACTIONS[action]
+    if first.data.get("refused"):
+        for pk in ids[1:]:
+            chosen.refuse(pk, actor=actor, reason="no permission", door=door)
+        first.data["ids"] = ids
+        return first
+    replies = [first] + [
+        _act(action, pk, user=user, actor=actor, door=door, trusted=trusted) for pk in ids[1:]
+    ]
+    done = sum(reply.ok for reply in replies)
+    return Reply(
+        ok=done == len(replies),
+        title=f"{done} of {len(replies)} tasks {chosen.done}",
+        lines=[f"{'✓' if reply.ok else '✗'} {reply.title}" for reply in replies],
+        data={
+            "ok": done == len(replies),
+            "action": action,
+            "done": done,
+            "results": [reply.data for reply in replies],
+        },
+    )
+
+
+# `submit <lane> [key:K] [risk:R] [priority:N] <goal…>`: these may come before the goal.
+SUBMIT_OPTIONS = ("key", "risk", "priority")
+
+
+def _permission_refusal(action: str, target: str, *, user, actor: str, door: str) -> Reply:
+    """The person may not `action` (unlinked, or lacking the permission): said and audited."""
+    logger.warning(
+        "refused %s of %s by %s (%s)",
+        action,
+        target or "?",
+        actor,
+        user.get_username() if user is not None else "unlinked",
+    )
+    lifecycle.refused(action, target, actor=actor, reason="no permission", door=door)
+    if user is None:
+        message = f"You are not linked to a Vibe Factory user, so you cannot {action} tasks."
+        return _refusal(message + _link_hint(door, actor), refused=True)
+    return _refusal(
+        f"{user.get_username()} does not have the permission to {action} tasks "
+        f"({ACTION_PERMISSIONS[action]}).",
+        refused=True,
+    )
+
+
+def submit_reply(line: str, *, user, actor: str, door: str, trusted: bool) -> Reply:
+    """New work from `<lane> [key:K] [risk:R] [priority:N] <goal…>`; the goal is kept as typed.
+
+    Answered with the new task's id and link. With a `key:` already used nothing new is made
+    (the earlier task is the answer), so a resent command never makes the work twice.
+    """
+    lane, _, rest = (line or "").strip().partition(" ")
+    options: dict[str, str] = {}
+    while rest.strip():
+        word, _, remainder = rest.strip().partition(" ")
+        name, colon, value = word.partition(":")
+        if not colon or name.lower() not in SUBMIT_OPTIONS:
+            break
+        options[name.lower()] = value
+        rest = remainder
+    goal = rest.strip()
+    if not lane or not goal:
+        return help_reply(ok=False, prefix="Say the lane and the goal: submit <lane> <goal>.")
+    target = f"lane {lane[:40]}"
+    if not trusted and not can(user, "submit"):
+        return _permission_refusal("submit", target, user=user, actor=actor, door=door)
+    try:
+        priority = int(options.get("priority", "50"))
+    except ValueError:
+        return _refusal(f"priority {options['priority'][:20]!r} is not a whole number (0–100)")
+    try:
+        task = lifecycle.submit(
+            goal,
+            lane=lane.lower(),
+            actor=actor,
+            risk=options.get("risk", "low").lower(),
+            priority=priority,
+            key=options.get("key", ""),
+        )
+    except lifecycle.LifecycleError as exc:
+        lifecycle.refused("submit", target, actor=actor, reason=str(exc), door=door)
+        return _refusal(str(exc))
+    before = getattr(task, "was_submitted_before", False)
+    if before:
+        title = f"Task #{task.pk} was already submitted with key {task.idempotency_key!r}"
+    elif task.status == Status.AWAITING_APPROVAL:
+        title = f"Task #{task.pk} submitted; high risk, it waits for approval"
+    else:
+        title = f"Task #{task.pk} submitted to the {task.lane} lane"
+    url = task_url(task)
+    lines = [] if door == "cli" else [_preview(task.goal, for_chat=True)]
+    lines += [url] if url else []
+    buttons = []
+    if task.status == Status.AWAITING_APPROVAL:
+        buttons.append(Button("approve", task.pk, f"Approve #{task.pk}"))
+    data = {
+        "ok": True,
+        "id": task.pk,
+        "status": task.status,
+        "existing": before,
+        "url": url,
+        "action": "submit",
+        "by": actor,
+    }
+    return Reply(ok=True, title=title, lines=lines, data=data, buttons=buttons)
+
+
+def _after_words(text: str, count: int) -> str:
+    """What follows the first `count` words of a command line, as typed."""
+    parts = (text or "").replace("\x00", "").split(None, count)
+    return parts[count].strip() if len(parts) > count else ""
+
+
+WORKER_TITLES = {
+    "pause": "Worker {pk} paused: it finishes its running tasks and claims nothing new",
+    "resume": "Worker {pk} resumed",
+    "retire": "Worker {pk} retired: out of the pool and the counts until it heartbeats again",
+}
+
+
+def _worker_pk(worker_id: str) -> str:
+    """`qa-1` means `@qa-1` unless a worker is really called `qa-1`."""
+    worker_id = worker_id.strip()
+    if worker_id.startswith("@") or Worker.objects.filter(pk=worker_id).exists():
+        return worker_id
+    return "@" + worker_id
+
+
+def act_on_worker(action: str, worker_id: str, *, user, actor: str, door: str, trusted: bool):
+    """pause, resume or retire a worker from chat or the CLI, through the worker action table."""
+    chosen = actions.WORKER_ACTIONS[action]
+    worker_id = _worker_pk(worker_id)[:64]
+    if not trusted and not chosen.allowed(user):
+        logger.warning("refused %s of worker %s by %s", action, worker_id, actor)
+        chosen.refuse(worker_id, actor=actor, reason="no permission", door=door)
+        if user is None:
+            message = f"You are not linked to a Vibe Factory user, so you cannot {action} workers."
+            return _refusal(message + _link_hint(door, actor), refused=True)
+        return _refusal(
+            f"{user.get_username()} does not have the permission to {action} workers "
+            f"({ACTION_PERMISSIONS[action]}).",
+            refused=True,
+        )
+    try:
+        worker = chosen.perform(worker_id, actor=actor)
+    except lifecycle.LifecycleError as exc:
+        return _refusal(str(exc))
+    lines = []
+    if action == "resume" and not worker.is_alive:
+        lines.append("It has no live process: it claims once it is started.")
+    data = {"ok": True, "worker_id": worker.pk, "action": action, "by": actor}
+    data["status"] = "retired" if action == "retire" else worker.status
+    return Reply(ok=True, title=WORKER_TITLES[action].format(pk=worker.pk), lines=lines, data=data)
 
 
 def execute(text: str, *, user, actor: str, door: str, trusted: bool = False) -> Reply:
@@ -461,7 +668,7 @@ def _execute(text: str, *, user, actor: str, door: str, trusted: bool) -> Reply:
         return worker_reply(args[0], chat=chat)
     if command == "task" and len(args) == 1:
         return task_reply(args[0], chat=chat)
-    if command in ("retry", "approve", "merge") and len(args) == 1:
+    if command == "merge" and len(args) == 1:  # retry, approve, cancel: MULTI_ACTIONS below
         return _act(
             command, args[0].lstrip("#"), user=user, actor=actor, door=door, trusted=trusted
         )
@@ -479,6 +686,24 @@ def _execute(text: str, *, user, actor: str, door: str, trusted: bool) -> Reply:
         )
     if command == "rework":
         return help_reply(ok=False, prefix="Say what should change: rework <id> <comment>.")
+    if command == "rebase" and args:
+        return _act(
+            command,
+            args[0].lstrip("#"),
+            user=user,
+            actor=actor,
+            door=door,
+            trusted=trusted,
+            comment=_after_words(text, 2),
+        )
+    if command in MULTI_ACTIONS and 1 <= len(args) <= MAX_IDS_PER_LINE:
+        return act_many(command, args, user=user, actor=actor, door=door, trusted=trusted)
+    if command in actions.WORKER_ACTIONS and len(args) == 1:
+        return act_on_worker(command, args[0], user=user, actor=actor, door=door, trusted=trusted)
+    if command == "submit":
+        return submit_reply(
+            _after_words(text, 1), user=user, actor=actor, door=door, trusted=trusted
+        )
     return help_reply(ok=False, prefix=f"I don't understand {' '.join(words)[:80]!r}.")
 
 

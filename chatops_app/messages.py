@@ -14,6 +14,8 @@ Every piece of that text passes through `_clip` or `_tail`, which redact secret-
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -23,6 +25,7 @@ from django.urls import NoReverseMatch, reverse
 from tasks_app.costs import format_usd
 from tasks_app.lifecycle import error_hint
 from tasks_app.models import Delivery, DeliveryState, Status, Task
+from tasks_app.pipeline import REVIEW_LABELS
 
 from .buttons import discord_custom_id, slack_action_id
 from .models import FACTORY_EVENTS, Notification, NotificationEvent
@@ -116,15 +119,23 @@ def _facts(notification: Notification) -> list[tuple[str, str]]:
     ]
     if task.status != notification.event:
         facts.append(("Now", Status(task.status).label if task.status in Status.values else "?"))
+        change = task.history.order_by("-created_at", "-id").first()
+        if change is not None:
+            what = _clip(change.note, 150) or Status(change.to_status).label.lower()
+            facts.append(("Last change", f"{what} (by {change.actor})"))
     if notification.note:
         facts.append(("Why", _clip(notification.note, NOTE_LIMIT)))
-    if notification.event == NotificationEvent.AWAITING_MERGE:
-        if task.branch:
-            facts.append(("Branch", task.branch))
-        if task.pr_url:
-            facts.append(("Pull request", task.pr_url))
-        if task.conflicts:
-            facts.append(("Conflicts", _clip(", ".join(task.conflicts), NOTE_LIMIT)))
+    reviews = _reviews(task)
+    if reviews:
+        facts.append(("Reviews", reviews))
+    if notification.event == NotificationEvent.AWAITING_MERGE and task.branch:
+        facts.append(("Branch", task.branch))
+    if task.delivery_state and task.delivery_summary:
+        facts.append(("Delivery", task.delivery_summary))
+    if task.pr_url:
+        facts.append(("Pull request", task.pr_url))
+    if notification.event == NotificationEvent.AWAITING_MERGE and task.conflicts:
+        facts.append(("Conflicts", _clip(", ".join(task.conflicts), NOTE_LIMIT)))
     quiet = (NotificationEvent.AWAITING_APPROVAL, NotificationEvent.AWAITING_MERGE)
     if notification.event not in quiet and task.last_error_type:
         facts.append(("Error", task.last_error_type))
@@ -134,6 +145,22 @@ def _facts(notification: Notification) -> list[tuple[str, str]]:
         if hint:
             facts.append(("Hint", hint))
     return facts
+
+
+def _reviews(task: Task) -> str:
+    """The current round's reviews with their verdicts: 'security audit PASS 92 · QA running'."""
+    if task.is_review or task.pipeline in ("", "none"):
+        return ""
+    rows = task.children.filter(review_round=task.review_round).order_by("pipeline_step", "pk")
+    shown = []
+    for review in rows.only("lane", "status", "verdict", "score"):
+        label = REVIEW_LABELS.get(review.lane, review.lane)
+        if review.verdict:
+            score = f" {review.score}" if review.score is not None else ""
+            shown.append(f"{label} {review.verdict}{score}")
+        else:
+            shown.append(f"{label} {Status(review.status).label.lower()}")
+    return " · ".join(shown)
 
 
 def headline(notification: Notification) -> str:
@@ -355,3 +382,45 @@ def discord_message(notification: Notification) -> dict:
             }
         ]
     return body
+
+
+# --- A task's one message, and the replies in its thread ----------------------------------------
+
+
+def digest(body: dict) -> str:
+    """What a message shows, as a short fingerprint: it is only edited when this changes."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def slack_edit(body: dict) -> dict:
+    """`chat.update` arguments from a message body (it knows no unfurl options)."""
+    return {key: value for key, value in body.items() if not key.startswith("unfurl_")}
+
+
+def slack_reply(body: dict, thread_ts: str) -> dict:
+    """The news as a reply in the task's thread: the task's message keeps the action buttons."""
+    blocks = []
+    for block in body.get("blocks", []):
+        if block.get("type") == "actions":
+            links = [element for element in block["elements"] if "url" in element]
+            if not links:
+                continue
+            block = {**block, "elements": links}
+        blocks.append(block)
+    return {**body, "blocks": blocks, "thread_ts": thread_ts}
+
+
+def discord_edit(body: dict) -> dict:
+    """An edit replaces the buttons too: none given means none kept (not 'unchanged')."""
+    return {**body, "components": body.get("components", [])}
+
+
+def discord_reply(body: dict, channel_id: str, message_id: str) -> dict:
+    """The news as a reply to the task's message, without its buttons."""
+    reply = {key: value for key, value in body.items() if key != "components"}
+    reply["message_reference"] = {
+        "message_id": message_id,
+        "channel_id": channel_id,
+        "fail_if_not_exists": False,
+    }
+    return reply

@@ -203,6 +203,59 @@ def notify_factory(
         return []
 
 
+class ChatThread(models.Model):
+    """A task's one message in a chat channel: kept up to date in place, later news as replies.
+
+    The first notification about a task posts the message and records its id here (Slack `ts`,
+    Discord message id); later ones edit it to show where the task is now and post their news in
+    its thread. `posting_until` is the lease of the sender posting that first message, so two
+    senders never both start a thread; `shown` is a digest of what the message shows, so it is
+    only edited when that changes. `open` goes False once a finished task is shown as finished.
+    """
+
+    # No index of its own: the unique (task, channel) serves every lookup by task.
+    task = models.ForeignKey(
+        "tasks_app.Task", on_delete=models.CASCADE, related_name="chat_threads", db_index=False
+    )
+    channel = models.CharField(max_length=10, choices=Platform.choices)
+    chat_channel = models.CharField(
+        max_length=100, blank=True, default="", help_text="Slack or Discord channel id."
+    )
+    external_id = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="Slack ts or Discord message id of the task's message; blank until posted.",
+    )
+    notification = models.ForeignKey(
+        Notification,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The latest news the message shows.",
+    )
+    posting_until = models.DateTimeField(null=True, blank=True)
+    shown = models.CharField(max_length=64, blank=True, default="")
+    synced_at = models.DateTimeField(
+        null=True, blank=True, help_text="The task's updated_at when the message was last drawn."
+    )
+    open = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        db_table = "chat_threads"
+        constraints = [
+            models.UniqueConstraint(fields=["task", "channel"], name="chat_thread_unique")
+        ]
+        indexes = [
+            models.Index(fields=["channel"], condition=Q(open=True), name="chat_threads_open_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.task_id} → {self.channel} {self.external_id or '(posting)'}"
+
+
 class SignedRequest(models.Model):
     """A verified chat request, kept for its signing window: the same one twice is a replay.
 

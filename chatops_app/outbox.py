@@ -12,6 +12,13 @@ pending with exponential backoff and jitter, forever; a chat outage only delays 
 such as `invalid_auth` or `channel_not_found` are retried a few times (someone may be fixing the
 token) and then marked `failed` with the error kept for the admin. After a transient or
 channel-wide error the channel rests until the backoff ends instead of hammering the service.
+
+One message per task and channel (`ChatThread`): the first notification about a task posts it;
+later ones edit it to show where the task is now and post their own news as a reply in its
+thread (Slack `thread_ts`, a Discord reply). Edits are idempotent, so a retried send edits again
+and replies once more only when the reply itself had not got through. Between notifications,
+each pass also redraws the messages of tasks that moved (status, reviews, pull request,
+delivery), editing only when what the message shows changed.
 """
 
 from __future__ import annotations
@@ -25,14 +32,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from tasks_app.models import OPEN_STATUSES
+
 from . import discord_api, messages
-from .models import DeliveryState, Notification, Platform
+from .models import ChatThread, DeliveryState, Notification, Platform
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +72,12 @@ SLACK_CHANNEL_ERRORS = {
 }
 
 
+# Slack's answers to chat.update when the task's message is no longer there to edit.
+SLACK_GONE_ERRORS = {"message_not_found", "cant_update_message", "edit_window_closed"}
+# How long news waits while another sender posts its task's first message.
+THREAD_WAIT_SECONDS = 5.0
+
+
 class DeliveryError(Exception):
     """A send that did not get through. `transient`: worth retrying without limit."""
 
@@ -80,6 +95,27 @@ class DeliveryError(Exception):
         self.channel_wide = channel_wide or transient
 
 
+class ThreadBusy(DeliveryError):
+    """Another sender is posting the task's first message; this news goes in its thread after."""
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(
+            f"task #{task_id}'s message is being posted by another sender; this news follows "
+            "in its thread",
+            transient=True,
+            retry_after=THREAD_WAIT_SECONDS,
+        )
+        self.channel_wide = False  # one task waits, not the channel
+
+
+class MessageGone(DeliveryError):
+    """The task's message was deleted (or can no longer be edited): start a new one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+        self.channel_wide = False
+
+
 @dataclass
 class Channel:
     """One chat service: whether it is configured, and how to send one notification there."""
@@ -89,6 +125,8 @@ class Channel:
     missing: list[str]
     target: str
     send: Callable[[Notification], str] | None = None
+    # Redraw a task's message from a notification (the task as it is now).
+    edit: Callable[[ChatThread, Notification], None] | None = None
 
 
 @dataclass
@@ -97,6 +135,7 @@ class PassStats:
     retrying: int = 0
     failed: int = 0
     skipped: int = 0  # taken by another sender first
+    updated: int = 0  # tasks' messages redrawn because the task moved
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -108,6 +147,7 @@ class PassStats:
         self.retrying += other.retrying
         self.failed += other.failed
         self.skipped += other.skipped
+        self.updated += other.updated
         self.errors += other.errors
 
 
@@ -209,6 +249,7 @@ class Sender:
                 slack_missing,
                 settings.VIBE_SLACK_CHANNEL,
                 self._send_slack,
+                self._edit_slack,
             ),
             Channel(
                 Platform.DISCORD,
@@ -216,6 +257,7 @@ class Sender:
                 discord_missing,
                 settings.VIBE_DISCORD_CHANNEL_ID,
                 self._send_discord,
+                self._edit_discord,
             ),
         ]
 
@@ -250,33 +292,194 @@ class Sender:
             )
         return self._slack
 
-    def _send_slack(self, notification: Notification) -> str:
-        body = messages.slack_message(notification)
+    def _slack_call(self, method: str, **arguments) -> dict:
         try:
-            response = self._slack_client().chat_postMessage(
-                channel=settings.VIBE_SLACK_CHANNEL, **body
-            )
+            response = getattr(self._slack_client(), method)(**arguments)
         except SlackApiError as exc:
+            data = getattr(exc.response, "data", None)
+            code = str(data.get("error") or "") if isinstance(data, dict) else ""
+            if method == "chat_update" and code in SLACK_GONE_ERRORS:
+                raise MessageGone(f"Slack refused chat.update: {code}") from None
             raise _slack_error(exc) from None
         except (OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise DeliveryError(f"could not reach Slack ({reason})", transient=True) from None
-        return str(response.get("ts") or "")
+        return response.data if isinstance(response.data, dict) else {}
+
+    def _send_slack(self, notification: Notification) -> str:
+        body = messages.slack_message(notification)
+        if notification.task_id is None:  # a factory event: a message of its own
+            answer = self._slack_call(
+                "chat_postMessage", channel=settings.VIBE_SLACK_CHANNEL, **body
+            )
+            return str(answer.get("ts") or "")
+
+        def post(thread: ChatThread | None) -> tuple[str, str]:
+            if thread is None:
+                target, sent = settings.VIBE_SLACK_CHANNEL, body
+            else:
+                target, sent = thread.chat_channel, messages.slack_reply(body, thread.external_id)
+            answer = self._slack_call("chat_postMessage", channel=target, **sent)
+            return str(answer.get("ts") or ""), str(answer.get("channel") or target)
+
+        return self._send_threaded(notification, post, body)
+
+    def _edit_slack(self, thread: ChatThread, notification: Notification) -> None:
+        body = messages.slack_edit(messages.slack_message(notification))
+        self._slack_call("chat_update", channel=thread.chat_channel, ts=thread.external_id, **body)
+
+    @staticmethod
+    def _discord_error(exc: discord_api.DiscordError) -> DeliveryError:
+        return DeliveryError(
+            str(exc),
+            transient=exc.transient,
+            retry_after=exc.retry_after,
+            channel_wide=exc.status in (401, 403, 404),
+        )
 
     def _send_discord(self, notification: Notification) -> str:
         body = messages.discord_message(notification)
+
+        def post(thread: ChatThread | None) -> tuple[str, str]:
+            if thread is None:
+                target, sent = settings.VIBE_DISCORD_CHANNEL_ID, body
+            else:
+                target = thread.chat_channel
+                sent = messages.discord_reply(body, target, thread.external_id)
+            try:
+                answer = discord_api.post_message(target, sent, timeout=self.timeout)
+            except discord_api.DiscordError as exc:
+                raise self._discord_error(exc) from None
+            return str(answer.get("id") or ""), str(answer.get("channel_id") or target)
+
+        if notification.task_id is None:
+            return post(None)[0]
+        return self._send_threaded(notification, post, body)
+
+    def _edit_discord(self, thread: ChatThread, notification: Notification) -> None:
+        body = messages.discord_edit(messages.discord_message(notification))
         try:
-            answer = discord_api.post_message(
-                settings.VIBE_DISCORD_CHANNEL_ID, body, timeout=self.timeout
+            discord_api.edit_message(
+                thread.chat_channel, thread.external_id, body, timeout=self.timeout
             )
         except discord_api.DiscordError as exc:
-            raise DeliveryError(
-                str(exc),
-                transient=exc.transient,
-                retry_after=exc.retry_after,
-                channel_wide=exc.status in (401, 403, 404),
-            ) from None
-        return str(answer.get("id") or "")
+            if exc.status == 404:
+                raise MessageGone(str(exc)) from None
+            raise self._discord_error(exc) from None
+
+    # --- A task's one message and its thread ------------------------------------------------
+
+    def _thread_for(self, row: Notification) -> tuple[ChatThread, bool]:
+        """The task's thread on this row's channel, and whether this send posts its first
+        message (then this sender holds the thread's lease). Raises ThreadBusy while another
+        sender posts it."""
+        now = self.clock()
+        where = {"task_id": row.task_id, "channel": row.channel}
+        thread = ChatThread.objects.filter(**where).first()
+        if thread is None:
+            try:
+                with transaction.atomic():
+                    return ChatThread.objects.create(**where, posting_until=now + self.lease), True
+            except IntegrityError:  # another sender started it a moment ago
+                thread = ChatThread.objects.get(**where)
+        if thread.external_id:
+            return thread, False
+        taken = (
+            ChatThread.objects.filter(pk=thread.pk, external_id="")
+            .filter(Q(posting_until__isnull=True) | Q(posting_until__lte=now))
+            .update(posting_until=now + self.lease)
+        )
+        if taken != 1:
+            raise ThreadBusy(row.task_id)
+        return thread, True
+
+    def _send_threaded(
+        self, row: Notification, post: Callable[[ChatThread | None], tuple[str, str]], body: dict
+    ) -> str:
+        """Post the task's first message, or redraw it and post this news in its thread."""
+        channel = next(c for c in self.channels if c.name == row.channel)
+        thread, first = self._thread_for(row)
+        if not first:
+            # The message shows the newest news; a late older one only goes in the thread.
+            shown = thread.notification if (thread.notification_id or 0) > row.pk else row
+            shown.task = row.task
+            try:
+                channel.edit(thread, shown)
+            except MessageGone as exc:
+                logger.warning(
+                    "task #%s's message is gone (%s); posting a new one", row.task_id, exc
+                )
+                first = True
+        if first:
+            try:
+                message_id, chat_channel = post(None)
+            except DeliveryError:
+                # Not posted: let the next send about this task (this row's retry or another)
+                # post it, instead of waiting out this sender's lease.
+                ChatThread.objects.filter(pk=thread.pk, external_id="").update(posting_until=None)
+                raise
+            self._drawn(thread, row, body, external_id=message_id, chat_channel=chat_channel)
+            return message_id
+        message_id, _ = post(thread)
+        drawn = (
+            messages.slack_message if row.channel == Platform.SLACK else messages.discord_message
+        )
+        self._drawn(thread, shown, drawn(shown))
+        return message_id
+
+    def _drawn(self, thread: ChatThread, shown: Notification, body: dict, **posted) -> None:
+        """Record what the task's message shows now (and, for a first message, where it is)."""
+        task = shown.task
+        fields = {
+            "notification": shown,
+            "shown": messages.digest(body),
+            "synced_at": task.updated_at,
+            "open": task.status in OPEN_STATUSES,
+        }
+        if posted:
+            fields.update(posted, external_id=posted["external_id"][:100], posting_until=None)
+        ChatThread.objects.filter(pk=thread.pk).update(**fields)
+
+    def refresh_threads(self, channel: Channel) -> PassStats:
+        """Redraw the messages of tasks that moved since they were drawn (at most a batch)."""
+        stats = PassStats()
+        render = (
+            messages.slack_message if channel.name == Platform.SLACK else messages.discord_message
+        )
+        moved = (
+            ChatThread.objects.filter(channel=channel.name, open=True)
+            .exclude(external_id="")
+            .exclude(synced_at=F("task__updated_at"))
+            .select_related("task", "notification")
+            .order_by("pk")[: self.batch_size]
+        )
+        for thread in moved:
+            if self._stop.is_set():
+                break
+            task, shown = thread.task, thread.notification
+            fields = {"synced_at": task.updated_at, "open": task.status in OPEN_STATUSES}
+            if shown is not None:
+                shown.task = task
+                body = render(shown)
+                fields["shown"] = messages.digest(body)
+                if fields["shown"] != thread.shown:
+                    try:
+                        channel.edit(thread, shown)
+                    except MessageGone as exc:
+                        logger.warning("task #%s's message is gone (%s)", task.pk, exc)
+                        fields["open"] = False  # the next news about it starts a new one
+                    except DeliveryError as exc:
+                        stats.errors.append(f"{channel.name}: {exc}")
+                        if exc.channel_wide:
+                            self.resting_until[channel.name] = self.clock() + self.backoff(1)
+                            break
+                        logger.warning("could not redraw task #%s's message: %s", task.pk, exc)
+                        continue  # tried again on the next pass
+                    else:
+                        stats.updated += 1
+            # Compare-and-swap: a sender that drew it meanwhile keeps its (newer) record.
+            ChatThread.objects.filter(pk=thread.pk, synced_at=thread.synced_at).update(**fields)
+        return stats
 
     # --- The compare-and-swap steps ---------------------------------------------------------
 
@@ -406,6 +609,9 @@ class Sender:
             if rest and rest > self.clock():
                 continue
             stats.add(self._send_channel(channel))
+            rest = self.resting_until.get(channel.name)
+            if not self._stop.is_set() and not (rest and rest > self.clock()):
+                stats.add(self.refresh_threads(channel))
         return stats
 
     def _send_channel(self, channel: Channel) -> PassStats:
@@ -443,7 +649,7 @@ class Sender:
                 close_old_connections()
                 continue
             total.add(stats)
-            if stats.handled or stats.skipped:
+            if stats.handled or stats.skipped or stats.updated:
                 continue
             if once:
                 break

@@ -1,7 +1,10 @@
-"""Every door's task actions, in one table: the board, the admin, chat and the CLI.
+"""Every door's task and worker actions, in two tables: the board and pool, the admin, chat and
+the CLI.
 
 A door looks an action up here, checks the person's permission (`permissions`), and performs it;
-no door calls the lifecycle's people's moves itself, so a new action is one row here.
+no door calls the lifecycle's people's moves itself, so a new action is one row here. A worker
+action also says which workers a page offers it to (`offered`): Resume only to a worker with a
+live process, Retire only to a silent one holding no task.
 """
 
 from __future__ import annotations
@@ -92,3 +95,78 @@ ACTIONS: dict[str, Action] = {
 
 def get(name: str) -> Action | None:
     return ACTIONS.get(name)
+
+
+# --- Workers ----------------------------------------------------------------------------------
+
+
+def _offer_pause(worker) -> bool:
+    return worker.is_alive and worker.status == "online"
+
+
+def _offer_resume(worker) -> bool:
+    # Only a live process can act on a resume; a silent worker is offered Retire instead.
+    return worker.is_alive and worker.status in ("paused", "draining", "offline")
+
+
+def _offer_retire(worker) -> bool:
+    return not worker.is_alive and not worker.is_retired and worker.active_tasks == 0
+
+
+@dataclass(frozen=True)
+class WorkerAction:
+    """A person's move on a worker, read by the pool page, the admin, chat and the CLI."""
+
+    name: str  # also its row in permissions.ACTION_PERMISSIONS
+    label: str
+    done: str  # "Worker @qa-1 <done>."
+    run: Callable[..., object]
+    offered_to: Callable[[object], bool]  # which workers a page offers it to
+    primary: bool = False
+    note: str = ""  # what it means, said after it is done (and asked first, with `confirm`)
+    confirm: bool = False
+
+    def allowed(self, user) -> bool:
+        return can(user, self.name)
+
+    def offered(self, worker) -> bool:
+        return self.offered_to(worker)
+
+    def perform(self, worker_id: str, *, actor: str):
+        """Act (the door has checked the person may); a refusal is audited and raised."""
+        try:
+            return self.run(worker_id, actor=actor)
+        except lifecycle.LifecycleError as exc:
+            lifecycle.refused(self.name, f"worker {worker_id}"[:200], actor=actor, reason=str(exc))
+            raise
+
+    def refuse(self, worker_id: str, *, actor: str, reason: str, door: str = "") -> None:
+        lifecycle.refused(
+            self.name, f"worker {worker_id}"[:200], actor=actor, reason=reason, door=door
+        )
+
+
+WORKER_ACTIONS: dict[str, WorkerAction] = {
+    action.name: action
+    for action in (
+        WorkerAction("pause", "Pause", "paused", lifecycle.pause_worker, _offer_pause),
+        WorkerAction(
+            "resume", "Resume", "resumed", lifecycle.resume_worker, _offer_resume, primary=True
+        ),
+        WorkerAction(
+            "retire",
+            "Retire",
+            "retired",
+            lifecycle.retire_worker,
+            _offer_retire,
+            note="It leaves the pool and the counts until it heartbeats again; its tasks keep "
+            "its name.",
+            confirm=True,
+        ),
+    )
+}
+
+
+def worker_actions_for(worker, user) -> list[WorkerAction]:
+    """The worker actions a page offers this person for this worker's state."""
+    return [a for a in WORKER_ACTIONS.values() if a.offered(worker) and a.allowed(user)]

@@ -48,6 +48,7 @@ from .verdicts import VerdictError, validate_result
 logger = logging.getLogger(__name__)
 
 WAKE_CHANNEL = "vibe_tasks"
+CANCEL_CHANNEL = "vibe_cancels"  # the id of a cancelled running task, for its worker's keeper
 MAX_GOAL_LENGTH = 10_000
 MAX_ERROR_LENGTH = 20_000
 
@@ -668,6 +669,7 @@ def validate_new(spec: NewTask) -> NewTask:
         raise InvalidInput("the goal is empty; say what the task should achieve")
     if len(goal) > MAX_GOAL_LENGTH:
         raise InvalidInput(f"the goal is {len(goal)} characters; the limit is {MAX_GOAL_LENGTH}")
+    _check_storable(goal, "the goal")
     if spec.lane not in Lane.values:
         raise InvalidInput(f"unknown lane {spec.lane!r}; choose one of {', '.join(Lane.values)}")
     if spec.risk not in Risk.values:
@@ -707,12 +709,21 @@ def validate_new(spec: NewTask) -> NewTask:
     )
 
 
+def _check_storable(text: str, what: str) -> None:
+    """Text every database can hold: PostgreSQL refuses NUL, neither encodes a lone surrogate."""
+    if "\x00" in text:
+        raise InvalidInput(f"{what} holds a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} is not valid Unicode text (a lone surrogate)") from None
+
+
 def _checked_key(key: object) -> str:
     key = (key or "").strip() if isinstance(key, str) else ""
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"the idempotency key is {len(key)} characters; the limit is 200")
-    if "\x00" in key:
-        raise InvalidInput("the idempotency key holds a NUL character")
+    _check_storable(key, "the idempotency key")
     return key
 
 
@@ -1697,6 +1708,8 @@ def cancel(task_id: int | str, *, actor: str) -> Task:
         if task.status not in OPEN_STATUSES:
             raise _illegal(task, "cancelled", OPEN_STATUSES)
         held_by = task.worker_id if task.status == Status.IN_PROGRESS else None
+        if held_by:
+            _stop_agent_of(task)
         _move(
             task,
             task.status,
@@ -1709,6 +1722,8 @@ def cancel(task_id: int | str, *, actor: str) -> Task:
         _release_worker_slot(held_by)
         for child in task.children.filter(status__in=OPEN_STATUSES).select_for_update():
             child_held = child.worker_id if child.status == Status.IN_PROGRESS else None
+            if child_held:
+                _stop_agent_of(child)
             _move(
                 child,
                 child.status,
@@ -1722,6 +1737,14 @@ def cancel(task_id: int | str, *, actor: str) -> Task:
         if parent is not None:
             _review_cancelled(parent, task, actor=actor)
         return task
+
+
+def _stop_agent_of(task: Task) -> None:
+    """Tell the worker running the task, at commit, to stop its agent now (PostgreSQL NOTIFY;
+    elsewhere its keeper sees the cancel within about a second)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [CANCEL_CHANNEL, str(task.pk)])
 
 
 def _review_cancelled(parent: Task, review: Task, *, actor: str) -> None:
@@ -1846,6 +1869,63 @@ def resume_worker(worker_id: str, *, actor: str):
     from workers_app.models import WorkerStatus
 
     return set_worker_status(worker_id, WorkerStatus.ONLINE, actor=actor)
+
+
+def retire_worker(worker_id: str, *, actor: str):
+    """Take a stale worker out of the pool and the counts, keeping its row for attribution.
+
+    Only a worker with no live process and no running task: a live one would heartbeat straight
+    back (stop it first), and a running task's lease must run out (or the task be cancelled)
+    before nobody holds it. A retired worker that heartbeats again is back in the pool, in the
+    status it had; `runfactory` does not start it until then.
+    """
+    from workers_app.models import Worker, stale_cutoff
+
+    actor = _check_actor(actor)
+    with _atomic():
+        try:
+            worker = Worker.objects.select_for_update().get(pk=worker_id)
+        except Worker.DoesNotExist:
+            raise WorkerNotFound(f"worker {worker_id} does not exist") from None
+        if worker.is_retired:
+            raise IllegalTransition(f"worker {worker_id} is already retired")
+        if worker.is_alive:
+            raise IllegalTransition(
+                f"worker {worker_id} is running (its last heartbeat is fresh); stop its process "
+                "before retiring it, or pause it"
+            )
+        held = list(
+            Task.objects.filter(worker_id=worker_id, status=Status.IN_PROGRESS)
+            .order_by("id")
+            .values_list("id", flat=True)[:5]
+        )
+        if held or worker.active_tasks:
+            which = ", ".join(f"#{pk}" for pk in held) or f"{worker.active_tasks} slot(s)"
+            raise IllegalTransition(
+                f"worker {worker_id} still holds {which}; retire it once its lease runs out and "
+                "the task is requeued (or cancel the task)"
+            )
+        now = timezone.now()
+        # Compare-and-swap on what was checked: still silent, still holding nothing.
+        silent = models.Q(last_heartbeat__isnull=True) | models.Q(last_heartbeat__lt=stale_cutoff())
+        moved = (
+            Worker.objects.filter(silent, pk=worker_id, active_tasks=0)
+            .exclude(tasks__status=Status.IN_PROGRESS)
+            .update(retired_at=now, updated_at=now)
+        )
+        if moved != 1:
+            raise IllegalTransition(f"worker {worker_id} changed while retiring it; try again")
+        logger.info("worker %s retired by %s", worker_id, actor)
+        heard = worker.last_heartbeat.isoformat() if worker.last_heartbeat else "never"
+        audit(
+            "worker retired",
+            worker_id,
+            actor=actor,
+            outcome="done",
+            reason=f"{worker.status}, last heartbeat {heard}",
+        )
+        worker.retired_at = now
+        return worker
 
 
 def worker_heartbeat(worker_id: str) -> None:

@@ -10,6 +10,7 @@ ACTION_PERMISSIONS: dict[str, str] = {
     "cancel": "tasks_app.cancel_task",
     "pause": "workers_app.manage_workers",
     "resume": "workers_app.manage_workers",
+    "retire": "workers_app.manage_workers",
     "submit": "tasks_app.add_task",
     "merge": "tasks_app.merge_task",
     "rework": "tasks_app.rework_task",
@@ -24,7 +25,7 @@ def can(user, action: str) -> bool:
     return user.has_perm(ACTION_PERMISSIONS[action])
 
 
-WORKER_ACTIONS = ("pause", "resume")
+WORKER_ACTIONS = ("pause", "resume", "retire")
 
 
 def require(user, action: str, *, target: str = "", door: str = "web") -> None:

@@ -28,7 +28,12 @@ def _reinstall_migration_rows() -> None:
 
     from django.apps import apps
 
-    import_module("workers_app.migrations.0002_default_pool").install_pool(apps, None)
+    pool = import_module("workers_app.migrations.0002_default_pool")
+    pool.install_pool(apps, None)
+    from workers_app.models import Worker
+
+    # As migration 0005 leaves them: the default pool is what runfactory starts.
+    Worker.objects.filter(pk__in=[row[0] for row in pool.DEFAULT_POOL]).update(managed=True)
     import_module("tasks_app.migrations.0002_roles").create_roles(apps, None)
     import_module("tasks_app.migrations.0008_delivery_roles").grant(apps, None)
     import_module("tasks_app.migrations.0010_submitter_role").grant(apps, None)

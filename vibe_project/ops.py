@@ -84,12 +84,15 @@ class FactoryCollector:
 
         workers = GaugeMetricFamily(
             "vibe_workers",
-            "Workers with a fresh heartbeat, and of those the busy ones.",
+            "Workers with a fresh heartbeat, of those the busy ones, and the silent ones: in the "
+            "pool, set to work (not offline), but with no fresh heartbeat.",
             labels=["state"],
         )
         alive = Worker.objects.alive()
         workers.add_metric(["live"], alive.count())
         workers.add_metric(["busy"], alive.filter(active_tasks__gt=0).count())
+        silent = Worker.objects.in_pool().exclude(pk__in=alive.values("pk"))
+        workers.add_metric(["silent"], silent.exclude(status="offline").count())
         yield workers
 
         outbox = GaugeMetricFamily(

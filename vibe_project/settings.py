@@ -128,6 +128,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "axes.middleware.AxesMiddleware",
+    "vibe_project.errors.ProductNotFoundMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [
@@ -263,9 +264,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"one_line_refusals": {"()": "vibe_project.errors.OneLineRefusals"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": VIBE_LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # A refused request is one line with its reason, not a traceback (vibe_project.errors).
+        "django.request": {"filters": ["one_line_refusals"]},
+    },
 }
 
 # --- The factory ------------------------------------------------------------------------------
@@ -351,6 +357,9 @@ VIBE_SLACK_SIGNING_SECRET = env_str("VIBE_SLACK_SIGNING_SECRET")
 VIBE_SLACK_BOT_TOKEN = env_str("VIBE_SLACK_BOT_TOKEN")
 VIBE_SLACK_CHANNEL = env_str("VIBE_SLACK_CHANNEL")
 VIBE_SLACK_API_URL = env_str("VIBE_SLACK_API_URL", "https://slack.com/api/")
+# An app-level token (xapp-…, scope connections:write): `manage.py slacksocket` then serves
+# /vibe and its buttons over Socket Mode, without a public URL; runfactory starts it.
+VIBE_SLACK_APP_TOKEN = env_str("VIBE_SLACK_APP_TOKEN")
 # Our workspace: a signed request from any other team, Enterprise Grid org or Slack app is
 # refused with 403 (unset: accepted from anywhere, and `manage.py check` warns).
 VIBE_SLACK_TEAM_IDS = env_list("VIBE_SLACK_TEAM_IDS", [])

@@ -2,17 +2,24 @@
 
 `status` is what a person or the worker itself asked for (online, paused, draining, offline);
 whether a worker is alive is derived from its heartbeat, never a flag that can go stale.
+
+Two more columns say which rows are the pool. `managed` rows are the configured pool that
+`runfactory` starts (the default pool's rows, rows added in the admin); a row a one-off
+`runworker` made is not, so it stays a one-off. `retired_at` hides a stale worker from the pool
+and the counts while keeping the row, so its tasks stay attributed; a retired worker that
+heartbeats again (someone started it) is back, with no flag to clear: retired means "retired and
+silent since".
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -26,10 +33,35 @@ class WorkerStatus(models.TextChoices):
     DRAINING = "draining", "Draining"
 
 
+def stale_cutoff() -> datetime:
+    """A heartbeat older than this is no heartbeat: the worker has no live process."""
+    return timezone.now() - timedelta(seconds=settings.VIBE_HEARTBEAT_STALE_SECONDS)
+
+
+# Retired, and no heartbeat since: hidden from the pool. A later heartbeat brings it back.
+_RETIRED = Q(retired_at__isnull=False) & (
+    Q(last_heartbeat__isnull=True) | Q(last_heartbeat__lte=F("retired_at"))
+)
+
+
 class WorkerQuerySet(models.QuerySet):
     def alive(self) -> WorkerQuerySet:
-        cutoff = timezone.now() - timedelta(seconds=settings.VIBE_HEARTBEAT_STALE_SECONDS)
-        return self.filter(last_heartbeat__gte=cutoff)
+        """Workers with a fresh heartbeat: what "online" means wherever it is counted.
+
+        A retired worker is never alive: it was retired stale, and a heartbeat since un-retires it.
+        """
+        return self.filter(last_heartbeat__gte=stale_cutoff())
+
+    def in_pool(self) -> WorkerQuerySet:
+        """Every worker but the retired ones: what the pool page and the counts show."""
+        return self.filter(Q(retired_at__isnull=True) | Q(last_heartbeat__gt=F("retired_at")))
+
+    def retired(self) -> WorkerQuerySet:
+        return self.filter(_RETIRED)
+
+    def configured_pool(self) -> WorkerQuerySet:
+        """The configured pool `runfactory` starts: managed rows that are not retired."""
+        return self.in_pool().filter(managed=True)
 
 
 class Worker(models.Model):
@@ -61,6 +93,20 @@ class Worker(models.Model):
     )
     hostname = models.CharField(max_length=200, blank=True, default="", db_default="")
     pid = models.IntegerField(null=True, blank=True)
+    # Off by default, so a row made by any other way than the admin or a migration (a one-off
+    # `runworker --lane …`, a script) is never started by `runfactory` unasked.
+    managed = models.BooleanField(
+        "started by runfactory",
+        default=False,
+        db_default=False,
+        help_text="Part of the configured pool: runfactory starts a worker process for it. "
+        "Rows a one-off runworker created are not, until ticked here.",
+    )
+    retired_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set by Retire: hidden from the pool and counts until it heartbeats again.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
@@ -77,6 +123,7 @@ class Worker(models.Model):
                 condition=Q(active_tasks__gte=0), name="worker_active_non_negative"
             ),
         ]
+        # Also lets a person retire workers (the name stays: databases keep the old one).
         permissions = [("manage_workers", "Can pause, resume and drain workers")]
 
     def __str__(self) -> str:
@@ -94,15 +141,43 @@ class Worker(models.Model):
         return age is not None and age.total_seconds() <= settings.VIBE_HEARTBEAT_STALE_SECONDS
 
     @property
+    def is_retired(self) -> bool:
+        """Retired and silent since (a heartbeat after the retirement means it is back)."""
+        if self.retired_at is None:
+            return False
+        return self.last_heartbeat is None or self.last_heartbeat <= self.retired_at
+
+    @property
     def display_status(self) -> str:
         """What the pool shows: a worker that stopped heartbeating is offline, whatever it said."""
+        if self.is_retired:
+            return "retired"
         if not self.is_alive:
             return WorkerStatus.OFFLINE
         return self.status
 
     @property
+    def liveness_text(self) -> str:
+        """The status in words, everywhere it is shown: "online", "paused", "retired", or
+        "offline (no heartbeat for 7m)" for one whose column says otherwise but is silent."""
+        shown = self.display_status
+        if shown != WorkerStatus.OFFLINE or self.status == WorkerStatus.OFFLINE:
+            return shown
+        if self.last_heartbeat is None:
+            return "offline (no heartbeat yet)"
+        return f"offline (no heartbeat for {_short_age(self.heartbeat_age)})"
+
+    @property
     def can_claim(self) -> bool:
         return self.status == WorkerStatus.ONLINE and self.active_tasks < self.capacity_limit
+
+
+def _short_age(age: timedelta) -> str:
+    seconds = max(int(age.total_seconds()), 0)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def _new_instance_id() -> str:

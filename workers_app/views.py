@@ -1,8 +1,10 @@
-"""The worker pool page and its Pause/Resume buttons.
+"""The worker pool page and its Pause/Resume/Retire buttons.
 
 Reads the pool in a fixed number of queries (workers, their in-progress tasks in one go, today's
-spend per worker in another), changes a worker only through `tasks_app.lifecycle`, and
-re-checks permissions on the server.
+spend per worker in another), changes a worker only through the action table
+(`tasks_app.actions.WORKER_ACTIONS`), and re-checks permissions on the server. Each row offers
+what fits the worker's state: Pause to a live online worker, Resume to a live paused one, Retire
+to a silent one; retired workers are left out unless asked for (`?retired=1`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
-from tasks_app import board, costs, lifecycle
+from tasks_app import actions, board, costs, lifecycle
 from tasks_app.models import Status, Task
 from tasks_app.permissions import require
 from tasks_app.tables import WorkerTable
@@ -25,11 +27,13 @@ from tasks_app.views import actor_for, render_page, safe_next, viewer_required, 
 
 from .models import Worker
 
-WORKER_ACTIONS = {
-    "pause": (lifecycle.pause_worker, "paused"),
-    "resume": (lifecycle.resume_worker, "resumed"),
-}
 MAX_CURRENT_TASKS_SHOWN = 5
+
+
+def _offer(workers: list[Worker], user) -> None:
+    """Mark each row with the actions it offers this person (the server checks again)."""
+    for worker in workers:
+        worker.offered = actions.worker_actions_for(worker, user)
 
 
 def current_tasks_by_worker(worker_ids: list[str]) -> dict[str, list[Task]]:
@@ -57,10 +61,14 @@ def spend_today_by_worker(worker_ids: list[str]) -> dict[str, str]:
 @require_GET
 def pool(request: HttpRequest) -> HttpResponse:
     """The seed's Worker Pool: sortable, refreshed every 10 s; its table alone for htmx."""
-    table = WorkerTable(Worker.objects.all())
+    show_retired = request.GET.get("retired") == "1"
+    table = WorkerTable(Worker.objects.all() if show_retired else Worker.objects.in_pool())
     RequestConfig(request, paginate=False).configure(table)
     workers = [row.record for row in table.rows]
+    _offer(workers, request.user)
     context = {
+        "show_retired": show_retired,
+        "retired_count": 0 if show_retired else Worker.objects.retired().count(),
         "table": table,
         "workers": workers,
         "current": current_tasks_by_worker([w.pk for w in workers]),
@@ -77,25 +85,28 @@ def pool(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def worker_action(request: HttpRequest, worker_id: str, action: str) -> HttpResponse:
-    """Pause or resume one worker; swaps its row and shows the lifecycle's message."""
-    if action not in WORKER_ACTIONS:
+    """Pause, resume or retire one worker; swaps its row and shows the lifecycle's message."""
+    chosen = actions.WORKER_ACTIONS.get(action)
+    if chosen is None:
         raise Http404(f"there is no worker action called {action!r}")
     require(request.user, action, target=f"worker {worker_id.replace(chr(0), '')}"[:200])
     if "\x00" in worker_id:  # no worker has one, and PostgreSQL refuses it in a query (a 500)
         raise Http404(f"worker {worker_id!r} does not exist")
     get_object_or_404(Worker.objects.only("pk"), pk=worker_id)
-    change, past = WORKER_ACTIONS[action]
     try:
-        change(worker_id, actor=actor_for(request))
+        changed = chosen.perform(worker_id, actor=actor_for(request))  # a refusal is audited
     except lifecycle.LifecycleError as exc:
         text = str(exc)
-        lifecycle.refused(action, f"worker {worker_id}", actor=actor_for(request), reason=text)
         messages.error(request, text[:1].upper() + text[1:])
     else:
-        messages.success(request, f"Worker {worker_id} {past}.")
+        note = f" {chosen.note}" if chosen.note else ""
+        if action == "resume" and not changed.is_alive:
+            note = " It has no live process: it claims once it is started."
+        messages.success(request, f"Worker {worker_id} {chosen.done}.{note}")
     if not wants_partial(request):
         return HttpResponseRedirect(safe_next(request, reverse("workers_app:pool")))
     worker = Worker.objects.get(pk=worker_id)
+    _offer([worker], request.user)
     return render_page(
         request,
         "partials/worker_action_response.html",

@@ -8,7 +8,9 @@ past the client's timeout. Use `configured_standin(settings)` inside a fixture, 
 
 Routes:
     POST /slack/api/chat.postMessage                 -> {"ok": true, "channel": …, "ts": …}
+    POST /slack/api/chat.update                      -> {"ok": true, …}, or message_not_found
     POST /discord/api/v10/channels/<id>/messages     -> a message object with an "id"
+    PATCH /discord/api/v10/channels/<id>/messages/<m> -> the edited message, or 404 if unknown
     PUT  /discord/api/v10/applications/<id>/commands -> the commands, each given an "id"
 """
 
@@ -59,6 +61,9 @@ class _Plan:
 
 
 _DISCORD_MESSAGES = re.compile(r"^/discord/api/v10/channels/(?P<channel>[^/]+)/messages$")
+_DISCORD_MESSAGE = re.compile(
+    r"^/discord/api/v10/channels/(?P<channel>[^/]+)/messages/(?P<message>[^/]+)$"
+)
 _DISCORD_COMMANDS = re.compile(r"^/discord/api/v10/applications/(?P<app>[^/]+)/commands$")
 
 
@@ -72,6 +77,9 @@ class ChatStandIn:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._release = threading.Event()
+        # What a person would see in the channel now: messages by Slack ts / Discord id.
+        self.slack_messages: dict[str, dict] = {}
+        self.discord_messages: dict[str, dict] = {}
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -82,6 +90,9 @@ class ChatStandIn:
                 standin._handle(self)
 
             def do_PUT(self) -> None:
+                standin._handle(self)
+
+            def do_PATCH(self) -> None:
                 standin._handle(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -145,6 +156,28 @@ class ChatStandIn:
         """Requests answered with success: what a person would see in the channel."""
         return [r for r in self.received(service) if r.ok]
 
+    def posted(self, service: str) -> list[Recorded]:
+        """Messages that got through (Slack chat.postMessage, Discord POST), not edits."""
+        return [
+            r
+            for r in self.delivered(service)
+            if r.path.endswith("chat.postMessage")
+            or (r.method == "POST" and "/channels/" in r.path)
+        ]
+
+    def edits(self, service: str) -> list[Recorded]:
+        """Edits that got through (Slack chat.update, Discord PATCH)."""
+        return [
+            r
+            for r in self.delivered(service)
+            if r.path.endswith("chat.update") or r.method == "PATCH"
+        ]
+
+    def delete_message(self, service: str, message_id: str) -> None:
+        """Someone deleted the message in the channel: editing it fails from now on."""
+        with self._lock:
+            (self.slack_messages if service == "slack" else self.discord_messages).pop(message_id)
+
     def close(self) -> None:
         self._release.set()
         self.server.shutdown()
@@ -197,23 +230,45 @@ class ChatStandIn:
 
     def _route(self, handler, path: str, record: Recorded) -> tuple[int, Any]:
         auth = handler.headers.get("Authorization", "")
+        body = record.body if isinstance(record.body, dict) else {}
         if record.service == "slack":
-            if handler.command != "POST" or path != "/slack/api/chat.postMessage":
+            methods = ("/slack/api/chat.postMessage", "/slack/api/chat.update")
+            if handler.command != "POST" or path not in methods:
                 return 404, {"ok": False, "error": "unknown_method"}
             if auth != f"Bearer {self.slack_token}":
                 record.answer = "slack_error"
                 return 200, {"ok": False, "error": "invalid_auth"}
-            number = next(self._ids)
-            channel = (record.body or {}).get("channel", "")
-            return 200, {"ok": True, "channel": channel, "ts": f"{1_700_000_000 + number}.000100"}
+            channel = body.get("channel", "")
+            if path.endswith("chat.update"):
+                with self._lock:
+                    if body.get("ts") not in self.slack_messages:
+                        record.answer = "slack_error"
+                        return 200, {"ok": False, "error": "message_not_found"}
+                    self.slack_messages[body["ts"]] = body
+                return 200, {"ok": True, "channel": channel, "ts": body["ts"]}
+            ts = f"{1_700_000_000 + next(self._ids)}.000100"
+            with self._lock:
+                self.slack_messages[ts] = body
+            return 200, {"ok": True, "channel": channel, "ts": ts}
         if auth != f"Bot {self.discord_token}":
             return 401, {"message": "401: Unauthorized", "code": 0}
         if handler.command == "POST" and (match := _DISCORD_MESSAGES.match(path)):
-            return 200, {
+            message = {
                 "id": str(1_100_000_000_000_000_000 + next(self._ids)),
                 "channel_id": match["channel"],
-                "content": (record.body or {}).get("content", ""),
+                "content": body.get("content", ""),
+                "components": body.get("components", []),
             }
+            with self._lock:
+                self.discord_messages[message["id"]] = message
+            return 200, message
+        if handler.command == "PATCH" and (match := _DISCORD_MESSAGE.match(path)):
+            with self._lock:
+                message = self.discord_messages.get(match["message"])
+                if message is None:
+                    return 404, {"message": "Unknown Message", "code": 10008}
+                message.update({k: v for k, v in body.items() if k in ("content", "components")})
+            return 200, message
         if handler.command == "PUT" and _DISCORD_COMMANDS.match(path):
             commands = record.body if isinstance(record.body, list) else []
             return 200, [

@@ -8,7 +8,21 @@ from django.core.management import CommandError, call_command
 from chatops_app import discord_api
 from tests.chatops_app.standins import DISCORD_APPLICATION, configured_standin
 
-EXPECTED_SUBCOMMANDS = ["status", "retry", "approve", "dlq", "worker", "task", "help"]
+# Every command of the grammar (chatops_app/grammar.py), so Discord can do what Slack does.
+EXPECTED_SUBCOMMANDS = [
+    "status",
+    "submit",
+    "retry",
+    "approve",
+    "cancel",
+    "merge",
+    "rework",
+    "rebase",
+    "dlq",
+    "worker",
+    "task",
+    "help",
+]
 
 
 @pytest.fixture
@@ -31,9 +45,20 @@ def test_register_puts_the_vibe_command_with_the_bot_token(chat_standin):
     options = {o["name"]: o for o in command["options"]}
     assert list(options) == EXPECTED_SUBCOMMANDS
     assert all(o["type"] == discord_api.SUB_COMMAND for o in options.values())
-    for name in ("retry", "approve", "task"):
-        (arg,) = options[name]["options"]
+    for name in ("retry", "approve", "cancel", "merge", "rework", "rebase", "task"):
+        arg = options[name]["options"][0]
         assert (arg["name"], arg["type"], arg["required"]) == ("id", discord_api.INTEGER, True)
+    for name in ("retry", "approve", "cancel"):  # several ids at once
+        more = options[name]["options"][1]
+        assert (more["name"], more["type"], more["required"]) == ("more", discord_api.STRING, False)
+    submit = [(o["name"], o["required"]) for o in options["submit"]["options"]]
+    assert submit == [
+        ("lane", True),
+        ("goal", True),
+        ("key", False),
+        ("risk", False),
+        ("priority", False),
+    ]  # Discord wants the required options first
     (worker_arg,) = options["worker"]["options"]
     assert (worker_arg["name"], worker_arg["type"]) == ("id", discord_api.STRING)
     for name in ("status", "dlq", "help"):

@@ -47,11 +47,12 @@ def _slack_text(request) -> str:
 
 
 def _paused_message(standin, service: str):
-    """The worker_paused message (each failed task sent its own dead-letter one too)."""
+    """The worker_paused message (each failed task sent its own dead-letter one too, whose
+    "Last change" says its attempt was given back as the worker paused itself)."""
     (request,) = [
         r
-        for r in standin.delivered(service)
-        if "paused itself" in (r.body.get("text") or r.body.get("content", ""))
+        for r in standin.posted(service)
+        if (r.body.get("text") or r.body.get("content", "")).lstrip("*").startswith("Worker @")
     ]
     return request
 

@@ -32,7 +32,9 @@ def test_help_lists_every_command(text):
         assert any(line.startswith(command) for line in reply.lines)
 
 
-@pytest.mark.parametrize("text", ["bogus", "retry", "retry 1 2", "status now", "worker"])
+@pytest.mark.parametrize(
+    "text", ["bogus", "retry", "cancel", "merge 1 2", "status now", "worker", "rebase"]
+)
 def test_unknown_or_malformed_text_gets_the_usage(text):
     reply = run(text)
     assert not reply.ok

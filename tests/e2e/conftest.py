@@ -8,7 +8,6 @@ switch that check off here.
 
 from __future__ import annotations
 
-import importlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -43,10 +42,9 @@ def migration_rows(transactional_db):
     Live-server tests commit for real, so the database is flushed between them, and these rows
     go with it. Running the migrations' own functions again keeps one definition of both.
     """
-    from django.apps import apps
+    from tests.conftest import _reinstall_migration_rows
 
-    importlib.import_module("workers_app.migrations.0002_default_pool").install_pool(apps, None)
-    importlib.import_module("tasks_app.migrations.0002_roles").create_roles(apps, None)
+    _reinstall_migration_rows()
 
 
 @pytest.fixture(scope="session")

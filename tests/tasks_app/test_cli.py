@@ -124,7 +124,11 @@ def test_submit_from_plain_text_file_needs_a_lane(tmp_path):
 
 
 def test_status_text_and_json():
+    from django.utils import timezone
+
     lifecycle.submit("Waiting", lane="backend", actor="cli")
+    # Online means a fresh heartbeat (tests/workers_app/test_liveness.py has the silent case).
+    Worker.objects.filter(pk="@security-1").update(last_heartbeat=timezone.now())
     text = vibe("status")
     assert "Workers:" in text and "backend: 1" in text
     assert "pending: 1" in text

@@ -126,12 +126,13 @@ def test_custom_permissions_and_roles():
 def test_who_may_do_what(viewer, operator, approver, outsider, superuser):
     expected = {
         viewer: set(),
-        operator: {"retry", "cancel", "pause", "resume", "rework", "rebase", "submit"},
+        operator: {"retry", "cancel", "pause", "resume", "retire", "rework", "rebase", "submit"},
         approver: {
             "retry",
             "cancel",
             "pause",
             "resume",
+            "retire",
             "rework",
             "rebase",
             "approve",

@@ -231,9 +231,13 @@ def test_csrf_is_enforced_on_worker_buttons(operator):
 
 @pytest.mark.parametrize("role", ["viewer", "operator", "approver", "outsider", "superuser"])
 def test_pause_and_resume_for_every_role(request, client, role):
+    from django.utils import timezone
+
     user = request.getfixturevalue(role)
     client.force_login(user)
     allowed = role in {"operator", "approver", "superuser"}
+    # A running worker: Resume is offered only to a worker with a live process.
+    Worker.objects.filter(pk="@qa-1").update(last_heartbeat=timezone.now())
     pause = reverse("workers_app:worker_action", args=["@qa-1", "pause"])
     resume = reverse("workers_app:worker_action", args=["@qa-1", "resume"])
     response = client.post(pause, **HTMX)

@@ -256,7 +256,9 @@ def test_runfactory_says_which_worker_refused_and_why_and_does_not_restart_it(
     subprocess_env, tmp_path
 ):
     Worker.objects.all().delete()  # the migration's default pool
-    Worker.objects.create(worker_id="@pre-claude", lane="backend", agent_profile="claude")
+    Worker.objects.create(
+        worker_id="@pre-claude", lane="backend", agent_profile="claude", managed=True
+    )
     env = _worker_env(subprocess_env, SYSTEM_PATH)
     log = tmp_path / "factory.log"
     with open(log, "wb") as fh:

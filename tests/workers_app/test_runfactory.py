@@ -48,8 +48,10 @@ def http_status(url: str) -> int:
 @pytest.mark.slow
 def test_runfactory_serves_works_and_stops_cleanly_on_ctrl_c(subprocess_env, tmp_path):
     Worker.objects.all().delete()  # the migration's default pool, when this test runs first
-    Worker.objects.create(worker_id="@backend-1", lane="backend", capacity_limit=2)
-    Worker.objects.create(worker_id="@security-1", lane="security", capacity_limit=2)
+    Worker.objects.create(worker_id="@backend-1", lane="backend", capacity_limit=2, managed=True)
+    Worker.objects.create(worker_id="@security-1", lane="security", capacity_limit=2, managed=True)
+    # A row a one-off `runworker` left behind: not the configured pool, so never started here.
+    Worker.objects.create(worker_id="@one-off-1", lane="backend", capacity_limit=2)
     port = free_port()
     env = {**subprocess_env, "VIBE_SIM_SLEEP": "0", "VIBE_SIM_OUTCOME": "pass"}
     log = tmp_path / "factory.log"
@@ -70,7 +72,7 @@ def test_runfactory_serves_works_and_stops_cleanly_on_ctrl_c(subprocess_env, tmp
         pids = wait_for(
             lambda: [p for p in Worker.objects.values_list("pid", flat=True) if p], 10, "pids"
         )
-        assert len(pids) == 2
+        assert len(pids) == 2  # the one-off row got no process
         proc.send_signal(signal.SIGINT)
         assert proc.wait(40) == 0, log.read_text()
     finally:
@@ -79,10 +81,12 @@ def test_runfactory_serves_works_and_stops_cleanly_on_ctrl_c(subprocess_env, tmp
     output = log.read_text()
     assert f"http://localhost:{port}/" in output
     assert "SIMULATED agent" in output
+    assert "not started (one-off runworker rows, not in the pool): @one-off-1" in output
     assert "Vibe Factory stopped." in output
     assert not any(alive(pid) for pid in pids)
     assert http_status(f"http://127.0.0.1:{port}/admin/login/") == 0
-    assert set(Worker.objects.values_list("status", flat=True)) == {"offline"}
+    assert set(Worker.objects.filter(managed=True).values_list("status", flat=True)) == {"offline"}
+    assert Worker.objects.get(pk="@one-off-1").pid is None
 
 
 @pytest.mark.django_db

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from argparse import ArgumentTypeError
 from decimal import Decimal
@@ -22,7 +23,7 @@ from django.db import transaction
 from chatops_app import grammar
 from chatops_app.models import ChatLink, Platform
 from tasks_app import actions, costs, lifecycle
-from tasks_app.models import Lane, Risk, Run, RunEvent, Task
+from tasks_app.models import Lane, Risk, Run, RunEvent, Status, Task
 from tasks_app.permissions import ACTION_PERMISSIONS, can
 from tasks_app.pipeline import PIPELINES
 from workers_app.models import Worker
@@ -69,6 +70,19 @@ def _run_number(value: str) -> int:
     return int(value)
 
 
+# C0 controls but newline and tab, DEL and C1: what a terminal acts on instead of showing.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters shown as `\\xNN`, never acted on.
+
+    Goals, errors and transcripts are written by agents and chat users; an ESC in them would
+    otherwise retitle the window, clear the screen or hide lines from the person reading.
+    """
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def _worker_id(value: str) -> str:
     value = value.strip()
     return value if value.startswith("@") else "@" + value
@@ -111,6 +125,11 @@ def read_task_file(path: str, *, default_lane: str | None) -> list[lifecycle.New
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise CommandError(f"{where}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise CommandError(f"{where}: not valid JSON (nested too deeply)") from None
+            except ValueError as exc:  # a number past Python's 4,300 digits; drop its advice
+                reason = str(exc).split(";")[0]
+                raise CommandError(f"{where}: not valid JSON ({reason})") from None
             if not isinstance(item, dict):
                 raise CommandError(f"{where}: expected a JSON object")
             unknown = sorted(set(item) - JSONL_KEYS)
@@ -194,7 +213,23 @@ class Command(BaseCommand):
             ("task", "one task with its full history"),
         ):
             p = sub.add_parser(name, parents=[common], help=text)
-            p.add_argument("task_id", type=_task_id, metavar="ID")
+            if name in ("retry", "cancel"):  # several at once: each id is answered
+                p.add_argument(
+                    "task_ids", type=_task_id, nargs="*" if name == "retry" else "+", metavar="ID"
+                )
+            else:
+                p.add_argument("task_id", type=_task_id, metavar="ID")
+            if name == "retry":
+                p.add_argument(
+                    "--all",
+                    action="store_true",
+                    help="every dead-letter and blocked task (narrow it with --lane, --error)",
+                )
+                p.add_argument("--lane", choices=Lane.values, help="with --all: only this lane")
+                p.add_argument(
+                    "--error", metavar="TYPE", help="with --all: only this error type (timeout, …)"
+                )
+                p.add_argument("--yes", action="store_true", help="with --all: do not ask first")
             if name == "task":
                 p.add_argument(
                     "--transcript",
@@ -228,6 +263,11 @@ class Command(BaseCommand):
             ("worker", "one worker: lane, tier, status, heartbeat, load, current tasks"),
             ("pause", "pause a worker: it finishes what it runs and claims nothing new"),
             ("resume", "let a paused or draining worker claim again"),
+            (
+                "retire",
+                "take a stopped worker (no heartbeat, no running task) out of the pool and the "
+                "counts; its tasks keep its name, and it is back if it heartbeats again",
+            ),
         ):
             p = sub.add_parser(name, parents=[common], help=text)
             p.add_argument("worker_id", type=_worker_id, metavar="WORKER")
@@ -270,14 +310,17 @@ class Command(BaseCommand):
         except CommandError as exc:
             if options.get("traceback") or not self._called_from_command_line:
                 raise
-            self.stderr.write(f"vibe: {exc}")
+            self.stderr.write(printable(f"vibe: {exc}"))
             sys.exit(exc.returncode)
 
-    def _out(self, options: dict, text: str, data: dict) -> None:
+    def _out(self, options: dict, text: str, data: dict, *, raw: bool = False) -> None:
+        """`raw`: text meant for a pipe (a patch), kept byte-exact unless a terminal shows it."""
         if options["json"]:
             self.stdout.write(json.dumps(data, indent=2, default=str))
-        else:
+        elif raw and not self.stdout.isatty():
             self.stdout.write(text)
+        else:
+            self.stdout.write(printable(text))
 
     def _actor(self, options: dict, action: str | None = None):
         """(actor, user, trusted): the shell is trusted unless it names a user with --as."""
@@ -287,6 +330,14 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"no user named {username!r}")
+        if not user.is_active:  # a switched-off account keeps its flags, superuser too
+            reason = f"user {username} is inactive"
+            if action:
+                target = options.get("task_id") or options.get("worker_id") or ""
+                lifecycle.refused(
+                    action, str(target), actor=f"user:{username}", reason=reason, door="cli"
+                )
+            raise CommandError(reason)
         if action and not can(user, action):
             reason = (
                 f"{username} does not have the permission to {action} "
@@ -310,13 +361,11 @@ class Command(BaseCommand):
         if options["verbosity"] < 2:
             logging.getLogger().setLevel(logging.WARNING)
         handler = getattr(self, "do_" + subcommand.replace("-", "_"))
+        if options.get("as_user"):  # every subcommand: a missing or inactive user is refused
+            self._actor(options, subcommand if subcommand in ACTION_PERMISSIONS else None)
         try:
             handler(options)
-        except lifecycle.LifecycleError as exc:
-            if subcommand in ("pause", "resume"):  # task actions record their own refusals
-                actor = f"user:{options['as_user']}" if options.get("as_user") else "cli"
-                target = f"worker {options.get('worker_id')}"
-                lifecycle.refused(subcommand, target, actor=actor, reason=str(exc), door="cli")
+        except lifecycle.LifecycleError as exc:  # the action table recorded the refusal
             raise CommandError(str(exc)) from None
 
     def do_submit(self, options: dict) -> None:
@@ -473,7 +522,7 @@ class Command(BaseCommand):
             "changed_files": run.changed_files,
             "patch": run.patch,
         }
-        self._out(options, run.patch, data)
+        self._out(options, run.patch, data, raw=True)
 
     def do_worker(self, options: dict) -> None:
         reply = grammar.worker_reply(options["worker_id"])
@@ -491,15 +540,58 @@ class Command(BaseCommand):
         self._reply(options, reply)
 
     def _chat_action(self, action: str, options: dict) -> None:
-        """retry and approve run through the chat grammar, so every door answers alike."""
+        """approve and merge run through the chat grammar, so every door answers alike."""
         actor, user, trusted = self._actor(options, action)
         reply = grammar.execute(
             f"{action} {options['task_id']}", user=user, actor=actor, door="cli", trusted=trusted
         )
         self._reply(options, reply)
 
+    def _many(self, action: str, options: dict, ids: list[int]) -> None:
+        """`action` on each id through the grammar; an id refused makes the exit status 1."""
+        actor, user, trusted = self._actor(options, action)
+        reply = grammar.act_many(action, ids, user=user, actor=actor, door="cli", trusted=trusted)
+        if not reply.ok and reply.lines:  # some were done: show what happened to each
+            self._out(options, reply.as_text(), reply.data)
+        self._reply(options, reply)
+
     def do_retry(self, options: dict) -> None:
-        self._chat_action("retry", options)
+        ids = options["task_ids"]
+        if options["all"]:
+            if ids:
+                raise _usage("give task ids or --all, not both")
+            ids = self._retryable(options)
+            if not ids:
+                self._out(options, "Nothing to retry", {"ok": True, "ids": []})
+                return
+        elif not ids:
+            raise _usage("say which tasks: vibe retry ID [ID …], or vibe retry --all")
+        elif options["lane"] or options["error"] or options["yes"]:
+            raise _usage("--lane, --error and --yes go with --all")
+        self._many("retry", options, ids)
+
+    def _retryable(self, options: dict) -> list[int]:
+        """The dead-letter and blocked tasks --all means, after the person said yes."""
+        self._actor(options, "retry")  # refused before the list is shown, not after
+        found = Task.objects.filter(status__in=(Status.DEAD_LETTER, Status.BLOCKED))
+        if options["lane"]:
+            found = found.filter(lane=options["lane"])
+        if options["error"]:
+            found = found.filter(last_error_type=options["error"])
+        rows = list(found.order_by("pk").values_list("pk", "lane", "last_error_type"))
+        if not rows or options["yes"]:
+            return [pk for pk, _, _ in rows]
+        shown = ", ".join(f"#{pk} ({lane}, {error or 'error'})" for pk, lane, error in rows[:20])
+        more = f" and {len(rows) - 20} more" if len(rows) > 20 else ""
+        # On stderr, so `--json` output stays JSON; the answer is read from stdin (a pipe works).
+        plural = "s" if len(rows) != 1 else ""
+        self.stderr.write(printable(f"This retries {len(rows)} task{plural}: {shown}{more}"))
+        self.stderr.write("Retry them? [y/N] ", ending="")
+        self.stderr.flush()
+        answer = sys.stdin.readline()
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CommandError("nothing was retried")
+        return [pk for pk, _, _ in rows]
 
     def do_approve(self, options: dict) -> None:
         self._chat_action("approve", options)
@@ -519,30 +611,39 @@ class Command(BaseCommand):
         self._reply(options, reply)
 
     def do_cancel(self, options: dict) -> None:
-        actor, _, _ = self._actor(options, "cancel")
-        task = actions.ACTIONS["cancel"].perform(options["task_id"], actor=actor)
+        self._many("cancel", options, options["task_ids"])
+
+    def _worker_action(self, action: str, options: dict, said: str) -> None:
+        """pause, resume and retire: one row of the worker action table each."""
+        actor, _, _ = self._actor(options, action)
+        worker = actions.WORKER_ACTIONS[action].perform(options["worker_id"], actor=actor)
+        if action == "resume" and not worker.is_alive:
+            said += "; it has no live process, so it claims once it is started"
         self._out(
             options,
-            f"Task #{task.pk} cancelled",
-            {"ok": True, "id": task.pk, "status": task.status},
+            f"{worker.pk} {said}",
+            {
+                "ok": True,
+                "worker_id": worker.pk,
+                "status": "retired" if action == "retire" else worker.status,
+                "alive": worker.is_alive,
+            },
         )
 
     def do_pause(self, options: dict) -> None:
-        actor, _, _ = self._actor(options, "pause")
-        worker = lifecycle.pause_worker(options["worker_id"], actor=actor)
-        self._out(
-            options,
-            f"{worker.pk} paused: it finishes its running tasks and claims nothing new",
-            {"ok": True, "worker_id": worker.pk, "status": worker.status},
+        self._worker_action(
+            "pause", options, "paused: it finishes its running tasks and claims nothing new"
         )
 
     def do_resume(self, options: dict) -> None:
-        actor, _, _ = self._actor(options, "resume")
-        worker = lifecycle.resume_worker(options["worker_id"], actor=actor)
-        self._out(
+        self._worker_action("resume", options, "resumed")
+
+    def do_retire(self, options: dict) -> None:
+        self._worker_action(
+            "retire",
             options,
-            f"{worker.pk} resumed",
-            {"ok": True, "worker_id": worker.pk, "status": worker.status},
+            "retired: out of the pool and the counts (its tasks keep its name); it is back if "
+            "it heartbeats again",
         )
 
     def do_link(self, options: dict) -> None:

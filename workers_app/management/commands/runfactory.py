@@ -1,4 +1,9 @@
-"""`manage.py runfactory`: the web server and one worker per worker row, stopped together.
+"""`manage.py runfactory`: the web server and the configured pool's workers, stopped together.
+
+The configured pool is the worker rows marked `managed` ("started by runfactory") that are not
+retired: the default pool's rows, and rows added in the admin. A row a one-off
+`runworker @x-1 --lane …` created is not managed, so it is not started here (the banner names
+it); tick it in the admin to make it part of the pool.
 
 This is what `make run` starts after migrating. Children run in their own sessions, so a Ctrl-C
 in the terminal reaches only this process, which then drains the workers (SIGTERM: they finish or
@@ -25,6 +30,7 @@ from django.conf import settings
 from django.core.management import get_commands
 from django.core.management.base import BaseCommand, CommandError
 
+from tasks_app import first_login
 from workers_app.models import Worker
 from workers_app.preflight import REFUSED_MARK
 from workers_app.profiles import ProfileError, get_profile, runnable_profile
@@ -94,8 +100,30 @@ class Child:
                 self.proc.send_signal(signum)
 
 
+def worker_children(workers: list[Worker], python: str, agent: str | None, default_name: str):
+    """One runworker child per row of the configured pool, with the agent each row runs."""
+    return [
+        Child(
+            row.worker_id,
+            [
+                python,
+                str(MANAGE),
+                "runworker",
+                row.worker_id,
+                "--agent",
+                agent or runnable_profile(row.agent_profile) or default_name,
+            ],
+            keep_tail=True,
+        )
+        for row in workers
+    ]
+
+
 class Command(BaseCommand):
-    help = "Start the web server and one runworker per worker row; Ctrl-C stops them all cleanly."
+    help = (
+        "Start the web server and a runworker per worker of the configured pool (rows marked "
+        "managed, not retired); Ctrl-C stops them all cleanly."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Web server address.")
@@ -120,21 +148,16 @@ class Command(BaseCommand):
             children.append(
                 Child("web", [python, str(MANAGE), "runserver", f"{host}:{port}", "--noreload"])
             )
-        workers = list(Worker.objects.order_by("lane", "worker_id"))
-        for row in workers:
-            profile = agent or runnable_profile(row.agent_profile) or default_profile.name
-            children.append(
-                Child(
-                    row.worker_id,
-                    [python, str(MANAGE), "runworker", row.worker_id, "--agent", profile],
-                    keep_tail=True,
-                )
-            )
+        workers = list(Worker.objects.configured_pool().order_by("lane", "worker_id"))
+        children += worker_children(workers, python, agent, default_profile.name)
         if "sendnotifications" in get_commands():
             children.append(Child("notifications", [python, str(MANAGE), "sendnotifications"]))
         if settings.VIBE_GITHUB_TOKEN and "syncgithub" in get_commands():
             # Opens pull requests and sends issue comments; polls when VIBE_GITHUB_POLL_SECONDS.
             children.append(Child("github", [python, str(MANAGE), "syncgithub"]))
+        if settings.VIBE_SLACK_APP_TOKEN and "slacksocket" in get_commands():
+            # /vibe and its buttons over Slack's Socket Mode: no public URL needed.
+            children.append(Child("slack", [python, str(MANAGE), "slacksocket"]))
 
         self.stopping = False
         self.forced = False
@@ -143,11 +166,27 @@ class Command(BaseCommand):
         for child in children:
             child.start()
         self._banner(host, port, no_web, workers, agent, default_profile.name)
+        self._not_started()
         failure = self._supervise(children)
         self._stop(children)
         if failure:
             raise CommandError(failure)
         self.stdout.write("Vibe Factory stopped.")
+
+    def _not_started(self) -> None:
+        """Name the rows left out of the pool, so a missing worker is never a mystery."""
+        one_offs = list(
+            Worker.objects.in_pool()
+            .filter(managed=False)
+            .order_by("worker_id")
+            .values_list("worker_id", flat=True)[:11]
+        )
+        if one_offs:
+            names = ", ".join(one_offs[:10]) + (" …" if len(one_offs) > 10 else "")
+            self.stdout.write(
+                f"  not started (one-off runworker rows, not in the pool): {names}; tick "
+                '"started by runfactory" in the admin to add one, or retire it'
+            )
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.stopping:
@@ -155,24 +194,32 @@ class Command(BaseCommand):
         self.stopping = True
 
     def _banner(self, host, port, no_web, workers, agent, default_name) -> None:
+        login = first_login.still_valid() if not no_web else None
         if not no_web:
             shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
             self.stdout.write(
                 self.style.SUCCESS(f"Vibe Factory is running at http://{shown}:{port}/")
             )
-            self.stdout.write(
-                "Log in with the admin login printed above (first run only); forgot it? "
-                "python manage.py changepassword admin"
-            )
+            if login is None:
+                self.stdout.write(
+                    "Log in with your admin login; forgot it? python manage.py changepassword admin"
+                )
         if not workers:
             self.stdout.write(
-                "No workers are registered; add one with: manage.py runworker @x-1 --lane backend"
+                "No workers are in the pool; add one in the admin (Workers → Add), or run a "
+                "one-off with: manage.py runworker @x-1 --lane backend"
             )
         for row in workers:
             profile = agent or runnable_profile(row.agent_profile) or default_name
             note = " (SIMULATED agent: no model is called)" if profile == "simulated" else ""
             self.stdout.write(f"  worker {row.worker_id}: {row.lane} lane, {profile} agent{note}")
         self.stdout.write("Press Ctrl-C to stop everything.")
+        if login:
+            # Last, so it is on screen when the banner ends rather than scrolled away above.
+            self.stdout.write(
+                self.style.SUCCESS(f"First login: {login[0]} / {login[1]}")
+                + f" (also in {first_login.path()}, until the password is changed)"
+            )
 
     def _supervise(self, children: list[Child]) -> str:
         while not self.stopping:
