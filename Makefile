@@ -15,10 +15,13 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 ## make run: set up, migrate, print a first admin login, start the web server and the workers.
+## make run PORT=8001 HOST=0.0.0.0: another port, or listen on every address.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 run: $(INSTALLED)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensureadmin
-	$(PY) manage.py runfactory
+	$(PY) manage.py runfactory --host $(HOST) --port $(PORT)
 
 ## make test: ruff, then the whole test suite (SQLite unless DATABASE_URL says otherwise).
 test: $(INSTALLED)

@@ -9,9 +9,10 @@ Run from the repository root:
 Each size gets its own SQLite file (WAL, the app's own pragmas) in a scratch folder: the schema
 comes from `migrate`, then tasks and their history are written with plain `executemany` so the
 seeding takes seconds, not hours. Most tasks are completed, spread over half a year, as in a
-factory that has run for a while; a few thousand are open. Prints p50/p95 per page and the
-number of queries each ran. Goals (2-core machine): board p95 < 75 ms at 100,000 tasks and
-< 250 ms at 1,000,000.
+factory that has run for a while; a few thousand are open. Backend and frontend goals come with
+their review and QA tasks (about half the rows), so the board folds real stage strips. Prints
+p50/p95 per page and the number of queries each ran. Goals (2-core machine): board p95 < 75 ms
+at 100,000 tasks and < 250 ms at 1,000,000.
 """
 
 from __future__ import annotations
@@ -69,25 +70,30 @@ def _setup_django(db_path: Path, scratch: Path) -> None:
     django.setup()
 
 
+# Goals of these lanes go through a pipeline: a review, then QA, each a task of its own.
+REVIEWERS = {"backend": "security", "frontend": "ux"}
+
+
 def _seed(db_path: Path, total: int, rng: random.Random) -> None:
-    """Write `total` tasks (mostly completed) and three history rows per finished task."""
+    """Write `total` tasks (mostly completed) and their history: people's goals, and for the
+    goals of a pipeline lane their review and QA tasks, so the board folds real stage strips."""
     now = datetime.now(UTC).replace(tzinfo=None)
-    workers = [f"@{lane}-1" for lane in LANES]
+    workers = {lane: f"@{lane}-1" for lane in LANES}
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
     open_statuses = [s for s, n in OPEN_COUNTS.items() for _ in range(n)]
-    completed = total - len(open_statuses)
-    statuses = open_statuses + ["completed"] * completed
+    statuses = open_statuses + ["completed"] * total
     rng.shuffle(statuses)
     task_rows, history_rows = [], []
-    next_id = 1
+    written = 0
 
     def flush() -> None:
         conn.executemany(
             "INSERT INTO tasks (id, goal, lane, status, priority, risk, worker_id, attempt_count,"
-            " max_attempts, last_error_type, pipeline, created_at, updated_at, started_at,"
-            " finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " max_attempts, last_error_type, pipeline, parent_id, stage, pipeline_step,"
+            " verdict, score, created_at, updated_at, started_at, finished_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             task_rows,
         )
         conn.executemany(
@@ -98,23 +104,21 @@ def _seed(db_path: Path, total: int, rng: random.Random) -> None:
         task_rows.clear()
         history_rows.clear()
 
-    for status in statuses:
-        task_id = next_id
-        next_id += 1
-        lane = LANES[task_id % len(LANES)]
-        created = now - timedelta(seconds=rng.uniform(0, HISTORY_DAYS * 86400))
+    def add(status, lane, goal, created, *, parent=None, stage="", step=0, pipeline="none"):
+        nonlocal written
+        written += 1
+        task_id = written
         started = created + timedelta(seconds=rng.uniform(5, 600))
         finished = started + timedelta(seconds=rng.uniform(20, 1800))
-        worker = (
-            workers[LANES.index(lane)] if status not in ("pending", "awaiting_approval") else None
-        )
+        worker = workers[lane] if status not in ("pending", "awaiting_approval") else None
         error = rng.choice(ERROR_TYPES) if status == "dead_letter" else ""
         attempts = 3 if status == "dead_letter" else (1 if status != "pending" else 0)
         done = status in ("completed", "dead_letter", "review_needed", "blocked")
+        verdict = "PASS" if stage and status == "completed" else ""
         task_rows.append(
             (
                 task_id,
-                f"{rng.choice(GOALS)} (#{task_id})",
+                goal if not stage else f"{stage.title()} of task #{parent}: {goal}",
                 lane,
                 status,
                 rng.randint(0, 100),
@@ -123,7 +127,12 @@ def _seed(db_path: Path, total: int, rng: random.Random) -> None:
                 attempts,
                 3,
                 error,
-                "none",
+                pipeline,
+                parent,
+                stage,
+                step,
+                verdict,
+                rng.randint(70, 100) if verdict else None,
                 _stamp(created),
                 _stamp(finished if done else created),
                 _stamp(started) if worker else None,
@@ -139,6 +148,22 @@ def _seed(db_path: Path, total: int, rng: random.Random) -> None:
             history_rows.append(
                 (task_id, "in_progress", status, f"worker:{worker}", "", _stamp(finished))
             )
+        return task_id, finished
+
+    for status in statuses:
+        if written >= total:
+            break
+        lane = LANES[(written + 1) % len(LANES)]
+        created = now - timedelta(seconds=rng.uniform(0, HISTORY_DAYS * 86400))
+        goal = f"{rng.choice(GOALS)} (#{written + 1})"
+        reviewer = REVIEWERS.get(lane)
+        goal_id, finished = add(status, lane, goal, created, pipeline=lane if reviewer else "none")
+        if not reviewer or status not in ("review_needed", "completed"):
+            continue
+        # The review (done) and QA (done for completed work, queued while in review).
+        _, reviewed = add("completed", reviewer, goal, finished, parent=goal_id, stage="review")
+        qa_status = "completed" if status == "completed" else "pending"
+        add(qa_status, "qa", goal, reviewed, parent=goal_id, stage="qa", step=1)
         if len(task_rows) >= BATCH:
             flush()
     flush()
@@ -208,6 +233,9 @@ def bench_size(total: int, runs: int, scratch: Path) -> list[tuple]:
         ("worker pool", "/workers/", {}),
         ("task detail", f"/tasks/{detail_id}/", {}),
         ("board, lane filter", "/?lane=backend", {}),
+        ("board, reviews shown", "/?reviews=1", {}),
+        ("board, search", "/?q=lane%3Abackend+rate+limiting", {}),
+        ("board, id search", f"/?q=%23{detail_id}", {}),
     ]
     rows = []
     for label, url, headers in pages:

@@ -1,16 +1,19 @@
-"""Read queries behind the dashboard: the metrics bar, the kanban columns, the dead-letter panel
-and the throughput chart.
+"""Read queries behind the dashboard: the filters and search, the metrics bar, the kanban
+columns with their goals' stage strips, the dead-letter panel and the throughput chart.
 
 Every function here runs a fixed number of queries whatever the number of tasks, so the board
 costs the same with ten tasks or a million: counts come from one aggregate restricted to live
-statuses (plus today's completions), and each column fetches only its top cards.
+statuses (plus today's completions), each column fetches only its top cards, and one more query
+reads the reviews of every card shown.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from urllib.parse import urlencode
 
 from django import forms
@@ -19,9 +22,9 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from . import costs
+from . import costs, pipeline
 from .lifecycle import ERROR_TYPES
-from .models import OPEN_STATUSES, DeliveryState, Lane, Status, Task, TaskHistory
+from .models import OPEN_STATUSES, DeliveryState, Lane, Risk, Status, Task, TaskHistory
 
 # Fields a card needs; the big text and JSON columns stay in the database.
 CARD_FIELDS = (
@@ -39,6 +42,15 @@ CARD_FIELDS = (
     "updated_at",
     "started_at",
     "stage",
+    # The stage strip (pipeline, round), the error shown only while it is the task's state
+    # (not_before: a failed attempt's backoff), a review card's verdict.
+    "pipeline",
+    "pipeline_step",
+    "review_round",
+    "not_before",
+    "parent",
+    "verdict",
+    "score",
     # The delivery badge (delivery_summary): a few short columns, the conflict list is small.
     "delivery",
     "delivery_state",
@@ -50,16 +62,21 @@ CARD_FIELDS = (
 )
 
 # Column order on the board, and the order that puts the most urgent cards first in each.
+# What needs a person comes first (approvals, blocked, dead letter), so those columns stay in
+# view beside an open task and lead on a phone; then the work's flow from pending to completed.
 COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (Status.PENDING, ("-priority", "created_at", "id")),
     (Status.AWAITING_APPROVAL, ("-priority", "created_at", "id")),
-    (Status.IN_PROGRESS, ("-priority", "started_at", "id")),
-    (Status.REVIEW_NEEDED, ("-priority", "created_at", "id")),
     (Status.BLOCKED, ("-priority", "updated_at", "id")),
     (Status.DEAD_LETTER, ("-priority", "updated_at", "id")),
+    (Status.PENDING, ("-priority", "created_at", "id")),
+    (Status.IN_PROGRESS, ("-priority", "started_at", "id")),
+    (Status.REVIEW_NEEDED, ("-priority", "created_at", "id")),
     (Status.COMPLETED, ("-updated_at", "-id")),
 )
 BOARD_STATUSES = frozenset(status for status, _ in COLUMNS)
+# Columns where a person is needed: they come first, and a stuck review gets a card of its own.
+ATTENTION_STATUSES = (Status.AWAITING_APPROVAL, Status.BLOCKED, Status.DEAD_LETTER)
+NEEDS_PERSON = (Status.BLOCKED, Status.DEAD_LETTER)
 
 # Error types people can filter by: the lifecycle's, plus the pipeline's review outcomes.
 ERROR_TYPE_CHOICES = sorted({*ERROR_TYPES, "review_blocked", "review_failed"})
@@ -77,6 +94,38 @@ def cards_per_column() -> int:
 
 # --- Filters ----------------------------------------------------------------------------------
 
+# Statuses a person may filter by: the board's columns (cancelled work is on the history page).
+STATUS_CHOICES = [(value, label) for value, label in Status.choices if value in BOARD_STATUSES]
+# Words people type in the search box before a colon, each naming one of the filters.
+QUALIFIERS = ("lane", "status", "worker", "error", "risk", "delivery")
+_QUALIFIED = re.compile(r"^(?P<name>[a-z]+):(?P<value>\S*)$", re.IGNORECASE)
+
+
+def failing() -> Q:
+    """Tasks whose current state is a failure: stuck for a person (dead letter, blocked), or
+    pending again after a failed attempt, waiting out its backoff.
+
+    Only a failure sets `not_before` and a claim clears it, so a pending task with one is one
+    whose last attempt failed; a task that moved on keeps `last_error_type` for its runs list,
+    which is why the error shown on a card and the error filter both ask this first.
+    """
+    return Q(status__in=[Status.DEAD_LETTER, Status.BLOCKED]) | Q(
+        status=Status.PENDING, not_before__isnull=False
+    )
+
+
+def _normalise(value: str) -> str:
+    return value.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def _choice(value: str, choices) -> str | None:
+    """The choice a person meant: its value or its label, any case, dashes for underscores."""
+    wanted = _normalise(value)
+    for choice, label in choices:
+        if wanted in (_normalise(choice), _normalise(str(label))):
+            return choice
+    return None
+
 
 class BoardFilterForm(forms.Form):
     """The board's filters, read from the query string so a filtered board is a shareable link."""
@@ -88,27 +137,108 @@ class BoardFilterForm(forms.Form):
         label="Error type",
         choices=[("", "Any error type")] + [(e, e.replace("_", " ")) for e in ERROR_TYPE_CHOICES],
     )
-    q = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Search goals")
+    q = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Search")
     delivery = forms.ChoiceField(
         required=False,
         label="Delivery state",
         choices=[("", "Any delivery state"), *DELIVERY_STATE_CHOICES],
     )
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *STATUS_CHOICES])
+    risk = forms.ChoiceField(required=False, choices=[("", "Any risk"), *Risk.choices])
+    reviews = forms.BooleanField(required=False, label="Show reviews")
 
     def clean_worker(self) -> str:
         return self.cleaned_data["worker"].strip()
 
     def clean_q(self) -> str:
-        return self.cleaned_data["q"].strip()
+        # NUL never appears in stored text, and PostgreSQL refuses it in a query (a 500).
+        return self.cleaned_data["q"].replace("\x00", "").strip()
+
+
+@dataclass(frozen=True)
+class Search:
+    """What the search box asked for: qualifiers (`lane:backend`), task ids (`#19`, or `19`
+    alone, which may also be in a goal) and the free text matched against goals."""
+
+    qualifiers: dict[str, str] = field(default_factory=dict)
+    ids: tuple[int, ...] = ()
+    number: int | None = None  # a bare number: a task id, or digits in a goal
+    text: str = ""
+    errors: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, q: str) -> Search:
+        qualifiers: dict[str, str] = {}
+        ids: list[int] = []
+        words: list[str] = []
+        errors: list[str] = []
+        for word in q.split():
+            match = _QUALIFIED.match(word)
+            name = match["name"].lower() if match else ""
+            if name in QUALIFIERS:
+                value, error = _qualifier_value(name, match["value"])
+                if error:
+                    errors.append(f"Search: {error} That part of the search is ignored.")
+                else:
+                    qualifiers[name] = value
+            elif word.startswith("#") and word[1:].isascii() and word[1:].isdigit():
+                ids.append(int(word[1:]))
+            else:
+                words.append(word)
+        number = None
+        if len(words) == 1 and words[0].isascii() and words[0].isdigit():
+            number = int(words[0])
+        return cls(qualifiers, tuple(ids), number, " ".join(words), tuple(errors))
+
+
+def _qualifier_value(name: str, raw: str) -> tuple[str, str]:
+    """The filter value a qualifier names, or an error saying what would have been understood."""
+    if not raw:
+        return "", f"{name}: needs a value, such as {_EXAMPLES[name]}."
+    if name == "worker":
+        return raw[:64], ""
+    choices = {
+        "lane": Lane.choices,
+        "status": STATUS_CHOICES,
+        "error": [(e, e) for e in ERROR_TYPE_CHOICES],
+        "risk": Risk.choices,
+        "delivery": DELIVERY_STATE_CHOICES,
+    }[name]
+    value = _choice(raw, choices)
+    if value is None:
+        if name == "status" and _choice(raw, [(Status.CANCELLED, "cancelled")]):
+            return "", "cancelled tasks are not on the board; the history page lists them."
+        known = ", ".join(choice for choice, _ in choices)
+        return "", f"“{raw[:40]}” is not a {name} here; use one of {known}."
+    return value, ""
+
+
+_EXAMPLES = {
+    "lane": "lane:backend",
+    "status": "status:dead_letter",
+    "worker": "worker:@backend-1",
+    "error": "error:timeout",
+    "risk": "risk:high",
+    "delivery": "delivery:conflict",
+}
 
 
 @dataclass(frozen=True)
 class Filters:
+    """The board's filters: the form's fields as the URL has them, and the parsed search.
+
+    A qualifier in the search (`lane:backend`) counts like the field of the same name, and wins
+    over it when both are set; the URL keeps what the person typed, so the link round-trips.
+    """
+
     lane: str = ""
     worker: str = ""
     error: str = ""
     q: str = ""
     delivery: str = ""
+    status: str = ""
+    risk: str = ""
+    reviews: bool = False
     errors: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -118,44 +248,89 @@ class Filters:
         form.is_valid()
         values = {
             name: form.cleaned_data.get(name, "")
-            for name in ("lane", "worker", "error", "q", "delivery")
+            for name in ("lane", "worker", "error", "q", "delivery", "status", "risk")
             if name not in form.errors
         }
         messages = tuple(
             f"{form.fields[name].label or name.title()}: {' '.join(errs)} That filter is ignored."
             for name, errs in form.errors.items()
         )
-        return cls(**values, errors=messages)
+        filters = cls(**values, reviews=bool(form.cleaned_data.get("reviews")), errors=messages)
+        return replace(filters, errors=messages + filters.search.errors)
+
+    @cached_property
+    def search(self) -> Search:
+        return Search.parse(self.q)
+
+    def value(self, name: str) -> str:
+        """A filter's value in effect: the search's qualifier, else the field."""
+        return self.search.qualifiers.get(name) or getattr(self, name)
 
     @property
     def active(self) -> bool:
-        return bool(self.lane or self.worker or self.error or self.q or self.delivery)
+        return any(value for _, value in self.items())
+
+    @property
+    def shows_reviews(self) -> bool:
+        """Review cards are folded into their goals unless asked for, or looked up by id."""
+        return self.reviews or bool(self.search.ids) or self.search.number is not None
+
+    @property
+    def narrows(self) -> bool:
+        """Whether anything narrows the tasks counted (Show reviews alone adds some)."""
+        return any(value for name, value in self.items() if name != "reviews")
+
+    @property
+    def scope(self) -> str:
+        """What the metrics tiles count, in words: 'all lanes', 'lane backend, risk high'."""
+        parts = [f"{name} {self.value(name)}" for name in QUALIFIERS if self.value(name)]
+        if self.search.ids:
+            parts.append(", ".join(f"#{pk}" for pk in self.search.ids))
+        if self.search.text:
+            parts.append(f"“{self.search.text}”")
+        return ", ".join(parts) if parts else "all lanes"
 
     def as_query(self) -> str:
         """The filters as a query string, for links and the next refresh."""
-        pairs = [(k, v) for k, v in self.items() if v]
-        return urlencode(pairs)
+        return urlencode([(k, v) for k, v in self.items() if v])
 
     def items(self) -> list[tuple[str, str]]:
         return [
             ("lane", self.lane),
             ("worker", self.worker),
             ("error", self.error),
-            ("q", self.q),
+            ("status", self.status),
+            ("risk", self.risk),
             ("delivery", self.delivery),
+            ("q", self.q),
+            ("reviews", "1" if self.reviews else ""),
         ]
 
     def apply(self, qs: QuerySet) -> QuerySet:
-        if self.lane:
-            qs = qs.filter(lane=self.lane)
-        if self.worker:
-            qs = qs.filter(worker_id=self.worker)
-        if self.error:
-            qs = qs.filter(last_error_type=self.error)
-        if self.q:
-            qs = qs.filter(goal__icontains=self.q)
-        if self.delivery:
-            qs = qs.filter(delivery_state=self.delivery)
+        """Narrow `qs` by every filter but the reviews switch (see `columns`)."""
+        lane, worker, error = self.value("lane"), self.value("worker"), self.value("error")
+        if lane:
+            qs = qs.filter(lane=lane)
+        if worker:
+            # "worker:backend-1" means "@backend-1" too: the pool's ids start with "@".
+            qs = qs.filter(worker_id__in=[worker, "@" + worker.lstrip("@")])
+        if error:
+            # Only a task whose current state is that failure: a completed task keeps its
+            # attempts' errors in its runs list, not in this filter.
+            qs = qs.filter(failing(), last_error_type=error)
+        if self.value("status"):
+            qs = qs.filter(status=self.value("status"))
+        if self.value("risk"):
+            qs = qs.filter(risk=self.value("risk"))
+        if self.value("delivery"):
+            qs = qs.filter(delivery_state=self.value("delivery"))
+        search = self.search
+        if search.ids:
+            qs = qs.filter(pk__in=search.ids)
+        if search.number is not None:
+            qs = qs.filter(Q(pk=search.number) | Q(goal__icontains=search.text))
+        elif search.text:
+            qs = qs.filter(goal__icontains=search.text)
         return qs
 
 
@@ -180,6 +355,22 @@ class Metrics:
     completed_today: int
     spend_today: Decimal = costs.ZERO
     spend_by_lane: dict[str, Decimal] = field(default_factory=dict)
+    # Review and QA tasks per status (completed: today), counted apart from people's goals.
+    reviews: dict[str, int] = field(default_factory=dict)
+    scope: str = "all lanes"  # what the task tiles count, in words
+    online_workers: int = 0  # a fresh heartbeat and asking for work
+
+    @property
+    def reviews_completed_today(self) -> int:
+        return self.reviews.get(Status.COMPLETED, 0)
+
+    @property
+    def reviews_running(self) -> int:
+        return self.reviews.get(Status.IN_PROGRESS, 0)
+
+    @property
+    def reviews_waiting(self) -> int:
+        return self.reviews.get(Status.PENDING, 0)
 
     @property
     def spend_today_text(self) -> str:
@@ -213,28 +404,67 @@ def live_counts(qs: QuerySet | None = None) -> dict[str, int]:
     return counts
 
 
-def metrics() -> Metrics:
-    """The seed's metrics bar, in three queries: live tasks, workers, and today's spend per
-    lane (the total is their sum: a run without a cost figure adds nothing to either)."""
-    from workers_app.models import Worker
+def _goal_and_review_counts(qs: QuerySet) -> tuple[dict[str, int], dict[str, int]]:
+    """Like `live_counts`, in one query, but goals and reviews apart: (goals, reviews)."""
+    is_review = ~Q(stage="")
+    open_counts = (
+        qs.filter(status__in=OPEN_STATUSES)
+        .values("status")
+        .annotate(n=Count("id"), reviews=Count("id", filter=is_review))
+    )
+    done_today = (
+        qs.filter(status=Status.COMPLETED, updated_at__gte=start_of_today())
+        .values("status")
+        .annotate(n=Count("id"), reviews=Count("id", filter=is_review))
+    )
+    goals = {status: 0 for status, _ in COLUMNS}
+    reviews = dict(goals)
+    for row in open_counts.order_by().union(done_today.order_by(), all=True):
+        goals[row["status"]] = row["n"] - row["reviews"]
+        reviews[row["status"]] = row["reviews"]
+    return goals, reviews
 
-    counts = live_counts()
+
+def metrics(filters: Filters | None = None) -> Metrics:
+    """The metrics bar, in three queries: tasks per status (goals and reviews apart), workers,
+    and today's spend per lane (the total is their sum: a run without a cost figure adds nothing).
+
+    The task tiles count people's goals; the review and QA tasks the pipeline spawned for them
+    are counted apart, so five goals read as five, not fifteen. With filters, the tiles count
+    what the board shows (and say so); the workers tile always counts the whole pool.
+    """
+    from workers_app.models import Worker, WorkerStatus, stale_cutoff
+
+    filters = filters or Filters()
+    counts, reviews = _goal_and_review_counts(filters.apply(Task.objects.all()))
     by_lane = costs.today_by_lane()
-    workers = Worker.objects.aggregate(
-        total=Count("pk"), active=Count("pk", filter=Q(active_tasks__gt=0))
+    lane = filters.value("lane")
+    if lane:
+        by_lane = {name: amount for name, amount in by_lane.items() if name == lane}
+    # Liveness is a fresh heartbeat: a silent worker is neither online nor active, whatever its
+    # columns say, and a retired one is not counted at all.
+    alive = Q(last_heartbeat__gte=stale_cutoff())
+    workers = Worker.objects.in_pool().aggregate(
+        total=Count("pk"),
+        active=Count("pk", filter=alive & Q(active_tasks__gt=0)),
+        online=Count("pk", filter=alive & Q(status=WorkerStatus.ONLINE)),
     )
     return Metrics(
         active_workers=workers["active"] or 0,
         total_workers=workers["total"] or 0,
+        online_workers=workers["online"] or 0,
         pending=counts[Status.PENDING],
         in_progress=counts[Status.IN_PROGRESS],
         awaiting_approval=counts[Status.AWAITING_APPROVAL],
         review_needed=counts[Status.REVIEW_NEEDED],
-        blocked=counts[Status.BLOCKED],
-        dead_letter=counts[Status.DEAD_LETTER],
+        # A stuck review needs a person as much as stuck work does: counted, and carded, too.
+        blocked=counts[Status.BLOCKED] + reviews[Status.BLOCKED],
+        dead_letter=counts[Status.DEAD_LETTER] + reviews[Status.DEAD_LETTER],
         completed_today=counts[Status.COMPLETED],
         spend_today=sum(by_lane.values(), costs.ZERO),
         spend_by_lane=by_lane,
+        reviews=reviews,
+        scope=filters.scope,
     )
 
 
@@ -254,19 +484,24 @@ class Column:
 
 
 def column_counts(filters: Filters, board_metrics: Metrics | None = None) -> dict[str, int]:
-    """Cards per column; reuses the metrics bar's counts when no filter is set."""
-    if not filters.active and board_metrics is not None:
+    """Cards per column, from the metrics bar's counts (made with the same filters): goals, and
+    with "Show reviews" the reviews too."""
+    board_metrics = board_metrics or metrics(filters)
+    counts = {
+        Status.PENDING: board_metrics.pending,
+        Status.AWAITING_APPROVAL: board_metrics.awaiting_approval,
+        Status.IN_PROGRESS: board_metrics.in_progress,
+        Status.REVIEW_NEEDED: board_metrics.review_needed,
+        Status.BLOCKED: board_metrics.blocked,
+        Status.DEAD_LETTER: board_metrics.dead_letter,
+        Status.COMPLETED: board_metrics.completed_today,
+    }
+    if filters.shows_reviews:  # blocked and dead letter count their reviews already
         counts = {
-            Status.PENDING: board_metrics.pending,
-            Status.AWAITING_APPROVAL: board_metrics.awaiting_approval,
-            Status.IN_PROGRESS: board_metrics.in_progress,
-            Status.REVIEW_NEEDED: board_metrics.review_needed,
-            Status.BLOCKED: board_metrics.blocked,
-            Status.DEAD_LETTER: board_metrics.dead_letter,
-            Status.COMPLETED: board_metrics.completed_today,
+            k: v + (0 if k in NEEDS_PERSON else board_metrics.reviews.get(k, 0))
+            for k, v in counts.items()
         }
-        return {str(k): v for k, v in counts.items()}
-    return live_counts(filters.apply(Task.objects.all()))
+    return {str(k): v for k, v in counts.items()}
 
 
 def card_queryset() -> QuerySet:
@@ -274,20 +509,193 @@ def card_queryset() -> QuerySet:
 
 
 def columns(filters: Filters, counts: dict[str, int], limit: int | None = None) -> list[Column]:
-    """One small query per column: its most urgent cards, never the whole column.
+    """One small query per column: its most urgent cards, never the whole column; then one for
+    the reviews of every goal shown (its stage strip).
 
-    The completed column shows today's most recent completions; the history page has the rest.
+    Reviews are folded into their goal's card unless "Show reviews" is on, except where a person
+    is needed (blocked, dead letter): a stuck review gets its own card and Retry button there.
+    The completed column shows today's most recent completions (and any task looked up by id);
+    the history page has the rest.
     """
     limit = limit or cards_per_column()
     today = start_of_today()
+    wanted = [*filters.search.ids] + (
+        [filters.search.number] if filters.search.number is not None else []
+    )
     result = []
     for status, ordering in COLUMNS:
         qs = filters.apply(card_queryset().filter(status=status))
+        if not filters.shows_reviews and status not in NEEDS_PERSON:
+            qs = qs.filter(stage="")
         if status == Status.COMPLETED:
-            qs = qs.filter(updated_at__gte=today)
+            qs = qs.filter(Q(updated_at__gte=today) | Q(pk__in=wanted))
         cards = list(qs.order_by(*ordering)[:limit])
-        result.append(Column(status, Status(status).label, counts.get(status, 0), cards))
+        count = counts.get(status, 0)
+        if status == Status.COMPLETED and wanted:
+            count = max(count, len(cards))  # an older task found by its id is shown as well
+        result.append(Column(status, Status(status).label, count, cards))
+    attach_stages([card for column in result for card in column.cards])
     return result
+
+
+# --- Stage strips -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Review:
+    """The few columns of a review a stage strip shows (read as tuples: the board reads a few
+    hundred of them a refresh, and model instances cost ten times as much)."""
+
+    pk: int
+    parent_id: int
+    lane: str
+    status: str
+    verdict: str
+    score: int | None
+    review_round: int
+    pipeline_step: int
+
+
+_REVIEW_COLUMNS = (
+    "id",
+    "parent_id",
+    "lane",
+    "status",
+    "verdict",
+    "score",
+    "review_round",
+    "pipeline_step",
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a goal's way through its pipeline, as its card shows it."""
+
+    name: str  # "Builder", "Security", "QA"
+    state: str  # waiting, working, done, rework, failed, queued, running, passed, stuck
+    verdict: str = ""
+    score: int | None = None
+    task_id: int | None = None
+    earlier: bool = False  # the result of the previous review round, while this one is built
+
+    @property
+    def words(self) -> str:
+        """The state in words for the strip (a verdict chip says pass and fail)."""
+        return STAGE_WORDS.get(self.state, self.state)
+
+
+STAGE_WORDS = {
+    "waiting": "waiting",
+    "working": "working",
+    "done": "done",
+    "rework": "reworking",
+    "failed": "failed",
+    "queued": "queued",
+    "running": "reviewing",
+    "stuck": "needs a person",
+    "upcoming": "not yet",
+}
+_STAGE_NAMES = {Lane.SECURITY: "Security", Lane.UX: "UX", Lane.DATA: "Data", Lane.QA: "QA"}
+
+
+def _builder_state(goal: Task, started: bool) -> str:
+    status = goal.status
+    if status == Status.IN_PROGRESS:
+        return "working"
+    if status in (Status.REVIEW_NEEDED, Status.COMPLETED) or started:
+        return "done"
+    if status in NEEDS_PERSON:
+        return "failed"
+    return "rework" if goal.review_round else "waiting"
+
+
+def _review_state(review: _Review) -> str:
+    if review.status == Status.COMPLETED:
+        return "passed" if review.verdict != "FAIL" else "failed"
+    if review.status == Status.IN_PROGRESS:
+        return "running"
+    if review.status in NEEDS_PERSON:
+        return "stuck"
+    return "queued"
+
+
+def stage_strip(goal: Task, reviews: list[_Review]) -> list[Stage]:
+    """Builder, then each reviewer of the goal's pipeline, with verdict and score when in.
+
+    Each reviewer shows its review of the goal's current round; while a rework is built, the
+    previous round's verdict stays visible, marked as earlier. A goal with no pipeline, or one
+    whose first build has not reached a review yet, has no strip (it would say nothing).
+    """
+    steps = pipeline.steps(goal.pipeline)
+    if not steps:
+        return []
+    latest: dict[tuple[int, str], _Review] = {}
+    for review in sorted(reviews, key=lambda r: (r.review_round, r.pk)):
+        if review.status != Status.CANCELLED and review.review_round <= goal.review_round:
+            latest[(review.pipeline_step, review.lane)] = review
+    started = any(r.review_round == goal.review_round for r in latest.values())
+    strip = [Stage("Builder", _builder_state(goal, started))]
+    for index, step in enumerate(steps):
+        for lane in step.lanes:
+            name = _STAGE_NAMES.get(lane, Lane(lane).label if lane in Lane.values else lane)
+            review = latest.get((index, lane))
+            if review is None:
+                strip.append(Stage(name, "upcoming"))
+                continue
+            earlier = review.review_round < goal.review_round
+            strip.append(
+                Stage(
+                    name,
+                    _review_state(review),
+                    verdict=review.verdict if review.status == Status.COMPLETED else "",
+                    score=review.score if review.status == Status.COMPLETED else None,
+                    task_id=review.pk,
+                    earlier=earlier,
+                )
+            )
+    if strip[0].state in ("waiting", "working", "failed") and all(
+        stage.state == "upcoming" for stage in strip[1:]
+    ):
+        return []  # no review has happened yet: the strip would say nothing
+    return strip
+
+
+def attach_stages(cards: list[Task]) -> None:
+    """Give each goal card its stage strip (`card.stages`) and a key for the fragment cache
+    (`card.stages_key`): its HTML changes when a review moves, not only when the goal does.
+    One query for all the cards' reviews, whatever their number."""
+    goals = {card.pk: card for card in cards if not card.stage}
+    by_goal: dict[int, list[_Review]] = {pk: [] for pk in goals}
+    if goals:
+        rows = Task.objects.filter(parent_id__in=list(goals)).order_by()
+        for row in rows.values_list(*_REVIEW_COLUMNS):
+            review = _Review(*row)
+            by_goal[review.parent_id].append(review)
+    for card in cards:
+        card.stages = stage_strip(card, by_goal[card.pk]) if card.pk in goals else []
+        card.stages_key = tuple(
+            (s.name, s.state, s.verdict, s.score, s.earlier) for s in card.stages
+        )
+
+
+def has_card(task: Task, filters: Filters) -> bool:
+    """Whether the task has a card of its own on a board with these filters (a review in the
+    flow is folded into its goal's card unless reviews are shown)."""
+    if task.status not in BOARD_STATUSES:
+        return False
+    return filters.shows_reviews or not task.stage or task.status in NEEDS_PERSON
+
+
+def off_board(filters: Filters) -> list[Task]:
+    """Tasks looked up by id (`#19`) that have no column: cancelled ones, said in words."""
+    wanted = [*filters.search.ids] + (
+        [filters.search.number] if filters.search.number is not None else []
+    )
+    if not wanted:
+        return []
+    qs = Task.objects.filter(pk__in=wanted).exclude(status__in=BOARD_STATUSES)
+    return list(qs.only("id", "goal", "status").order_by("id"))
 
 
 def dead_letter_rows(filters: Filters, limit: int = DEAD_LETTER_PANEL_LIMIT) -> list[Task]:
@@ -347,7 +755,8 @@ def _failed_transition() -> Q:
 
 
 def throughput(hours: int = 24, now: datetime | None = None) -> Throughput:
-    """Tasks completed and failed per hour over the last `hours` hours, per lane; one query."""
+    """Goals completed and failed per hour over the last `hours` hours, per lane, and the
+    reviews and QA checks of them as one series of their own; one query."""
     now = now or timezone.now()
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = end - timedelta(hours=hours)
@@ -356,14 +765,14 @@ def throughput(hours: int = 24, now: datetime | None = None) -> Throughput:
         TaskHistory.objects.filter(created_at__gte=start, created_at__lt=end)
         .filter(Q(to_status=Status.COMPLETED) | _failed_transition())
         .annotate(hour=TruncHour("created_at", tzinfo=tz))
-        .values("task__lane", "hour", "to_status")
+        .values("task__lane", "task__stage", "hour", "to_status")
         .annotate(n=Count("id"))
     )
     slots = [timezone.localtime(start + timedelta(hours=i), tz) for i in range(hours)]
     index = {slot.replace(minute=0, second=0, microsecond=0): i for i, slot in enumerate(slots)}
     series: dict[str, LaneSeries] = {}
     for row in rows:
-        lane = row["task__lane"]
+        lane = REVIEWS_SERIES if row["task__stage"] else row["task__lane"]
         hour = row["hour"]
         if hour is None:
             continue
@@ -371,15 +780,23 @@ def throughput(hours: int = 24, now: datetime | None = None) -> Throughput:
         if slot is None:
             continue
         entry = series.setdefault(
-            lane,
-            LaneSeries(
-                lane, Lane(lane).label if lane in Lane.values else lane, [0] * hours, [0] * hours
-            ),
+            lane, LaneSeries(lane, _series_label(lane), [0] * hours, [0] * hours)
         )
         if row["to_status"] == Status.COMPLETED:
             entry.completed[slot] += row["n"]
         else:
             entry.failed[slot] += row["n"]
-    ordered = [series[lane] for lane in Lane.values if lane in series]
-    ordered += [s for lane, s in series.items() if lane not in Lane.values]
+    order = [*Lane.values, REVIEWS_SERIES]
+    ordered = [series[lane] for lane in order if lane in series]
+    ordered += [s for lane, s in series.items() if lane not in order]
     return Throughput(hours=slots, lanes=ordered)
+
+
+# The throughput chart's series for every review and QA check of people's goals.
+REVIEWS_SERIES = "reviews"
+
+
+def _series_label(lane: str) -> str:
+    if lane == REVIEWS_SERIES:
+        return "Reviews and QA checks"
+    return Lane(lane).label if lane in Lane.values else lane

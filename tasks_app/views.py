@@ -46,6 +46,7 @@ from .models import (
     Delivery,
     DeliveryState,
     Lane,
+    Risk,
     Run,
     RunEvent,
     Status,
@@ -141,7 +142,7 @@ def viewer_required(view):
 
 def live_context(filters: board.Filters) -> dict:
     """Everything inside the auto-refreshed region: metrics bar, columns, dead-letter panel."""
-    board_metrics = board.metrics()
+    board_metrics = board.metrics(filters)
     counts = board.column_counts(filters, board_metrics)
     query = filters.as_query()
     return {
@@ -154,6 +155,7 @@ def live_context(filters: board.Filters) -> dict:
         "live_url": reverse("tasks_app:board") + (f"?{query}" if query else ""),
         "detail_push_base": push_base(filters),
         "cards_per_column": board.cards_per_column(),
+        "off_board": board.off_board(filters),
     }
 
 
@@ -163,16 +165,20 @@ def board_page(request: HttpRequest) -> HttpResponse:
     """The kanban at `/`; its live region alone when htmx polls it (target `live`)."""
     filters = board.Filters.from_query(request.GET)
     context = live_context(filters)
+    context["filter_errors"] = filters.errors
     if wants_partial(request) and request.htmx.target == "live":
+        # The filter form's Clear link and messages live outside the region: sent alongside.
+        context["filter_state_oob"] = request.htmx.trigger == "filters"
         return render_page(request, "partials/live.html", context)
 
     from workers_app.models import Worker
 
-    context["filter_errors"] = filters.errors
     context["worker_ids"] = list(Worker.objects.order_by("worker_id").values_list("pk", flat=True))
     context["lanes"] = Lane.choices
     context["error_types"] = board.ERROR_TYPE_CHOICES
     context["delivery_states"] = board.DELIVERY_STATE_CHOICES
+    context["statuses"] = board.STATUS_CHOICES
+    context["risks"] = Risk.choices
     if can(request.user, "submit"):
         context["submit_form"] = SubmitTaskForm()
     raw_task = request.GET.get("task", "").strip()
@@ -190,8 +196,14 @@ def board_page(request: HttpRequest) -> HttpResponse:
 @viewer_required
 @require_GET
 def metrics_page(request: HttpRequest) -> HttpResponse:
-    """The metrics bar alone: two queries, for anything that wants the headline numbers."""
-    return render_page(request, "partials/metrics.html", {"metrics": board.metrics()})
+    """The metrics bar alone, for anything that wants the headline numbers: the fragment for
+    htmx, a page of its own (with a title and a language, for people and screen readers) when
+    opened in a browser. The board's filters apply, as on the board."""
+    filters = board.Filters.from_query(request.GET)
+    context = {"metrics": board.metrics(filters), "filters": filters}
+    if wants_partial(request):
+        return render_page(request, "partials/metrics.html", context)
+    return render_page(request, "tasks/metrics.html", context)
 
 
 @viewer_required
@@ -497,6 +509,10 @@ def detail_context(task: Task) -> dict:
     runs = _task_runs(task)
     context = summary_context(task, runs)
     context["runs"] = runs
+    # The task's last error text belongs to the attempt that failed with it: shown under that
+    # run (and above, in red, only while it is the task's state).
+    failed = [run for run in runs if task.last_error_type and run.outcome == task.last_error_type]
+    context["error_run_id"] = failed[-1].pk if failed else None
     context["transcripts"] = run_transcripts(runs)
     for transcript in context["transcripts"]:
         transcript.diff = context["run_diffs"].get(transcript.run.pk)
@@ -646,6 +662,7 @@ def _action_response(request: HttpRequest, pk: int, before: str) -> HttpResponse
     else:
         task = board.card_queryset().get(pk=pk)
         context = {"task": task}
+    board.attach_stages([task])
     moved = task.status != before
     context.update(
         origin=origin,
@@ -653,10 +670,10 @@ def _action_response(request: HttpRequest, pk: int, before: str) -> HttpResponse
         moved=moved,
         on_board=on_board,
         before=before,
-        shown_in_column=task.status in board.BOARD_STATUSES,
+        shown_in_column=board.has_card(task, filters),
     )
     if on_board:
-        board_metrics = board.metrics()
+        board_metrics = board.metrics(filters)
         context.update(
             metrics=board_metrics,
             counts=board.column_counts(filters, board_metrics),

@@ -149,11 +149,9 @@
   document.addEventListener("visibilitychange", function () {
     if (shouldPoll()) { wake(); }
   });
-  // The auto-refresh switch: turning it back on asks every live region to catch up.
-  document.addEventListener("click", function (event) {
-    if (event.target.closest && event.target.closest("#refresh-toggle")) {
-      window.setTimeout(wake, 0);
-    }
+  // The refresh interval: turning it back on asks every running transcript to catch up.
+  document.addEventListener("vibe:refresh-setting", function () {
+    window.setTimeout(wake, 0);
   });
 
   window.vibeTranscript = { scan: scan, poll: poll };

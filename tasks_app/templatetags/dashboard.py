@@ -95,6 +95,26 @@ def chart_geometry(series, hours: list[datetime], peak: int) -> dict:
 
 
 @register.filter
+def failing_now(task) -> bool:
+    """Whether the task's last error is its current state, so a person should see it in red:
+    dead letter, blocked, or pending out a failed attempt's backoff. Once the task moves on
+    (running again, completed), the error belongs to its attempt in the runs list."""
+    if not task.last_error_type:
+        return False
+    if task.status in (Status.DEAD_LETTER, Status.BLOCKED):
+        return True
+    return task.status == Status.PENDING and task.not_before is not None
+
+
+@register.filter
+def error_hint(error_type: str) -> str:
+    """What a person can do about an error type ("" for an outcome that is no error)."""
+    from tasks_app.lifecycle import error_hint as hint
+
+    return hint(error_type or "")
+
+
+@register.filter
 def is_open(status: str) -> bool:
     """Whether Cancel applies: the lifecycle cancels any open task."""
     from tasks_app.models import OPEN_STATUSES
@@ -185,6 +205,7 @@ def task_fragment(context, template_name: str, card) -> str:
         card.status,
         card.updated_at,
         short_age(card.created_at),
+        getattr(card, "stages_key", ()),  # the reviews in its stage strip (board.attach_stages)
         tuple(sorted(can.items())),
         push_base,
         next_url,
