@@ -672,11 +672,38 @@ def attach_stages(cards: list[Task]) -> None:
         for row in rows.values_list(*_REVIEW_COLUMNS):
             review = _Review(*row)
             by_goal[review.parent_id].append(review)
+    stuck = _stuck_prerequisites(cards)
     for card in cards:
         card.stages = stage_strip(card, by_goal[card.pk]) if card.pk in goals else []
+        card._stuck_prerequisites = stuck.get(card.pk, [])
         card.stages_key = tuple(
             (s.name, s.state, s.verdict, s.score, s.earlier) for s in card.stages
+        ) + tuple(card._stuck_prerequisites)
+
+
+STUCK = (Status.CANCELLED, Status.DEAD_LETTER, Status.BLOCKED)
+
+
+def _stuck_prerequisites(cards: list[Task]) -> dict[int, list[tuple[int, str]]]:
+    """For waiting cards, the prerequisites that cannot finish without a person: one query."""
+    out: dict[int, list[tuple[int, str]]] = {}
+    if not cards:
+        return out
+    through = Task.depends_on.through
+    # Over every card shown (not only the waiting ones), so the board's query count is the same
+    # whichever columns have cards.
+    rows = (
+        through.objects.filter(
+            from_task_id__in=[c.pk for c in cards],
+            from_task__status__in=(Status.PENDING, Status.AWAITING_APPROVAL),
+            to_task__status__in=STUCK,
         )
+        .order_by("from_task_id", "to_task_id")
+        .values_list("from_task_id", "to_task_id", "to_task__status")
+    )
+    for card_id, pk, status in rows:
+        out.setdefault(card_id, []).append((pk, Status(status).label.lower()))
+    return out
 
 
 def has_card(task: Task, filters: Filters) -> bool:

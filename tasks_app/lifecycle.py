@@ -1736,7 +1736,20 @@ def cancel(task_id: int | str, *, actor: str) -> Task:
             _release_worker_slot(child_held)
         if parent is not None:
             _review_cancelled(parent, task, actor=actor)
+        _tell_who_waits(task)
         return task
+
+
+def _tell_who_waits(task: Task) -> None:
+    """Work that waited for a cancelled task can never start: people hear it, per task."""
+    waiting = task.dependents.filter(status__in=(Status.PENDING, Status.AWAITING_APPROVAL))
+    for dependant in waiting.order_by("pk")[:10]:
+        _notify_people(
+            dependant,
+            Status.BLOCKED,
+            f"waiting for #{task.pk} (cancelled): it cannot start; cancel it, or submit it "
+            "again without that prerequisite",
+        )
 
 
 def _stop_agent_of(task: Task) -> None:

@@ -303,6 +303,8 @@ class Task(models.Model):
         """
         if self.status not in (Status.PENDING, Status.AWAITING_APPROVAL):
             return []
+        if "_stuck_prerequisites" in self.__dict__:  # read for a whole board at once
+            return self.__dict__["_stuck_prerequisites"]
         stuck = (Status.CANCELLED, Status.DEAD_LETTER, Status.BLOCKED)
         rows = self.depends_on.filter(status__in=stuck).order_by("pk").values_list("pk", "status")
         return [(pk, Status(status).label.lower()) for pk, status in rows]

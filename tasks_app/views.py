@@ -715,6 +715,7 @@ def submit_task(request: HttpRequest) -> HttpResponse:
                 priority=data["priority"],
                 risk=data["risk"],
                 delivery=data["delivery"],
+                key=data.get("key") or "",
             )
         except lifecycle.LifecycleError as exc:
             form.add_error(None, _message_text(str(exc)))
@@ -725,11 +726,14 @@ def submit_task(request: HttpRequest) -> HttpResponse:
         return render_page(request, template, {"submit_form": form, "oob_messages": partial})
 
     waits = task.status == Status.AWAITING_APPROVAL
-    messages.success(
-        request,
-        f"Task #{task.pk} submitted."
-        + (" It is high risk, so it waits for an approver." if waits else ""),
-    )
+    if getattr(task, "was_submitted_before", False):
+        messages.info(request, f"Task #{task.pk} was already submitted from this form.")
+    else:
+        messages.success(
+            request,
+            f"Task #{task.pk} submitted."
+            + (" It is high risk, so it waits for an approver." if waits else ""),
+        )
     if not wants_partial(request):
         return HttpResponseRedirect(safe_next(request, reverse("tasks_app:board")))
     response = render_page(

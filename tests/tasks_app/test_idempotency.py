@@ -72,3 +72,20 @@ def test_racing_submissions_with_one_key_make_one_task():
         thread.join()
     assert len(results) == 4 and len(set(results)) == 1
     assert Task.objects.filter(idempotency_key="race").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_board_form_makes_its_task_once_when_posted_twice(client, operator):
+    import re
+
+    from django.urls import reverse
+
+    client.force_login(operator)
+    page = client.get(reverse("tasks_app:submit")).content.decode()
+    key = re.search(r'name="key" value="(board:[0-9a-f]+)"', page).group(1)
+    form = {"goal": "Once only", "lane": "backend", "priority": "50", "risk": "low"}
+    form |= {"delivery": "branch", "key": key}
+    client.post(reverse("tasks_app:submit"), form)
+    again = client.post(reverse("tasks_app:submit"), form, follow=True)
+    assert Task.objects.filter(goal="Once only").count() == 1
+    assert "was already submitted from this form" in again.content.decode()

@@ -50,3 +50,28 @@ def test_work_after_a_dead_letter_says_what_it_waits_for_and_people_are_told():
 
     lifecycle.retry(first.pk, actor="user:alice")  # retrying the prerequisite frees it again
     assert Task.objects.get(pk=later.pk).waiting_summary == ""
+
+
+def test_the_card_says_what_it_waits_for_without_a_query_per_card(
+    client, viewer, django_assert_max_num_queries
+):
+    first = dead_letter()
+    waiting = [
+        lifecycle.submit(f"after {n}", lane="backend", actor="cli", depends_on=[first.pk])
+        for n in range(5)
+    ]
+    client.force_login(viewer)
+    client.get("/")  # warm the caches
+    with django_assert_max_num_queries(40):
+        html = client.get("/").content.decode()
+    assert html.count(f"waiting for #{first.pk} (dead letter)") == len(waiting)
+
+
+def test_cancelling_a_prerequisite_tells_people_about_the_work_waiting_for_it():
+    first = lifecycle.submit("schema", lane="backend", actor="cli")
+    later = lifecycle.submit("migrate", lane="backend", actor="cli", depends_on=[first.pk])
+    lifecycle.cancel(first.pk, actor="user:alice")
+    told = Notification.objects.filter(task=later, event="blocked")
+    assert told.count() == 2  # Slack and Discord
+    assert f"waiting for #{first.pk} (cancelled)" in told.first().note
+    assert Task.objects.get(pk=later.pk).waiting_summary == f"waiting for #{first.pk} (cancelled)"
