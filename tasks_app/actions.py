@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import lifecycle
-from .models import Task
+from .models import (
+    OPEN_STATUSES,
+    WAITING_DELIVERY,
+    Delivery,
+    DeliveryState,
+    Status,
+    Task,
+)
 from .permissions import can
 
 
@@ -41,9 +48,19 @@ class Action:
     label: str  # the button's words
     done: str  # "Task #5 <done>."
     run: Callable[..., Task]
+    # The statuses it applies to; the lifecycle's move checks the finer rules and says why.
+    statuses: tuple[str, ...] = ()
     needs_comment: bool = False
     # The permission's row in permissions.ACTION_PERMISSIONS (default: the action's own name).
     permission: str = ""
+    # A finer test of the task beyond its status (delivery state, say); None: none.
+    when: Callable[[Task], bool] | None = None
+
+    def offered(self, task: Task) -> bool:
+        """Whether a page or chat reply offers this action for the task as it is now."""
+        if self.statuses and task.status not in self.statuses:
+            return False
+        return self.when is None or self.when(task)
 
     @property
     def permission_name(self) -> str:
@@ -68,6 +85,24 @@ class Action:
         lifecycle.refused(self.name, f"task {task_id}", actor=actor, reason=reason, door=door)
 
 
+def _awaits_merge(task: Task) -> bool:
+    return task.delivery == Delivery.MERGE and task.delivery_state == DeliveryState.AWAITING_MERGE
+
+
+def _conflicts(task: Task) -> bool:
+    return task.delivery_state == DeliveryState.CONFLICT
+
+
+def _reworkable(task: Task) -> bool:
+    if task.is_review:
+        return False
+    if task.status == Status.REVIEW_NEEDED:
+        return task.delivery_state in WAITING_DELIVERY
+    if task.status == Status.COMPLETED:
+        return bool(task.branch) and task.delivery_state != DeliveryState.MERGED
+    return True
+
+
 ACTIONS: dict[str, Action] = {
     action.name: action
     for action in (
@@ -76,21 +111,55 @@ ACTIONS: dict[str, Action] = {
             "Approve",
             "approved",
             lambda pk, **kw: lifecycle.approve(pk, actor=kw["actor"]),
+            statuses=(Status.AWAITING_APPROVAL,),
         ),
         Action(
-            "retry", "Retry", "retried", lambda pk, **kw: lifecycle.retry(pk, actor=kw["actor"])
+            "retry",
+            "Retry",
+            "retried",
+            lambda pk, **kw: lifecycle.retry(pk, actor=kw["actor"]),
+            statuses=(Status.DEAD_LETTER, Status.BLOCKED),
         ),
         Action(
             "cancel",
             "Cancel",
             "cancelled",
             lambda pk, **kw: lifecycle.cancel(pk, actor=kw["actor"]),
+            statuses=tuple(OPEN_STATUSES),
         ),
-        Action("merge", "Merge", "merged", _merge),
-        Action("rework", "Request changes", "sent back for changes", _rework, needs_comment=True),
-        Action("rebase", "Rebase and rework", "sent back to rebase", _rebase, permission="rework"),
+        Action(
+            "merge",
+            "Merge",
+            "merged",
+            _merge,
+            statuses=(Status.REVIEW_NEEDED,),
+            when=_awaits_merge,
+        ),
+        Action(
+            "rework",
+            "Request changes",
+            "sent back for changes",
+            _rework,
+            statuses=lifecycle.REWORKABLE,
+            needs_comment=True,
+            when=_reworkable,
+        ),
+        Action(
+            "rebase",
+            "Rebase and rework",
+            "sent back to rebase",
+            _rebase,
+            statuses=(Status.REVIEW_NEEDED,),
+            permission="rework",
+            when=_conflicts,
+        ),
     )
 }
+
+
+def task_actions_for(task: Task, user) -> list[Action]:
+    """The task actions offered to this person for this task as it is now."""
+    return [a for a in ACTIONS.values() if a.offered(task) and a.allowed(user)]
 
 
 def get(name: str) -> Action | None:

@@ -212,3 +212,18 @@ def test_pull_request_delivery_without_a_token_blocks_at_once_and_says_why(setti
     settings.VIBE_GITHUB_TOKEN = "ghp-test"
     task = lifecycle.retry(task.pk, actor="user:alice")
     assert (task.status, task.delivery_state) == (Status.REVIEW_NEEDED, "opening_pr")
+
+
+def test_the_action_table_offers_what_fits_the_task_and_the_person(approver, operator, viewer):
+    from tasks_app.actions import ACTIONS, task_actions_for
+
+    task = reviewed("merge")
+    names = [a.name for a in task_actions_for(task, approver)]
+    assert names == ["cancel", "merge", "rework"]
+    assert [a.name for a in task_actions_for(task, operator)] == ["cancel", "rework"]
+    assert task_actions_for(task, viewer) == []
+    for action in ACTIONS.values():  # every action names the statuses it applies to
+        assert action.statuses and set(action.statuses) <= {s.value for s in Status}
+    lifecycle.record_conflicts(task.pk, ["a.py"], actor="cli")
+    task = Task.objects.get(pk=task.pk)
+    assert [a.name for a in task_actions_for(task, operator)] == ["cancel", "rework", "rebase"]
