@@ -260,7 +260,7 @@ def test_cancelled_task_stops_its_agent(fleet):
     wait_for(_claimed_by(task, "@backend-1"), what="claim")
     lifecycle.cancel(task.pk, actor="user:alice")
     wait_for(
-        lambda: Run.objects.filter(task=task, outcome="lease_lost").exists(),
+        lambda: Run.objects.filter(task=task, outcome="cancelled").exists(),
         timeout=15,
         what="agent stopped",
     )

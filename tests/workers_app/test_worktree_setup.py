@@ -268,7 +268,7 @@ def test_a_setup_sleeping_past_the_lease_keeps_every_lease_and_each_task_one_age
     command = f"{sys.executable} {agent}"
     first = submit("Long agent, nap 14", pipeline="none")
     worker = fleet.start_plain(["@backend-1", "--capacity", "2", *flags, command], env=env)
-    wait_for(lambda: log.exists() and "start" in log.read_text(), what="the first agent")
+    wait_for(lambda: log.exists() and "\nstart " in f"\n{log.read_text()}", what="the first agent")
     second = submit("Slow setup, nap 1", pipeline="none")
     wait_for(lambda: reload(second).worker_id == "@backend-1", what="the second claim")
     thief = fleet.start_plain(["@backend-2", *flags, command], env=env)  # reaps, would re-run

@@ -6,10 +6,11 @@ import argparse
 import logging
 import os
 import socket
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from tasks_app import lifecycle
@@ -24,6 +25,9 @@ from workers_app.workspace import is_git_repository, workspace_root
 
 VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 MAX_WORKER_ID = 64
+OUTAGE_FIRST_PAUSE = 0.5  # a worker started while the database is down retries after this,
+OUTAGE_PAUSE_CAP = 10.0  # doubling up to this
+logger = logging.getLogger(__name__)
 
 
 # The column holds a 32-bit integer on PostgreSQL; nobody runs this many agents on one worker.
@@ -62,6 +66,26 @@ def _seconds(minimum: float, maximum: float = float("inf")):
         return value
 
     return parse
+
+
+def _once_the_database_answers(func):
+    """`func()`, retried while the database is unreachable or locked.
+
+    A worker started during an outage waits it out instead of exiting: runfactory gives up on a
+    worker that fails three times right after starting. A missing table is no outage (run
+    `migrate`) and is raised.
+    """
+    pause = OUTAGE_FIRST_PAUSE
+    while True:
+        try:
+            return func()
+        except (OperationalError, InterfaceError) as exc:
+            if "no such " in str(exc):
+                raise
+            logger.warning("database unavailable (%s); retrying in %.1fs", exc, pause)
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, OUTAGE_PAUSE_CAP)
 
 
 class Command(BaseCommand):
@@ -129,8 +153,12 @@ class Command(BaseCommand):
         ):
             raise CommandError(f"{worker_id!r} is not a worker id; use one like @backend-1")
         # Everything is checked before the row is created or touched: a bad flag changes nothing.
-        remembered = (
-            WorkerRow.objects.filter(pk=worker_id).values_list("agent_profile", flat=True).first()
+        remembered = _once_the_database_answers(
+            lambda: (
+                WorkerRow.objects.filter(pk=worker_id)
+                .values_list("agent_profile", flat=True)
+                .first()
+            )
         )
         profile_name = (
             options["agent"] or runnable_profile(remembered) or settings.VIBE_DEFAULT_AGENT
@@ -154,22 +182,26 @@ class Command(BaseCommand):
             raise CommandError(f"{worker_id} {REFUSED_MARK} {exc}") from None
         if not options["skip_preflight"]:
             self._preflight(worker_id, profile, sandbox_mode)
-        self._register(worker_id, options)
+        _once_the_database_answers(lambda: self._register(worker_id, options))
         # Imported here, after the preflight: a refusal must not wait on (or trip over) the
         # whole worker runtime and the adapters it loads.
         from workers_app.runtime import Worker
 
-        WorkerRow.objects.filter(pk=worker_id).update(agent_profile=profile.name[:60])
+        _once_the_database_answers(
+            lambda: WorkerRow.objects.filter(pk=worker_id).update(agent_profile=profile.name[:60])
+        )
         try:
-            worker = Worker(
-                worker_id,
-                profile=profile,
-                lease_seconds=int(options["lease"]) if options["lease"] else None,
-                interval=options["interval"],
-                once=options["once"],
-                max_tasks=options["max_tasks"],
-                grace_seconds=options["grace"],
-                timeout=options["timeout"],
+            worker = _once_the_database_answers(
+                lambda: Worker(
+                    worker_id,
+                    profile=profile,
+                    lease_seconds=int(options["lease"]) if options["lease"] else None,
+                    interval=options["interval"],
+                    once=options["once"],
+                    max_tasks=options["max_tasks"],
+                    grace_seconds=options["grace"],
+                    timeout=options["timeout"],
+                )
             )
         except SandboxError as exc:
             raise CommandError(f"{worker_id} {REFUSED_MARK} {exc}") from None
