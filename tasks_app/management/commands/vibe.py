@@ -210,6 +210,7 @@ class Command(BaseCommand):
             ("approve", "approve a high-risk task"),
             ("cancel", "cancel an open task"),
             ("merge", "merge a reviewed task's branch into its base branch (merge delivery)"),
+            ("rebase", "rebase and rework: the builder rebases a conflicting branch onto its base"),
             ("task", "one task with its full history"),
         ):
             p = sub.add_parser(name, parents=[common], help=text)
@@ -219,6 +220,8 @@ class Command(BaseCommand):
                 )
             else:
                 p.add_argument("task_id", type=_task_id, metavar="ID")
+            if name == "rebase":
+                p.add_argument("comment", nargs="?", default="", help="more for the builder")
             if name == "retry":
                 p.add_argument(
                     "--all",
@@ -598,6 +601,12 @@ class Command(BaseCommand):
 
     def do_merge(self, options: dict) -> None:
         self._chat_action("merge", options)
+
+    def do_rebase(self, options: dict) -> None:
+        actor, user, trusted = self._actor(options, "rebase")
+        text = f"rebase {options['task_id']} {options['comment']}".strip()
+        reply = grammar.execute(text, user=user, actor=actor, door="cli", trusted=trusted)
+        self._reply(options, reply)
 
     def do_rework(self, options: dict) -> None:
         actor, user, trusted = self._actor(options, "rework")
