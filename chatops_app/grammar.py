@@ -414,6 +414,18 @@ def _read_refusal(command: str, *, user, actor: str, door: str) -> Reply:
     )
 
 
+def _not_allowed(action: str, what: str, permission: str, *, user, actor: str, door: str) -> Reply:
+    """A person who may not: unlinked (told how to link) or without the permission."""
+    if user is None:
+        message = f"You are not linked to a Vibe Factory user, so you cannot {action} {what}."
+        return _refusal(message + _link_hint(door, actor), refused=True)
+    return _refusal(
+        f"{user.get_username()} does not have the permission to {action} {what} "
+        f"({ACTION_PERMISSIONS[permission]}).",
+        refused=True,
+    )
+
+
 CHAT_ACTIONS = ("retry", "approve", "cancel", "merge", "rework", "rebase")
 # What chat says after each action (the table's words are for buttons and pages).
 TITLES = {
@@ -439,13 +451,8 @@ def _act(
             user.get_username() if user is not None else "unlinked",
         )
         chosen.refuse(task_id, actor=actor, reason="no permission", door=door)
-        if user is None:
-            message = f"You are not linked to a Vibe Factory user, so you cannot {action} tasks."
-            return _refusal(message + _link_hint(door, actor), refused=True)
-        return _refusal(
-            f"{user.get_username()} does not have the permission to {action} tasks "
-            f"({ACTION_PERMISSIONS[chosen.permission_name]}).",
-            refused=True,
+        return _not_allowed(
+            action, "tasks", chosen.permission_name, user=user, actor=actor, door=door
         )
     try:
         task = chosen.perform(task_id, actor=actor, comment=comment)
@@ -619,14 +626,7 @@ def act_on_worker(action: str, worker_id: str, *, user, actor: str, door: str, t
     if not trusted and not chosen.allowed(user):
         logger.warning("refused %s of worker %s by %s", action, worker_id, actor)
         chosen.refuse(worker_id, actor=actor, reason="no permission", door=door)
-        if user is None:
-            message = f"You are not linked to a Vibe Factory user, so you cannot {action} workers."
-            return _refusal(message + _link_hint(door, actor), refused=True)
-        return _refusal(
-            f"{user.get_username()} does not have the permission to {action} workers "
-            f"({ACTION_PERMISSIONS[action]}).",
-            refused=True,
-        )
+        return _not_allowed(action, "workers", action, user=user, actor=actor, door=door)
     try:
         worker = chosen.perform(worker_id, actor=actor)
     except lifecycle.LifecycleError as exc:
