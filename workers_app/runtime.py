@@ -63,6 +63,7 @@ from .adapters import BUILDER, REVIEWER, Reader, RunContext, kind_for
 from .adapters.base import MAX_EVENT_TEXT, OUTPUT, Event, clip
 from .breaker import CircuitBreaker
 from .breaker import trip as breaker_trip
+from .git import RemoteError
 from .models import Worker as WorkerRow
 from .models import WorkerStatus
 from .profiles import AgentProfile, ProfileError, template_values
@@ -986,7 +987,7 @@ class Worker:
                     try:
                         if workspace.push():
                             slot.transcript.note(f"pushed {workspace.branch} to {workspace.remote}")
-                    except workspaces.RemoteError as exc:
+                    except RemoteError as exc:
                         slot.transcript.note(f"could not push {workspace.branch}: {exc}")
                         if not report.error_type:  # the agent's own failure says more
                             report = replace(report, error_type=exc.error_type, error=str(exc))

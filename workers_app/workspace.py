@@ -45,13 +45,23 @@ from pathlib import Path
 
 from django.conf import settings
 
-from tasks_app.models import Status, Task
+from tasks_app.models import Task
 
+from .git import (
+    WorkspaceError,
+    _count,
+    _git,
+    _git_env,
+    _is_ancestor,
+    _remote_git,
+    _rev,
+    _run_git,
+    is_git_repository,
+)
 from .models import Instance
 from .runner import clean_text
 
 logger = logging.getLogger(__name__)
-GIT_TIMEOUT_SECONDS = 120
 MAX_DIFF_STAT_CHARS = 8000
 
 
@@ -59,12 +69,6 @@ MAX_CHANGED_FILES = 2000
 SETUP_TAIL_BYTES = 64 * 1024  # of a setup command's output, kept for the transcript
 SETUP_ERROR_CHARS = 4000  # of that output, quoted in the task's error
 SETUP_POLL_SECONDS = 0.2  # how often a running setup checks its time limit and stop flag
-
-
-class WorkspaceError(RuntimeError):
-    """The task's workspace could not be prepared; the message says why."""
-
-    error_type = "workspace_error"
 
 
 @dataclass
@@ -104,59 +108,6 @@ class SetupError(WorkspaceError):
             message += f". The last of its output:\n{setup.output[-SETUP_ERROR_CHARS:]}"
         super().__init__(message)
         self.setup = setup
-
-
-class RemoteError(WorkspaceError):
-    """A fetch or push failed: remote_auth, push_rejected or remote_unreachable."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-
-
-# Git's own words for each failure, checked in this order: a refused push also says "failed to
-# push", and a missing local path says "make sure you have the correct access rights".
-_REMOTE_FAILURES = (
-    (
-        "push_rejected",
-        (
-            "[rejected]",
-            "[remote rejected]",
-            "non-fast-forward",
-            "fetch first",
-            "hook declined",
-            "stale info",
-            "failed to push some refs",
-        ),
-    ),
-    (
-        "remote_auth",
-        (
-            "authentication failed",
-            "permission denied",
-            "could not read username",
-            "could not read password",
-            "terminal prompts disabled",
-            "invalid username or password",
-            "access denied",
-            "returned error: 401",
-            "returned error: 403",
-            "host key verification failed",
-            "insufficient permission",
-        ),
-    ),
-)
-
-
-def remote_error_type(stderr: str) -> str:
-    """remote_auth, push_rejected or (anything else: cannot resolve, connect, find) unreachable."""
-    text = stderr.lower()
-    if "does not appear to be a git repository" in text:
-        return "remote_unreachable"
-    for error_type, needles in _REMOTE_FAILURES:
-        if any(needle in text for needle in needles):
-            return error_type
-    return "remote_unreachable"
 
 
 @dataclass
@@ -388,78 +339,6 @@ def _make_folder(path: Path, *, mode: int = 0o777) -> None:
             + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
             + "; check VIBE_WORKTREES_DIR and that the worker may write there"
         ) from None
-
-
-def _git_env() -> dict[str, str]:
-    """The worker's environment, with every way git could ask a person for a secret shut."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true"}
-    env.update(SSH_ASKPASS="/bin/true", GCM_INTERACTIVE="never")
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-    return env
-
-
-def _run_git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            env=_git_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise WorkspaceError(
-            "git is not installed, but VIBE_WORKSPACE is a git repository"
-        ) from None
-
-
-def _git(cwd: Path, *args: str) -> str:
-    try:
-        done = _run_git(cwd, *args)
-    except subprocess.TimeoutExpired:
-        raise WorkspaceError(f"git {' '.join(args)} took over {GIT_TIMEOUT_SECONDS}s") from None
-    if done.returncode != 0:
-        err = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
-        raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {err}")
-    return done.stdout.decode("utf-8", "replace")
-
-
-def _remote_git(cwd: Path, *args: str) -> str:
-    """A git command that talks to the remote; its failure is a typed RemoteError."""
-    try:
-        done = _run_git(cwd, *args)
-    except subprocess.TimeoutExpired:
-        raise RemoteError(
-            "remote_unreachable", f"git {' '.join(args)} took over {GIT_TIMEOUT_SECONDS}s"
-        ) from None
-    if done.returncode != 0:
-        err = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
-        raise RemoteError(remote_error_type(err), f"git {' '.join(args)} failed: {err}")
-    return done.stdout.decode("utf-8", "replace")
-
-
-def _rev(cwd: Path, ref: str) -> str:
-    """The commit `ref` names, or "" when there is no such ref."""
-    done = _run_git(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    return done.stdout.decode().strip() if done.returncode == 0 else ""
-
-
-def _is_ancestor(cwd: Path, older: str, newer: str) -> bool:
-    return _run_git(cwd, "merge-base", "--is-ancestor", older, newer).returncode == 0
-
-
-def _count(cwd: Path, *revs: str) -> int:
-    return int(_git(cwd, "rev-list", "--count", *revs).strip() or 0)
-
-
-def is_git_repository(path: Path) -> bool:
-    """Worktrees only make sense inside git; any other folder is used as it is."""
-    try:
-        return _git(path, "rev-parse", "--is-inside-work-tree").strip() == "true"
-    except WorkspaceError:
-        return False
 
 
 @contextlib.contextmanager
@@ -822,122 +701,3 @@ def _discard(root: Path, path: Path) -> None:
     if _run_git(root, "worktree", "remove", "--force", "--force", str(path)).returncode != 0:
         shutil.rmtree(path, ignore_errors=True)
     _git(root, "worktree", "prune")
-
-
-@dataclass
-class Cleaned:
-    path: Path
-    removed: bool
-    reason: str
-    holds_work: bool = False  # kept because removing it would lose work
-
-
-def _open_users(task_id: int) -> str:
-    """Why the worktree is still in use ("" when nothing open uses it): the task or its reviews."""
-    if Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS).exists():
-        return f"task {task_id} is in_progress"
-    ids = [task_id]
-    seen = set(ids)
-    while ids:  # reviews, and their own stage tasks, work in the builder's worktree
-        children = list(
-            Task.objects.filter(parent_id__in=ids)
-            .exclude(stage="")
-            .values_list("pk", "status", named=True)
-        )
-        for child in children:
-            if child.status not in FINISHED:
-                return f"its review task {child.pk} is {child.status}"
-        ids = [c.pk for c in children if c.pk not in seen]
-        seen.update(ids)
-    return ""
-
-
-FINISHED = (Status.COMPLETED, Status.CANCELLED)
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def _unsaved_work(path: Path, remote: str) -> str:
-    """Why removing this worktree would lose work ("" when it would not)."""
-    dirty = [line for line in _git(path, "status", "--porcelain").splitlines() if line.strip()]
-    if dirty:
-        return _plural(len(dirty), "uncommitted file")
-    if not remote:
-        return ""  # committed on its branch, which is kept
-    unpushed = _count(path, "HEAD", "--not", f"--remotes={remote}")
-    if unpushed:
-        return f"{_plural(unpushed, 'commit')} not pushed to {remote}"
-    return ""
-
-
-def clean(*, dry_run: bool = False) -> list[Cleaned]:
-    """Remove worktrees and scratch directories of finished work; never one holding work.
-
-    The branch is kept: it is where the work lives. Only completed and cancelled work is cleaned:
-    dead-letter and blocked tasks may be retried by a person and would want their worktree back.
-    A worktree is removed only when nothing would be lost: its tree is clean and its head is on
-    the remote (pushed, or merged into the base), or with no remote, committed. Only this
-    instance's worktrees are looked at; another factory's in the same folder are not ours.
-    """
-    out: list[Cleaned] = []
-    root = workspace_root()
-    git_root = root if root and root.is_dir() and is_git_repository(root) else None
-    instance = instance_id()
-    remote = git_remote(git_root) if git_root is not None else ""
-    for directory, is_worktree in ((worktrees_dir(), True), (scratch_dir(), False)):
-        if not directory.is_dir():
-            continue
-        prefix = f"{instance}-task-" if is_worktree else "task-"
-        with _locked(directory):
-            if is_worktree and git_root is not None and remote:
-                # What is on the remote now, not when this host last looked.
-                _remote_git(
-                    git_root,
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--prune",
-                    remote,
-                    f"+refs/heads/vibe/{instance}/*:refs/remotes/{remote}/vibe/{instance}/*",
-                )
-            for path in sorted(directory.glob(f"{prefix}*")):
-                if not path.is_dir():
-                    continue
-                try:
-                    task_id = int(path.name.removeprefix(prefix))
-                except ValueError:
-                    continue
-                status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
-                if status is not None and status not in FINISHED:
-                    out.append(Cleaned(path, False, f"task {task_id} is {status}"))
-                    continue
-                busy = _open_users(task_id) if status is not None else ""
-                if busy:
-                    out.append(Cleaned(path, False, busy))
-                    continue
-                is_tree = is_worktree and git_root is not None and (path / ".git").exists()
-                unsaved = _unsaved_work(path, remote) if is_tree else ""
-                if unsaved:
-                    out.append(Cleaned(path, False, unsaved, holds_work=True))
-                    continue
-                why = "task is gone" if status is None else f"task {task_id} is {status}"
-                if is_tree:
-                    why += f", pushed to {remote}" if remote else ", all committed"
-                if dry_run:
-                    out.append(Cleaned(path, False, f"would remove: {why}"))
-                    continue
-                if is_tree:
-                    try:  # never --force: git itself refuses a tree that is not clean
-                        _git(git_root, "worktree", "remove", str(path))
-                    except WorkspaceError as exc:
-                        out.append(Cleaned(path, False, f"git refused: {exc}", holds_work=True))
-                        continue
-                elif path.exists():
-                    shutil.rmtree(path, ignore_errors=True)  # scratch, or a half-made worktree
-                (directory / f"{path.name}.base").unlink(missing_ok=True)
-                out.append(Cleaned(path, True, why))
-            if is_worktree and git_root is not None and not dry_run:
-                _git(git_root, "worktree", "prune")
-    return out

@@ -15,6 +15,7 @@ from django.core.management import call_command
 from tasks_app import lifecycle
 from tasks_app.models import Status, Task
 from tests.workers_app.conftest import agent_command
+from workers_app import git as vibe_git
 from workers_app import workspace
 from workers_app.models import Instance, Worker
 
@@ -158,7 +159,7 @@ def test_a_review_refuses_a_local_branch_with_commits_the_remote_lacks(hosts):
 def test_an_unreachable_remote_is_remote_unreachable(hosts):
     git(hosts.clone("a"), "remote", "set-url", "origin", str(hosts.tmp_path / "gone.git"))
     task = lifecycle.submit("Anything", lane="backend", actor="cli")
-    with pytest.raises(workspace.RemoteError) as caught:
+    with pytest.raises(vibe_git.RemoteError) as caught:
         workspace.prepare(task)
     assert caught.value.error_type == "remote_unreachable"
     assert lifecycle.ERROR_TYPES["remote_unreachable"].retryable
@@ -173,30 +174,30 @@ def test_a_push_refused_by_a_hook_is_push_rejected(hosts):
     ws = workspace.prepare(task)
     (ws.path / "hello.txt").write_text("hi\n")
     ws.commit_all(author=AUTHOR, message="hello")
-    with pytest.raises(workspace.RemoteError) as caught:
+    with pytest.raises(vibe_git.RemoteError) as caught:
         ws.push()
     assert caught.value.error_type == "push_rejected"
     assert "no pushes today" in str(caught.value)
 
 
 def test_remote_errors_are_told_apart_by_gits_words():
-    assert workspace.remote_error_type("fatal: Authentication failed for 'https://x/'") == (
+    assert vibe_git.remote_error_type("fatal: Authentication failed for 'https://x/'") == (
         "remote_auth"
     )
-    assert workspace.remote_error_type(
+    assert vibe_git.remote_error_type(
         "git@x: Permission denied (publickey).\nfatal: Could not read from remote repository."
     ) == ("remote_auth")
-    assert workspace.remote_error_type(
+    assert vibe_git.remote_error_type(
         "fatal: could not read Username for 'https://x': terminal prompts disabled"
     ) == ("remote_auth")
-    assert workspace.remote_error_type(
+    assert vibe_git.remote_error_type(
         " ! [rejected]  b -> b (non-fast-forward)\nerror: failed to push some refs"
     ) == ("push_rejected")
-    assert workspace.remote_error_type(
+    assert vibe_git.remote_error_type(
         "fatal: '/x.git' does not appear to be a git repository\n"
         "Please make sure you have the correct access rights"
     ) == ("remote_unreachable")
-    assert workspace.remote_error_type("Could not resolve host: example.invalid") == (
+    assert vibe_git.remote_error_type("Could not resolve host: example.invalid") == (
         "remote_unreachable"
     )
     for name in ("remote_auth", "remote_unreachable"):

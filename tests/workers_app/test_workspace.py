@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from tasks_app import lifecycle
 from tasks_app.models import Task
-from workers_app import workspace
+from workers_app import cleanup, workspace
 from workers_app.models import Instance, Worker
 
 pytestmark = pytest.mark.django_db
@@ -85,11 +85,11 @@ def test_clean_removes_finished_worktrees_and_keeps_open_ones(repo):
     first = lifecycle.claim_next("@b")
     lifecycle.claim_next("@b")
     lifecycle.complete(first.pk, worker_id="@b", token=first.claim_token, result={})
-    planned = {c.path: c.reason for c in workspace.clean(dry_run=True)}
+    planned = {c.path: c.reason for c in cleanup.clean(dry_run=True)}
     assert planned[done_path].startswith("would remove")
     assert planned[busy_path] == f"task {busy.pk} is in_progress"
     assert done_path.exists()
-    results = {c.path: c for c in workspace.clean()}
+    results = {c.path: c for c in cleanup.clean()}
     assert results[done_path].removed and not done_path.exists()
     assert not results[busy_path].removed and busy_path.exists()
     assert workspace.branch_name(done) in git(repo, "branch", "--list")  # the work is kept
@@ -137,7 +137,7 @@ def test_two_factory_databases_never_share_a_branch_or_clean_each_others_worktre
     assert (theirs.path / "app.py").read_text() == "print('hi')\n"  # none of the first's commits
     claimed = lifecycle.claim_next("@b")
     lifecycle.complete(task.pk, worker_id="@b", token=claimed.claim_token, result={})
-    cleaned = workspace.clean()
+    cleaned = cleanup.clean()
     assert [(c.path, c.removed) for c in cleaned] == [(theirs.path, True)]
     assert mine.path.exists() and not theirs.path.exists()
     assert other_id in theirs.branch
@@ -176,7 +176,7 @@ def test_clean_keeps_the_builders_worktree_while_its_review_is_pending(repo):
     claimed = lifecycle.claim_next("@b")
     lifecycle.complete(task.pk, worker_id="@b", token=claimed.claim_token, result={})
     assert Task.objects.filter(parent=task).exists()
-    assert not {c.path: c.removed for c in workspace.clean()}[ws.path]
+    assert not {c.path: c.removed for c in cleanup.clean()}[ws.path]
     assert ws.path.exists()
 
 

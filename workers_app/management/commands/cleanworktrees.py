@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from workers_app import workspace
+from workers_app import cleanup
+from workers_app.git import WorkspaceError
 
 
 class Command(BaseCommand):
@@ -21,8 +22,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, dry_run: bool, **options) -> None:
         try:
-            results = workspace.clean(dry_run=dry_run)
-        except workspace.WorkspaceError as exc:
+            results = cleanup.clean(dry_run=dry_run)
+        except WorkspaceError as exc:
             raise CommandError(str(exc)) from None
         removed = 0
         for item in results:
