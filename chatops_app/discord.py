@@ -17,7 +17,7 @@ from .discord_api import VIBE_COMMAND
 from .models import Platform
 
 if TYPE_CHECKING:
-    from .grammar import Button, Reply
+    from .replies import Button, Reply
 
 DOOR = "discord"
 COMMAND_NAME = "vibe"

@@ -22,7 +22,7 @@ from .buttons import parse_slack_action, slack_action_id
 from .models import Platform
 
 if TYPE_CHECKING:
-    from .grammar import Button, Reply
+    from .replies import Button, Reply
 
 logger = logging.getLogger(__name__)
 
