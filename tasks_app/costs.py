@@ -95,3 +95,12 @@ def format_usd(amount: Decimal | None) -> str:
     if amount and abs(amount) < Decimal("0.01"):
         return f"${amount:.4f}"
     return f"${amount:.2f}"
+
+
+USD_PLACES = Decimal("0.000001")
+
+
+def json_usd(amount: Decimal | None) -> str | None:
+    """A cost for --json: a string with the six decimals Run.cost_usd keeps (SQLite's SUM
+    hands back floats' digits otherwise)."""
+    return None if amount is None else f"{amount.quantize(USD_PLACES)}"

@@ -13,8 +13,6 @@ import logging
 import re
 import sys
 from argparse import ArgumentTypeError
-from decimal import Decimal
-from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -23,21 +21,17 @@ from django.db import transaction
 from chatops_app import grammar
 from chatops_app.models import ChatLink, Platform
 from tasks_app import actions, costs, lifecycle
-from tasks_app.models import Lane, Risk, Run, RunEvent, Status, Task
+from tasks_app.costs import json_usd as _usd
+from tasks_app.models import Lane, Risk, Run, Status, Task
 from tasks_app.permissions import ACTION_PERMISSIONS, can
 from tasks_app.pipeline import PIPELINES
+from tasks_app.taskfile import read_task_file
+from tasks_app.transcripts import _events_by_run, _run_data, _run_ids, _run_transcript_lines
 from workers_app.models import Worker
 from workers_app.workspace import instance_id
 
 USAGE_ERROR = 2
-USD_PLACES = Decimal("0.000001")
 DLQ_MAX_LIMIT = 1_000_000
-
-
-def _usd(amount: Decimal | None) -> str | None:
-    """A cost for --json: a string with the six decimals Run.cost_usd keeps (SQLite's SUM
-    hands back floats' digits otherwise)."""
-    return None if amount is None else f"{amount.quantize(USD_PLACES)}"
 
 
 def _usage(message: str) -> CommandError:
@@ -86,86 +80,6 @@ def printable(text: str) -> str:
 def _worker_id(value: str) -> str:
     value = value.strip()
     return value if value.startswith("@") else "@" + value
-
-
-JSONL_KEYS = {"goal", "lane", "priority", "risk", "after", "pipeline", "deliver", "key"}
-
-
-def read_task_file(path: str, *, default_lane: str | None) -> list[lifecycle.NewTask]:
-    """JSON Lines (one object per line) or plain text (one goal per line; lane from --lane).
-
-    Raises CommandError naming the line of the first problem; nothing is submitted then.
-    """
-    try:
-        if path == "-":
-            # The bytes, decoded strictly: the text layer would turn bad bytes into surrogates
-            # that only fail later, deep in the database driver.
-            stdin = getattr(sys.stdin, "buffer", None)
-            text = stdin.read().decode("utf-8") if stdin is not None else sys.stdin.read()
-        else:
-            text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CommandError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"{path}: cannot read it ({exc})") from None
-
-    numbered = [
-        (n, line.strip())
-        for n, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not numbered:
-        raise CommandError(f"{path}: no tasks in the file")
-    is_jsonl = numbered[0][1].startswith("{")
-    specs = []
-    for number, line in numbered:
-        where = f"{path}: line {number}"
-        if is_jsonl:
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CommandError(f"{where}: not valid JSON ({exc.msg})") from None
-            except RecursionError:
-                raise CommandError(f"{where}: not valid JSON (nested too deeply)") from None
-            except ValueError as exc:  # a number past Python's 4,300 digits; drop its advice
-                reason = str(exc).split(";")[0]
-                raise CommandError(f"{where}: not valid JSON ({reason})") from None
-            if not isinstance(item, dict):
-                raise CommandError(f"{where}: expected a JSON object")
-            unknown = sorted(set(item) - JSONL_KEYS)
-            if unknown:
-                raise CommandError(
-                    f"{where}: unknown field {unknown[0]!r}; "
-                    f"allowed: {', '.join(sorted(JSONL_KEYS))}"
-                )
-            lane = item.get("lane", default_lane)
-            if not lane:
-                raise CommandError(f'{where}: no lane (give "lane" or --lane)')
-            after = item.get("after", [])
-            if not isinstance(after, list) or not all(
-                isinstance(a, int) and not isinstance(a, bool) for a in after
-            ):
-                raise CommandError(f'{where}: "after" must be a list of task ids')
-            spec = lifecycle.NewTask(
-                goal=item.get("goal"),
-                lane=lane,
-                priority=item.get("priority", 50),
-                risk=item.get("risk", Risk.LOW),
-                depends_on=after,
-                pipeline=item.get("pipeline"),
-                delivery=item.get("deliver"),
-                key=item.get("key") if isinstance(item.get("key"), str) else "",
-            )
-        else:
-            if not default_lane:
-                raise CommandError(f"{path}: plain-text files need --lane")
-            spec = lifecycle.NewTask(goal=line, lane=default_lane)
-        try:
-            lifecycle.validate_new(spec)
-        except lifecycle.LifecycleError as exc:
-            raise CommandError(f"{where}: {exc}") from None
-        specs.append(spec)
-    return specs
 
 
 class Command(BaseCommand):
@@ -730,133 +644,6 @@ class Command(BaseCommand):
 
 
 # --- Transcripts ------------------------------------------------------------------------------
-
-TRANSCRIPT_RESULT_LINES = 12
-
-
-def _run_ids(task_id: int) -> list[int]:
-    """A task's runs in the order the page and `--transcript` number them."""
-    return list(
-        Run.objects.filter(task_id=task_id)
-        .order_by("started_at", "id")
-        .values_list("id", flat=True)
-    )
-
-
-def _events_by_run(runs: list[Run]) -> dict[int, list[RunEvent]]:
-    """Every event of the runs, in order, in one query."""
-    grouped: dict[int, list[RunEvent]] = {run.pk: [] for run in runs}
-    if runs:
-        for event in RunEvent.objects.filter(run__in=runs).order_by("run_id", "seq"):
-            grouped[event.run_id].append(event)
-    return grouped
-
-
-def _run_data(run: Run, events: list[RunEvent]) -> dict:
-    return {
-        "id": run.pk,
-        "attempt": run.attempt,
-        "role": run.role,
-        "kind": run.kind,
-        "agent": run.agent,
-        "worker_id": run.worker_id,
-        "sandbox": run.sandbox,
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "exit_code": run.exit_code,
-        "duration_seconds": run.duration_seconds,
-        "outcome": run.outcome,
-        "note": run.note,
-        "session_id": run.session_id,
-        "resumed": run.resumed,
-        "model": run.model,
-        "input_tokens": run.input_tokens,
-        "output_tokens": run.output_tokens,
-        "cache_read_tokens": run.cache_read_tokens,
-        "cache_write_tokens": run.cache_write_tokens,
-        "cost_usd": _usd(run.cost_usd),
-        "turns": run.turns,
-        "base_commit": run.base_commit,
-        "head_commit": run.head_commit,
-        "changed_files": run.changed_files,
-        "event_count": run.event_count,
-        "events": [
-            {
-                "seq": e.seq,
-                "kind": e.kind,
-                "text": e.text,
-                "data": e.data,
-                "at": e.created_at.isoformat(),
-            }
-            for e in events
-        ],
-    }
-
-
-def _indent(text: str, prefix: str, limit: int | None = None) -> list[str]:
-    """The text's lines, the first after `prefix`, the rest lined up under it."""
-    lines = text.splitlines() or [""]
-    kept = lines if limit is None else lines[:limit]
-    pad = " " * len(prefix)
-    out = [(prefix if i == 0 else pad) + line for i, line in enumerate(kept)]
-    if limit is not None and len(lines) > limit:
-        out.append(f"{pad}[… {len(lines) - limit} more lines]")
-    return out
-
-
-def _run_transcript_lines(number: int, run: Run, events: list[RunEvent]) -> list[str]:
-    """One run as a terminal reads it: a header, its usage, then one block per event."""
-    state = "running" if run.is_running else f"exit {run.exit_code}"
-    head = " · ".join(
-        part
-        for part in (
-            f"Run {number}",
-            run.role,
-            run.agent or run.kind,
-            f"attempt {run.attempt}",
-            f"on {run.worker_id}" if run.worker_id else "",
-            state,
-            run.outcome,
-        )
-        if part
-    )
-    usage = [
-        run.model,
-        f"{run.input_tokens:,} in" if run.input_tokens is not None else "",
-        f"{run.output_tokens:,} out" if run.output_tokens is not None else "",
-        costs.format_usd(run.cost_usd) if run.cost_usd is not None else "",
-        f"{run.turns} turns" if run.turns is not None else "",
-        f"session {run.session_id}" if run.session_id else "",
-        "resumed" if run.resumed else "",
-    ]
-    lines = ["", f"── {head}"]
-    if any(usage):
-        lines.append("   " + " · ".join(part for part in usage if part))
-    if run.note:
-        lines += _indent(run.note, "   note: ")
-    if not events:
-        lines.append("   (no transcript recorded)")
-    for event in events:
-        data = event.data if isinstance(event.data, dict) else {}
-        tag = f"[{event.seq}]"
-        if event.kind == "tool_call":
-            lines.append(f"{tag} ▸ {data.get('name') or 'tool'}: {event.text}")
-        elif event.kind == "tool_result":
-            label = "error" if data.get("is_error") else "result"
-            lines.append(f"{tag}   ↳ {label}:")
-            lines += _indent(event.text, "      ", TRANSCRIPT_RESULT_LINES)
-        elif event.kind == "error":
-            lines += _indent(event.text, f"{tag} ERROR: ")
-        elif event.kind in ("output", "stderr"):
-            lines.append(f"{tag} {'!' if event.kind == 'stderr' else '|'} {event.text}")
-        elif event.kind == "usage":
-            figures = ", ".join(f"{k} {v}" for k, v in data.items())
-            lines.append(f"{tag} usage: {figures}")
-        elif event.kind == "message":
-            lines += _indent(event.text, f"{tag} ")
-        else:
-            lines += _indent(event.text, f"{tag} ({event.kind}) ")
-    return lines
 
 
 def _check_workspace(platform: str, workspace: str) -> None:
