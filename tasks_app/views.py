@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import wraps
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import EmptyPage
 from django.db.models import Max, Q
 from django.http import (
     Http404,
@@ -28,13 +27,9 @@ from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.utils.dateparse import parse_date
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import trigger_client_event
-from django_tables2 import RequestConfig
-from django_tables2.paginators import LazyPaginator
+from django.views.decorators.http import require_GET, require_POST
 
 from workers_app import diffs
 
@@ -42,7 +37,6 @@ from . import actions, board, costs, lifecycle
 from .forms import SubmitTaskForm
 from .models import (
     WAITING_DELIVERY,
-    AuditEntry,
     Delivery,
     DeliveryState,
     Lane,
@@ -51,15 +45,8 @@ from .models import (
     RunEvent,
     Status,
     Task,
-    TaskHistory,
 )
 from .permissions import ACTION_PERMISSIONS, can, require
-from .tables import HistoryTable
-
-HISTORY_PAGE_SIZE = 50
-# Far beyond any real history, yet small enough that its SQL OFFSET fits a 64-bit integer.
-MAX_HISTORY_PAGE = 10**9
-
 
 # --- Helpers ----------------------------------------------------------------------------------
 
@@ -686,218 +673,3 @@ def push_base(filters: board.Filters) -> str:
     """The board URL with its filters, ready for `task=<id>`: an open task survives a reload."""
     query = filters.as_query()
     return reverse("tasks_app:board") + (f"?{query}&" if query else "?")
-
-
-# --- Submitting ---------------------------------------------------------------------------------
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def submit_task(request: HttpRequest) -> HttpResponse:
-    """The board's "New task" form, through the lifecycle like `vibe submit`.
-
-    With htmx the form swaps itself (empty after a submit, with its errors otherwise) and the
-    board refreshes; without JavaScript a submit goes back to the board, and a refused one shows
-    this form's own page with what was typed kept.
-    """
-    require(request.user, "submit")
-    if request.method == "GET":
-        return render_page(request, "tasks/submit.html", {"submit_form": SubmitTaskForm()})
-    form = SubmitTaskForm(request.POST)
-    task = None
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            task = lifecycle.submit(
-                data["goal"],
-                lane=data["lane"],
-                actor=actor_for(request),
-                priority=data["priority"],
-                risk=data["risk"],
-                delivery=data["delivery"],
-                key=data.get("key") or "",
-            )
-        except lifecycle.LifecycleError as exc:
-            form.add_error(None, _message_text(str(exc)))
-    if task is None:
-        messages.error(request, "The task was not submitted; see the form for why.")
-        partial = wants_partial(request)
-        template = "partials/submit_form.html" if partial else "tasks/submit.html"
-        return render_page(request, template, {"submit_form": form, "oob_messages": partial})
-
-    waits = task.status == Status.AWAITING_APPROVAL
-    if getattr(task, "was_submitted_before", False):
-        messages.info(request, f"Task #{task.pk} was already submitted from this form.")
-    else:
-        messages.success(
-            request,
-            f"Task #{task.pk} submitted."
-            + (" It is high risk, so it waits for an approver." if waits else ""),
-        )
-    if not wants_partial(request):
-        return HttpResponseRedirect(safe_next(request, reverse("tasks_app:board")))
-    response = render_page(
-        request,
-        "partials/submit_form.html",
-        {"submit_form": SubmitTaskForm(), "oob_messages": True},
-    )
-    # After the settle, so the board's refresh starts once this request counts as done (a poll
-    # sent during an action is dropped, see vibe.js).
-    return trigger_client_event(response, "vibe:submitted", after="settle")
-
-
-# --- Dead letter: retry all shown -------------------------------------------------------------
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def retry_all(request: HttpRequest) -> HttpResponse:
-    """Retry every dead-letter task matching the board's filters, after a confirmation that
-    names how many tasks will move. The confirmation lists their ids, so the POST moves exactly
-    the tasks the person saw counted, never ones that arrived in between."""
-    require(request.user, "retry")
-    if request.method == "GET":
-        filters = board.Filters.from_query(request.GET)
-        ids = board.dead_letter_ids(filters)
-        query = filters.as_query()
-        return render_page(
-            request,
-            "tasks/retry_all_confirm.html",
-            {
-                "filters": filters,
-                "ids": ids,
-                "limit": board.RETRY_ALL_LIMIT,
-                "back_url": reverse("tasks_app:board") + (f"?{query}" if query else ""),
-            },
-        )
-
-    back = safe_next(request, reverse("tasks_app:board"))
-    raw_ids = request.POST.getlist("ids")
-    try:
-        ids = list(dict.fromkeys(int(value) for value in raw_ids))
-    except ValueError:
-        messages.error(request, "The list of tasks to retry was not understood; nothing changed.")
-        return HttpResponseRedirect(back)
-    if not ids:
-        messages.info(request, "There were no dead-letter tasks to retry; nothing changed.")
-        return HttpResponseRedirect(back)
-    if len(ids) > board.RETRY_ALL_LIMIT:
-        messages.error(
-            request,
-            f"At most {board.RETRY_ALL_LIMIT} tasks can be retried at once; nothing changed.",
-        )
-        return HttpResponseRedirect(back)
-
-    moved, refused = 0, []
-    for task_id in ids:
-        try:
-            lifecycle.retry(task_id, actor=actor_for(request))
-            moved += 1
-        except lifecycle.LifecycleError as exc:
-            refused.append(str(exc))
-    if moved:
-        messages.success(request, f"Retried {moved} task{'s' if moved != 1 else ''}.")
-    if refused:
-        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
-        messages.warning(
-            request,
-            f"{len(refused)} could not be retried: " + "; ".join(refused[:3]) + more + ".",
-        )
-    return HttpResponseRedirect(back)
-
-
-# --- History ----------------------------------------------------------------------------------
-
-
-def _history_filters(request: HttpRequest) -> tuple[dict[str, str], list[str]]:
-    """lane, status, actor and date from the query string; a bad value is dropped and named."""
-    errors: list[str] = []
-    # NUL never appears in stored text, and PostgreSQL refuses it in a query (a 500).
-    values = {
-        key: request.GET.get(key, "").replace("\x00", "").strip()[:200]
-        for key in ("lane", "status", "actor", "date")
-    }
-    if values["lane"] and values["lane"] not in Lane.values:
-        errors.append(f"Unknown lane “{values['lane']}”; showing every lane.")
-        values["lane"] = ""
-    if values["status"] and values["status"] not in Status.values:
-        errors.append(f"Unknown status “{values['status']}”; showing every status.")
-        values["status"] = ""
-    if values["date"]:
-        try:
-            parsed = parse_date(values["date"])
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            errors.append(f"“{values['date']}” is not a date like 2025-01-31; showing every day.")
-            values["date"] = ""
-    return values, errors
-
-
-@viewer_required
-@require_GET
-def history_page(request: HttpRequest) -> HttpResponse:
-    """The seed's Task History view: every transition, newest first, filterable and paginated."""
-    values, errors = _history_filters(request)
-    qs = TaskHistory.objects.select_related("task").only(
-        "id",
-        "task_id",
-        "from_status",
-        "to_status",
-        "actor",
-        "note",
-        "created_at",
-        "task__id",
-        "task__lane",
-        "task__goal",
-    )
-    if values["lane"]:
-        qs = qs.filter(task__lane=values["lane"])
-    if values["status"]:
-        qs = qs.filter(to_status=values["status"])
-    if values["actor"]:
-        qs = qs.filter(actor__icontains=values["actor"])
-    if values["date"]:
-        qs = qs.filter(created_at__date=parse_date(values["date"]))
-    table = HistoryTable(qs)
-    # Sorting from the query; the page size is ours, and the page number is checked here, since
-    # an absurd one makes an OFFSET the database cannot hold (a 500, not an empty page).
-    RequestConfig(request, paginate=False).configure(table)
-    raw_page = request.GET.get("page", "")
-    page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() else 1
-    try:
-        table.paginate(
-            paginator_class=LazyPaginator,
-            per_page=HISTORY_PAGE_SIZE,
-            page=page if 1 <= page <= MAX_HISTORY_PAGE else 1,
-        )
-    except EmptyPage:
-        table.paginate(paginator_class=LazyPaginator, per_page=HISTORY_PAGE_SIZE, page=1)
-    query = urlencode([(k, v) for k, v in values.items() if v])
-    return render_page(
-        request,
-        "tasks/history.html",
-        {
-            "table": table,
-            "values": values,
-            "filter_errors": errors,
-            "lanes": Lane.choices,
-            "statuses": Status.choices,
-            "filter_query": query,
-            "audit": _audit_entries(values),
-        },
-    )
-
-
-AUDIT_ROWS = 50
-
-
-def _audit_entries(values: dict) -> list:
-    """The latest acts that moved no task (workers paused, attempts refused), by the same actor
-    filter; the admin's audit log has them all."""
-    qs = AuditEntry.objects.all()
-    if values["actor"]:
-        qs = qs.filter(actor__icontains=values["actor"])
-    if values["date"]:
-        qs = qs.filter(created_at__date=parse_date(values["date"]))
-    return list(qs[:AUDIT_ROWS])
