@@ -60,7 +60,8 @@ def _populate(total: int, actions: int) -> dict:
     from django.utils import timezone
 
     from chatops_app.models import ChatLink
-    from tasks_app.models import Lane, Status, Task
+    from tasks_app.choices import Lane, Status
+    from tasks_app.models import Task
     from workers_app.models import Worker
 
     call_command("migrate", verbosity=0, interactive=False)

@@ -44,7 +44,8 @@ def measure(args: argparse.Namespace) -> None:
     from django.db import connection
 
     from tasks_app import lifecycle
-    from tasks_app.models import Status, Task, TaskHistory
+    from tasks_app.choices import Status
+    from tasks_app.models import Task, TaskHistory
     from workers_app.models import Worker
 
     call_command("migrate", verbosity=0)

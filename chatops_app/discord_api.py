@@ -61,7 +61,7 @@ def _choices(values: list[str]) -> list[dict]:
 
 def _submit_options() -> list[dict]:
     """lane, then the qualifiers, then the goal: the order the grammar reads them in."""
-    from tasks_app.models import Lane, Risk
+    from tasks_app.choices import Lane, Risk
 
     return [
         {

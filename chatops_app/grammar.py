@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from tasks_app import actions, lifecycle
-from tasks_app.models import Status
+from tasks_app.choices import Status
 from tasks_app.permissions import ACTION_PERMISSIONS, can
 from workers_app.models import Worker
 

@@ -22,13 +22,14 @@ from decimal import Decimal, InvalidOperation
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
+from tasks_app.choices import FACTORY_EVENTS, Delivery, DeliveryState, NotificationEvent, Status
 from tasks_app.costs import format_usd
 from tasks_app.lifecycle import error_hint
-from tasks_app.models import Delivery, DeliveryState, Status, Task
+from tasks_app.models import Task
 from tasks_app.pipeline import REVIEW_LABELS
 
 from .buttons import discord_custom_id, slack_action_id
-from .models import FACTORY_EVENTS, Notification, NotificationEvent
+from .models import Notification
 from .redact import redact
 
 GOAL_LIMIT = 500

@@ -10,6 +10,8 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from tasks_app.choices import FACTORY_EVENTS, NotificationEvent
+
 
 class Platform(models.TextChoices):
     SLACK = "slack", "Slack"
@@ -66,20 +68,6 @@ def linked_user(platform: str, external_id: str, workspace: str = ""):
     # "" sorts first, so the reverse order puts the workspace's own link ahead of a blank one.
     link = links.filter(workspace__in=workspaces).order_by("-workspace").first()
     return link.user if link else None
-
-
-class NotificationEvent(models.TextChoices):
-    DEAD_LETTER = "dead_letter", "Dead letter"
-    BLOCKED = "blocked", "Blocked"
-    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
-    AWAITING_MERGE = "awaiting_merge", "Awaiting merge"
-    # Not about one task: a worker paused itself (its circuit breaker), the daily budget ran out.
-    WORKER_PAUSED = "worker_paused", "Worker paused itself"
-    BUDGET_REACHED = "budget_reached", "Daily budget reached"
-
-
-# Events about the factory rather than one task: their rows have no task.
-FACTORY_EVENTS = (NotificationEvent.WORKER_PAUSED, NotificationEvent.BUDGET_REACHED)
 
 
 class DeliveryState(models.TextChoices):

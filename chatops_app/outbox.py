@@ -38,7 +38,7 @@ from django.utils import timezone
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from tasks_app.models import OPEN_STATUSES
+from tasks_app.choices import OPEN_STATUSES
 
 from . import discord_api, messages
 from .models import ChatThread, DeliveryState, Notification, Platform

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.db.models import Count, Q, Sum
 
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from workers_app.models import Worker, WorkerStatus, stale_cutoff
 
 from .replies import (

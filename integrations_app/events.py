@@ -25,7 +25,8 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import WAITING_DELIVERY, Delivery, Lane, Status, Task
+from tasks_app.choices import WAITING_DELIVERY, Delivery, Lane, Status
+from tasks_app.models import Task
 
 from .github import GitHub, GitHubError, same_repo
 from .models import EventKind, EventState, GitHubEvent, IssueComment

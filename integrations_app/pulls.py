@@ -17,7 +17,8 @@ import logging
 from django.db.models import QuerySet
 
 from tasks_app import costs, lifecycle, pipeline
-from tasks_app.models import Delivery, DeliveryState, Status, Task
+from tasks_app.choices import Delivery, DeliveryState, Status
+from tasks_app.models import Task
 
 from .events import MARKER, task_link
 from .github import GitHub, GitHubError, same_repo

@@ -23,7 +23,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tasks_app import lifecycle
-from tasks_app.models import WAITING_DELIVERY, Delivery, Task
+from tasks_app.choices import WAITING_DELIVERY, Delivery
+from tasks_app.models import Task
 
 from . import events, pulls
 from .github import GitHub, GitHubError

@@ -13,14 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import lifecycle
-from .models import (
-    OPEN_STATUSES,
-    WAITING_DELIVERY,
-    Delivery,
-    DeliveryState,
-    Status,
-    Task,
-)
+from .choices import OPEN_STATUSES, WAITING_DELIVERY, Delivery, DeliveryState, Status
+from .models import Task
 from .permissions import can
 
 

@@ -21,7 +21,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from . import actions, lifecycle, pipeline
-from .models import AuditEntry, Delivery, Run, Task, TaskHistory
+from .choices import Delivery
+from .models import AuditEntry, Run, Task, TaskHistory
 from .permissions import can
 
 # An action moves tasks one transaction at a time; past this many, a person should use a

@@ -23,8 +23,9 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from . import costs
+from .choices import OPEN_STATUSES, DeliveryState, Lane, Risk, Status
 from .lifecycle import ERROR_TYPES
-from .models import OPEN_STATUSES, DeliveryState, Lane, Risk, Status, Task, TaskHistory
+from .models import Task, TaskHistory
 from .stages import NEEDS_PERSON, attach_stages
 
 # Fields a card needs; the big text and JSON columns stay in the database.

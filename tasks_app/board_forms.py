@@ -14,10 +14,8 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.http import trigger_client_event
 
 from . import board, lifecycle
+from .choices import Status
 from .forms import SubmitTaskForm
-from .models import (
-    Status,
-)
 from .permissions import require
 from .views import (
     _message_text,

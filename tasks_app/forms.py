@@ -7,8 +7,8 @@ import uuid
 from django import forms
 from django.conf import settings
 
+from .choices import Delivery, Lane, Risk
 from .lifecycle import MAX_GOAL_LENGTH
-from .models import Delivery, Lane, Risk
 
 
 class SubmitTaskForm(forms.Form):

@@ -14,12 +14,8 @@ from django.views.decorators.http import require_GET
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from .models import (
-    AuditEntry,
-    Lane,
-    Status,
-    TaskHistory,
-)
+from .choices import Lane, Status
+from .models import AuditEntry, TaskHistory
 from .tables import HistoryTable
 from .views import (
     render_page,

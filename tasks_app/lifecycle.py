@@ -32,17 +32,8 @@ from django.db import DatabaseError, IntegrityError, connection, models, transac
 from django.utils import timezone
 
 from . import pipeline
-from .models import (
-    OPEN_STATUSES,
-    WAITING_DELIVERY,
-    Delivery,
-    DeliveryState,
-    Lane,
-    Risk,
-    Status,
-    Task,
-    TaskHistory,
-)
+from .choices import OPEN_STATUSES, WAITING_DELIVERY, Delivery, DeliveryState, Lane, Risk, Status
+from .models import Task, TaskHistory
 from .verdicts import VerdictError, validate_result
 
 logger = logging.getLogger(__name__)

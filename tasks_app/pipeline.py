@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from .models import Lane, Severity
+from .choices import Lane, Severity
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import pipeline
-from .models import Lane, Status, Task
+from .choices import Lane, Status
+from .models import Task
 
 # Where a person is needed: a review stuck here keeps its own card on the board.
 NEEDS_PERSON = (Status.BLOCKED, Status.DEAD_LETTER)

@@ -11,7 +11,8 @@ from django.utils.html import format_html
 
 from workers_app.models import Worker
 
-from .models import Lane, Status, TaskHistory
+from .choices import Lane, Status
+from .models import TaskHistory
 
 
 class WorkerTable(tables.Table):

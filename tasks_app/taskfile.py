@@ -12,7 +12,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from . import lifecycle
-from .models import Risk
+from .choices import Risk
 
 JSONL_KEYS = {"goal", "lane", "priority", "risk", "after", "pipeline", "deliver", "key"}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from .models import Lane, Severity, Verdict
+from .choices import Lane, Severity, Verdict
 
 _FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\r?\n(.*?)\r?\n?```", re.DOTALL)
 MAX_FINDINGS = 200

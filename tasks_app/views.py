@@ -34,18 +34,9 @@ from django.views.decorators.http import require_GET, require_POST
 from workers_app import diffs
 
 from . import actions, board, costs, lifecycle
+from .choices import WAITING_DELIVERY, Delivery, DeliveryState, Lane, Risk, Status
 from .forms import SubmitTaskForm
-from .models import (
-    WAITING_DELIVERY,
-    Delivery,
-    DeliveryState,
-    Lane,
-    Risk,
-    Run,
-    RunEvent,
-    Status,
-    Task,
-)
+from .models import Run, RunEvent, Task
 from .permissions import ACTION_PERMISSIONS, can, require
 
 # --- Helpers ----------------------------------------------------------------------------------

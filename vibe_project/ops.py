@@ -52,7 +52,8 @@ class FactoryCollector:
         from chatops_app.models import DeliveryState as Outbox
         from chatops_app.models import Notification
         from tasks_app import costs
-        from tasks_app.models import Run, Status, Task
+        from tasks_app.choices import Status
+        from tasks_app.models import Run, Task
         from workers_app.models import Worker
 
         tasks = GaugeMetricFamily(

@@ -17,8 +17,9 @@ import threading
 from django.conf import settings
 from django.db import transaction
 
-from chatops_app.models import NotificationEvent, notify_factory
+from chatops_app.models import notify_factory
 from tasks_app import lifecycle
+from tasks_app.choices import NotificationEvent
 from workers_app.models import WorkerStatus
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from chatops_app.models import NotificationEvent, notify_factory
+from chatops_app.models import notify_factory
 from tasks_app import costs
+from tasks_app.choices import NotificationEvent
 from tasks_app.models import Task
 
 from .adapters.base import Usage

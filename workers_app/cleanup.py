@@ -9,7 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 
 from .git import WorkspaceError, _count, _git, _remote_git, is_git_repository
 from .workspace import (

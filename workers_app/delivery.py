@@ -17,7 +17,8 @@ from pathlib import Path
 from django.conf import settings
 
 from tasks_app import lifecycle
-from tasks_app.models import Delivery, DeliveryState, Status, Task
+from tasks_app.choices import Delivery, DeliveryState, Status
+from tasks_app.models import Task
 
 from . import workspace as ws
 from .workspace import WorkspaceError

@@ -23,7 +23,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from tasks_app.models import Lane, Tier
+from tasks_app.choices import Lane, Tier
 
 
 class WorkerStatus(models.TextChoices):

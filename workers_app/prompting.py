@@ -11,7 +11,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from tasks_app.models import Lane, Task
+from tasks_app.choices import Lane
+from tasks_app.models import Task
 from tasks_app.pipeline import AUDITOR_LANES
 
 PROMPTS_DIR = Path(settings.BASE_DIR) / "prompts"

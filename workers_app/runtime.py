@@ -54,7 +54,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import Run, Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task, TaskHistory
 from tasks_app.pipeline import AUDITOR_LANES
 
 from . import budgets, diffs, outcomes, sandbox

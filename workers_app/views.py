@@ -20,7 +20,8 @@ from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from tasks_app import actions, board, costs, lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from tasks_app.permissions import require
 from tasks_app.tables import WorkerTable
 from tasks_app.views import actor_for, render_page, safe_next, viewer_required, wants_partial

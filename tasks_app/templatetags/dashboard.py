@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from tasks_app.models import Status
+from tasks_app.choices import Status
 
 register = template.Library()
 
@@ -117,7 +117,7 @@ def error_hint(error_type: str) -> str:
 @register.filter
 def is_open(status: str) -> bool:
     """Whether Cancel applies: the lifecycle cancels any open task."""
-    from tasks_app.models import OPEN_STATUSES
+    from tasks_app.choices import OPEN_STATUSES
 
     return status in OPEN_STATUSES
 

@@ -18,7 +18,8 @@ from django.core.management import CommandError, call_command
 
 from chatops_app.models import ChatLink, SignedRequest
 from chatops_app.views import REPLAY_TEXT
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from tests.chatops_app import doors
 from tests.chatops_app.doors import (
     DISCORD_APPLICATION,

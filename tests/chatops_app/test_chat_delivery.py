@@ -14,7 +14,8 @@ from chatops_app.grammar import execute
 from chatops_app.messages import slack_message
 from chatops_app.models import ChatLink, Notification
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from tests.chatops_app.factories import slack_post
 from tests.chatops_app.test_slack_interactions import ResponseUrlStandIn, _payload, click
 from tests.workers_app.test_delivery import build_and_finish, teammate_pushes

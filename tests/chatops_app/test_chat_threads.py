@@ -19,7 +19,8 @@ from django.utils import timezone
 from chatops_app.models import ChatThread, DeliveryState, Notification
 from chatops_app.outbox import THREAD_WAIT_SECONDS
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from tests.chatops_app.standins import (
     ChatStandIn,
     configured_standin,

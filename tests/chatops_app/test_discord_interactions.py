@@ -16,7 +16,8 @@ from chatops_app.buttons import discord_custom_id
 from chatops_app.discord import escape
 from chatops_app.models import ChatLink
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from tests.chatops_app.factories import dead_letter_task
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discord"

@@ -16,7 +16,8 @@ from django.urls import reverse
 from chatops_app.models import ChatLink
 from chatops_app.signatures import SignatureError, verify_discord
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discord"
 

@@ -15,9 +15,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chatops_app import messages
-from chatops_app.models import DeliveryState, Notification, NotificationEvent, notify_factory
+from chatops_app.models import DeliveryState, Notification, notify_factory
 from chatops_app.outbox import Sender
 from tasks_app import lifecycle
+from tasks_app.choices import NotificationEvent
 from tasks_app.models import Run
 from tests.chatops_app.standins import configured_standin
 from workers_app import budgets

@@ -6,7 +6,8 @@ import pytest
 
 from chatops_app.grammar import execute, execute_button
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 
 pytestmark = pytest.mark.django_db
 

@@ -15,10 +15,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from chatops_app.buttons import discord_custom_id, parse_discord_custom_id, parse_slack_action
-from chatops_app.models import DeliveryState, Notification, NotificationEvent
+from chatops_app.models import DeliveryState, Notification
 from chatops_app.outbox import Sender, resend_failed
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import NotificationEvent, Status
+from tasks_app.models import Task
 from tests.chatops_app.standins import configured_standin
 from workers_app.models import Worker
 

@@ -15,7 +15,8 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from chatops_app.models import ChatLink
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from tests.chatops_app import doors
 from tests.chatops_app.factories import dead_letter_task
 

@@ -13,9 +13,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chatops_app.messages import discord_message, slack_message
-from chatops_app.models import ChatLink, Notification, NotificationEvent
+from chatops_app.models import ChatLink, Notification
 from chatops_app.redact import REDACTED, redact
 from tasks_app import lifecycle
+from tasks_app.choices import NotificationEvent
 from tasks_app.models import Task
 from tests.chatops_app import doors
 

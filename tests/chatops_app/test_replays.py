@@ -19,7 +19,8 @@ from chatops_app.models import ChatLink, SignedRequest
 from chatops_app.signatures import slack_signature
 from chatops_app.views import REPLAY_TEXT
 from tasks_app import lifecycle
-from tasks_app.models import Status, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import TaskHistory
 from tests.chatops_app.factories import dead_letter_task
 
 SLACK_SECRET = "test-slack-signing-secret"

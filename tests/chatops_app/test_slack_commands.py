@@ -12,7 +12,8 @@ from django.urls import reverse
 
 from chatops_app.models import ChatLink
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from tests.chatops_app.factories import dead_letter_task, slack_post
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"

@@ -15,7 +15,8 @@ import pytest
 
 from chatops_app.models import ChatLink
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from tests.chatops_app.factories import dead_letter_task, slack_post
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"

@@ -18,7 +18,8 @@ from django.urls import reverse
 from chatops_app.models import ChatLink
 from chatops_app.signatures import SignatureError, slack_signature, verify_slack
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from workers_app.models import Worker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"

@@ -21,7 +21,8 @@ from chatops_app import slack, slack_socket
 from chatops_app.models import ChatLink
 from chatops_app.slack_socket import SocketDoor
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from tests.chatops_app import doors
 from tests.chatops_app.factories import dead_letter_task
 from tests.chatops_app.socket_standin import APP_TOKEN, SocketModeStandIn

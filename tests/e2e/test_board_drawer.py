@@ -140,7 +140,8 @@ def test_a_column_emptied_in_place_says_nothing_here(
     browser, live_server, demo_board, operator, login
 ):
     from tasks_app import lifecycle
-    from tasks_app.models import Status, Task
+    from tasks_app.choices import Status
+    from tasks_app.models import Task
 
     # One card left in Dead letter, so retrying it empties the column without a reload.
     for pk in demo_board["dead"][1:]:

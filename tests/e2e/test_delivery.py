@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.e2e]
 def awaiting_merge(goal: str = "Add a /health endpoint that reports the database"):
     """Work that passed every review and waits for an approver to merge it."""
     from tasks_app import lifecycle
-    from tasks_app.models import Status, Task
+    from tasks_app.choices import Status
+    from tasks_app.models import Task
 
     task = lifecycle.submit(goal, lane="backend", actor="cli", pipeline="none", delivery="merge")
     Task.objects.filter(pk=task.pk).update(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from integrations_app.sync import Syncer
 from tasks_app import lifecycle
-from tasks_app.models import DeliveryState, Status, Task
+from tasks_app.choices import DeliveryState, Status
+from tasks_app.models import Task
 from workers_app.models import Worker
 
 SECURITY_VERDICT = {

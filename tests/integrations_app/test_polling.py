@@ -10,7 +10,8 @@ from django.core.management import CommandError, call_command
 from integrations_app.github import GitHub
 from integrations_app.models import GitHubEvent, IssueComment
 from integrations_app.sync import Syncer, poll
-from tasks_app.models import DeliveryState, Status, Task
+from tasks_app.choices import DeliveryState, Status
+from tasks_app.models import Task
 from tests.integrations_app.helpers import awaiting_merge, ready_for_pull_request
 from tests.standins.github_api import REPO, send_webhook
 

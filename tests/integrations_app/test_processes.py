@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tasks_app.models import DeliveryState, Task
+from tasks_app.choices import DeliveryState
+from tasks_app.models import Task
 from tests.conftest import REPO_ROOT
 from tests.integrations_app.helpers import ready_for_pull_request
 from tests.standins.github_api import REPO, TOKEN, GitHubStandIn

@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 
 from integrations_app.sync import Syncer
-from tasks_app.models import DeliveryState, Run, Status, Task
+from tasks_app.choices import DeliveryState, Status
+from tasks_app.models import Run, Task
 from tests.integrations_app.conftest import BASE_URL
 from tests.integrations_app.helpers import ready_for_pull_request
 from tests.standins.github_api import REPO

@@ -15,7 +15,8 @@ from integrations_app.models import (
 )
 from integrations_app.sync import Syncer, send_due_comments
 from tasks_app import lifecycle
-from tasks_app.models import DeliveryState, Status, Task
+from tasks_app.choices import DeliveryState, Status
+from tasks_app.models import Task
 from tests.integrations_app.conftest import BASE_URL
 from tests.integrations_app.helpers import awaiting_merge, snapshot
 from tests.standins.github_api import REPO, send_webhook, sign

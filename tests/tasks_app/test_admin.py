@@ -8,7 +8,8 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from tasks_app import lifecycle
-from tasks_app.models import Run, Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task, TaskHistory
 
 CHANGELIST = reverse("admin:tasks_app_task_changelist")
 

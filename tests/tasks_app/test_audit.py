@@ -9,7 +9,8 @@ from django.urls import reverse
 
 from chatops_app.grammar import execute
 from tasks_app import lifecycle
-from tasks_app.models import AuditEntry, Status
+from tasks_app.choices import Status
+from tasks_app.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 

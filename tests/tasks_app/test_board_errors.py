@@ -12,7 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import Run, Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,8 @@ import pytest
 from django.urls import reverse
 
 from tasks_app import board, lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 
 pytestmark = pytest.mark.django_db
 

@@ -58,7 +58,8 @@ def _start_time(processes: int) -> float:
 @SERIALIZED
 def test_many_processes_claim_every_task_exactly_once(subprocess_env):
     from tasks_app import lifecycle
-    from tasks_app.models import Status, Task, TaskHistory
+    from tasks_app.choices import Status
+    from tasks_app.models import Task, TaskHistory
     from workers_app.models import Worker
 
     # Five worker rows; the last is shared by two processes, so its capacity is contended too.
@@ -211,7 +212,8 @@ def _assert_one_winner(outcomes: dict[int, list[dict]], ids: list[int], allowed:
 @pytest.mark.slow
 @SERIALIZED
 def test_two_people_retrying_one_task_at_once_change_it_once(subprocess_env):
-    from tasks_app.models import Status, Task, TaskHistory
+    from tasks_app.choices import Status
+    from tasks_app.models import Task, TaskHistory
 
     ids = _dead_letter_tasks(5)
     outcomes = _race(subprocess_env, "retry", ids)
@@ -229,7 +231,8 @@ def test_two_people_retrying_one_task_at_once_change_it_once(subprocess_env):
 @SERIALIZED
 def test_two_people_approving_one_task_at_once_change_it_once(subprocess_env):
     from tasks_app import lifecycle
-    from tasks_app.models import Status, Task, TaskHistory
+    from tasks_app.choices import Status
+    from tasks_app.models import Task, TaskHistory
 
     ids = [
         lifecycle.submit(f"risky {n}", lane=LANE, risk="high", actor="system").pk for n in range(5)
@@ -253,7 +256,8 @@ def test_two_people_approving_one_task_at_once_change_it_once(subprocess_env):
 def _claim_loop(worker_id: str) -> dict:
     """Claim greedily up to capacity, complete what is held, repeat until no work is left."""
     from tasks_app import lifecycle
-    from tasks_app.models import Status, Task
+    from tasks_app.choices import Status
+    from tasks_app.models import Task
     from workers_app.models import Worker
 
     claimed, errors, over_capacity = [], [], []

@@ -13,7 +13,8 @@ from django.core.management import CommandError, call_command
 
 from chatops_app.models import ChatLink
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from workers_app.models import Worker, WorkerStatus
 
 pytestmark = pytest.mark.django_db

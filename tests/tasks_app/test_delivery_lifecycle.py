@@ -9,7 +9,8 @@ import pytest
 
 from chatops_app.models import Notification
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from workers_app.models import Worker
 
 pytestmark = pytest.mark.django_db

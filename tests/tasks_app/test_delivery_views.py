@@ -15,7 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import Delivery, DeliveryState, Status, Task, TaskHistory
+from tasks_app.choices import Delivery, DeliveryState, Status
+from tasks_app.models import Task, TaskHistory
 from tests.workers_app.test_delivery import build_and_finish, teammate_pushes
 from tests.workers_app.test_remote import Hosts
 from workers_app.models import Worker

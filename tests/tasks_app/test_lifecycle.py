@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from chatops_app.models import Notification, Platform
 from tasks_app import lifecycle
+from tasks_app.choices import OPEN_STATUSES, Status
 from tasks_app.lifecycle import (
     IllegalTransition,
     InvalidInput,
@@ -25,7 +26,7 @@ from tasks_app.lifecycle import (
     TaskNotFound,
     WorkerNotFound,
 )
-from tasks_app.models import OPEN_STATUSES, Status, Task, TaskHistory
+from tasks_app.models import Task, TaskHistory
 from workers_app.models import Worker, WorkerStatus
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import OPEN_STATUSES, Lane, Status, Task, TaskHistory, Tier
+from tasks_app.choices import OPEN_STATUSES, Lane, Status, Tier
+from tasks_app.models import Task, TaskHistory
 from tasks_app.permissions import ACTION_PERMISSIONS, can, require
 from workers_app.models import Worker, WorkerStatus
 

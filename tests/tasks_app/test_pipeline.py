@@ -6,8 +6,9 @@ import pytest
 
 from chatops_app.models import Notification, Platform
 from tasks_app import lifecycle, pipeline
+from tasks_app.choices import Lane, Status
 from tasks_app.lifecycle import InvalidInput
-from tasks_app.models import Lane, Status, Task, TaskHistory
+from tasks_app.models import Task, TaskHistory
 
 pytestmark = pytest.mark.django_db
 

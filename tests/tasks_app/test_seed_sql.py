@@ -16,7 +16,8 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from workers_app.models import Worker
 
 pytestmark = pytest.mark.django_db

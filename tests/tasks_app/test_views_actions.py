@@ -9,7 +9,8 @@ from django.test import Client
 from django.urls import reverse
 
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Task, TaskHistory
 from workers_app.models import Worker, WorkerStatus
 
 pytestmark = pytest.mark.django_db

@@ -18,7 +18,8 @@ import pytest
 
 from chatops_app.models import Notification
 from tasks_app import lifecycle
-from tasks_app.models import Run, Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task
 from tests.standins.anthropic_api import AUTH_ERROR, HELLO_LINE, AnthropicStandIn
 from tests.standins.gemini_api import GeminiStandIn
 from tests.standins.openai_chat import HELLO_FILE, OpenAIChatStandIn

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chatops_app.models import Notification, NotificationEvent
+from chatops_app.models import Notification
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import NotificationEvent, Status
+from tasks_app.models import Task
 from workers_app.breaker import CircuitBreaker, trip
 from workers_app.models import Worker, WorkerStatus
 

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from chatops_app.models import Notification, NotificationEvent
+from chatops_app.models import Notification
 from tasks_app import lifecycle
+from tasks_app.choices import NotificationEvent
 from tasks_app.models import Run, Task
 from tests.conftest import REPO_ROOT
 from vibe_project import settings as settings_module

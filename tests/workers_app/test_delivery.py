@@ -14,7 +14,8 @@ from django.core.management import CommandError, call_command
 
 from chatops_app.models import Notification
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from tests.workers_app.test_remote import AUTHOR, Hosts, git
 from workers_app import delivery, workspace
 from workers_app.models import Worker

@@ -35,7 +35,8 @@ import pytest
 from django.db import connection
 
 from tasks_app import lifecycle
-from tasks_app.models import Run, Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task
 from tests.conftest import AGENTS_DIR, REPO_ROOT
 from workers_app import sandbox
 from workers_app.workspace import instance_id

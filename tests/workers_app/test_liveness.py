@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from chatops_app.grammar import execute, status_reply, worker_reply
 from tasks_app import actions, board, lifecycle
-from tasks_app.models import AuditEntry, Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import AuditEntry, Task
 from workers_app.management.commands import runfactory
 from workers_app.management.commands.runworker import Command as RunWorker
 from workers_app.models import Worker, WorkerStatus

@@ -17,7 +17,8 @@ import pytest
 from django.db import OperationalError, close_old_connections, connection
 
 from tasks_app import lifecycle
-from tasks_app.models import Run, Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task, TaskHistory
 from tests.workers_app.conftest import wait_for
 from workers_app import runtime
 from workers_app.profiles import command_profile

@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from tasks_app.verdicts import VerdictError, parse_verdict
 from workers_app import workspace
 from workers_app.models import Worker

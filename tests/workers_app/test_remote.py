@@ -13,7 +13,8 @@ import pytest
 from django.core.management import call_command
 
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from tests.workers_app.conftest import agent_command
 from workers_app import git as vibe_git
 from workers_app import workspace

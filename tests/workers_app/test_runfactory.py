@@ -13,7 +13,8 @@ import pytest
 from django.core.management import call_command
 
 from tasks_app import lifecycle
-from tasks_app.models import Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Task
 from tests.conftest import REPO_ROOT
 from tests.workers_app.conftest import wait_for
 from workers_app.models import Worker

@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from chatops_app.models import Notification, Platform
 from tasks_app import costs, lifecycle
-from tasks_app.models import Run, RunEvent, Status, Task
+from tasks_app.choices import Status
+from tasks_app.models import Run, RunEvent, Task
 from tests.conftest import AGENTS_DIR
 from tests.standins.anthropic_api import HELLO_LINE, AnthropicStandIn
 from workers_app import runtime

@@ -13,7 +13,8 @@ import pytest
 from django.db import connection
 
 from tasks_app import lifecycle
-from tasks_app.models import Run, Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task, TaskHistory
 from workers_app import runtime
 from workers_app.profiles import command_profile
 

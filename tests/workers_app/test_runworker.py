@@ -15,7 +15,8 @@ from django.db import connection
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import Run, Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task, TaskHistory
 from tests.workers_app.conftest import wait_for
 from workers_app.models import Worker
 from workers_app.workspace import instance_id

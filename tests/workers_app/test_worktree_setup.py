@@ -17,7 +17,8 @@ from django.db import connection
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import Run, RunEvent, Status, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Run, RunEvent, Task, TaskHistory
 from tests.workers_app.conftest import wait_for
 from workers_app import workspace
 from workers_app.models import Worker

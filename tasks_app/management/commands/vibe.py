@@ -21,8 +21,9 @@ from django.db import transaction
 from chatops_app import grammar
 from chatops_app.models import ChatLink, Platform
 from tasks_app import actions, costs, lifecycle
+from tasks_app.choices import Lane, Risk, Status
 from tasks_app.costs import json_usd as _usd
-from tasks_app.models import Lane, Risk, Run, Status, Task
+from tasks_app.models import Run, Task
 from tasks_app.permissions import ACTION_PERMISSIONS, can
 from tasks_app.pipeline import PIPELINES
 from tasks_app.taskfile import read_task_file

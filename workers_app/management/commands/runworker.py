@@ -14,7 +14,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from tasks_app import lifecycle
-from tasks_app.models import Lane, Tier
+from tasks_app.choices import Lane, Tier
 from workers_app.models import Worker as WorkerRow
 from workers_app.models import WorkerStatus
 from workers_app.preflight import REFUSED_MARK
