@@ -1,12 +1,16 @@
 """The Django admin for chat links and the notification outbox.
 
 Notifications are written by the lifecycle and delivered by the sender, so they are read-only
-here: the list exists to answer "did the message about task 42 get out, and if not, why?".
+here: the list exists to answer "did the message about task 42 get out, and if not, why?". The
+one thing an admin may do is give `failed` rows fresh tries once the cause (a token, a channel)
+is fixed.
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -14,6 +18,7 @@ from django.utils.text import Truncator
 from tasks_app.admin import DrillDownAdmin, ReadOnlyAdmin
 
 from .models import ChatLink, Notification
+from .outbox import resend_failed
 
 
 @admin.register(ChatLink)
@@ -74,6 +79,20 @@ class NotificationAdmin(ReadOnlyAdmin):
         "sent_at",
     )
     readonly_fields = fields
+    actions = ("resend",)
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        """Resending changes a row's delivery state: the change permission rows otherwise lack."""
+        return request.user.has_perm("chatops_app.change_notification")
+
+    @admin.action(description="Resend failed notifications", permissions=["resend"])
+    def resend(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        count = resend_failed(queryset.values_list("pk", flat=True))
+        self.message_user(
+            request,
+            f"{count} failed notification{'s' if count != 1 else ''} put back to pending.",
+            messages.SUCCESS if count else messages.WARNING,
+        )
 
     @admin.display(description="task", ordering="task_id")
     def task_link(self, obj: Notification) -> str:

@@ -7,4 +7,7 @@ class ChatopsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import (
+            checks,  # noqa: F401 - registers the system checks
+            receivers,  # noqa: F401 - connects the core's signals
+        )

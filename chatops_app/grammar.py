@@ -13,10 +13,11 @@ more people than the task page, and kept by the chat service.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from tasks_app import actions, lifecycle
+from tasks_app import actions, actors, lifecycle
+from tasks_app.actions import ACTION_PERMISSIONS, can
 from tasks_app.choices import Status
-from tasks_app.permissions import ACTION_PERMISSIONS, can
 from workers_app.models import Worker
 
 from .messages import task_url
@@ -61,7 +62,7 @@ def help_reply(*, ok: bool = True, prefix: str = "") -> Reply:
 def _link_hint(door: str, actor: str) -> str:
     if door not in ("slack", "discord"):
         return ""
-    external = actor.split(":", 1)[-1]
+    external = actors.parse(actor).name
     return (
         f" Ask an admin to link your {door.capitalize()} account: "
         f"`python manage.py vibe link {door} {external} <username>`."
@@ -314,66 +315,61 @@ def execute(text: str, *, user, actor: str, door: str, trusted: bool = False) ->
     return reply if door == "cli" else for_chat(reply)
 
 
+def _read(command: str, args: list[str], *, chat: bool) -> Callable[[], Reply] | None:
+    """The read a well-formed line asks for (a malformed one gets the usage, as anyone may)."""
+    if command == "status" and not args:
+        return status_reply
+    if command == "dlq" and not args:
+        return lambda: dlq_reply(chat=chat)
+    if command == "worker" and len(args) == 1:
+        return lambda: worker_reply(args[0], chat=chat)
+    if command == "task" and len(args) == 1:
+        return lambda: task_reply(args[0], chat=chat)
+    return None
+
+
+def _one_task(command: str, args: list[str], text: str, who: dict) -> Reply | None:
+    """merge <id>, rework <id> <comment>, rebase <id> [<comment>]: the comment as typed."""
+    if command == "merge" and len(args) == 1:  # retry, approve, cancel: MULTI_ACTIONS
+        return _act(command, args[0].lstrip("#"), **who)
+    if command == "rework":
+        if len(args) < 2:
+            return help_reply(ok=False, prefix="Say what should change: rework <id> <comment>.")
+        return _act(command, args[0].lstrip("#"), comment=_after_words(text, 2), **who)
+    if command == "rebase" and args:
+        return _act(command, args[0].lstrip("#"), comment=_after_words(text, 2), **who)
+    return None
+
+
+def _change(command: str, args: list[str], text: str, who: dict) -> Reply | None:
+    """The reply of a line that acts on tasks or workers, or None when it is not one."""
+    if command in ("merge", "rework", "rebase"):
+        return _one_task(command, args, text, who)
+    if command in MULTI_ACTIONS and 1 <= len(args) <= MAX_IDS_PER_LINE:
+        return act_many(command, args, **who)
+    if command in actions.WORKER_ACTIONS and len(args) == 1:
+        return act_on_worker(command, args[0], **who)
+    if command == "submit":
+        return submit_reply(_after_words(text, 1), **who)
+    return None
+
+
 def _execute(text: str, *, user, actor: str, door: str, trusted: bool) -> Reply:
-    chat = door != "cli"
     # NUL is never part of an id, and PostgreSQL refuses it in a query.
     words = (text or "").replace("\x00", "").split()
-    if not words:
+    if not words or words[0].lower() in ("help", "?"):
         return help_reply()
     command, args = words[0].lower(), words[1:]
-    if command in ("help", "?"):
-        return help_reply()
-    # A well-formed read (a malformed one gets the usage, as anyone may see that).
-    reading = (command in ("status", "dlq") and not args) or (
-        command in ("worker", "task") and len(args) == 1
-    )
-    if reading and not trusted and not may_read(user):
-        return _read_refusal(command, user=user, actor=actor, door=door)
-    if command == "status" and not args:
-        return status_reply()
-    if command == "dlq" and not args:
-        return dlq_reply(chat=chat)
-    if command == "worker" and len(args) == 1:
-        return worker_reply(args[0], chat=chat)
-    if command == "task" and len(args) == 1:
-        return task_reply(args[0], chat=chat)
-    if command == "merge" and len(args) == 1:  # retry, approve, cancel: MULTI_ACTIONS below
-        return _act(
-            command, args[0].lstrip("#"), user=user, actor=actor, door=door, trusted=trusted
-        )
-    if command == "rework" and len(args) >= 2:
-        # The comment is the rest of the line, as typed (not re-joined words).
-        comment = (text or "").replace("\x00", "").split(None, 2)[2].strip()
-        return _act(
-            command,
-            args[0].lstrip("#"),
-            user=user,
-            actor=actor,
-            door=door,
-            trusted=trusted,
-            comment=comment,
-        )
-    if command == "rework":
-        return help_reply(ok=False, prefix="Say what should change: rework <id> <comment>.")
-    if command == "rebase" and args:
-        return _act(
-            command,
-            args[0].lstrip("#"),
-            user=user,
-            actor=actor,
-            door=door,
-            trusted=trusted,
-            comment=_after_words(text, 2),
-        )
-    if command in MULTI_ACTIONS and 1 <= len(args) <= MAX_IDS_PER_LINE:
-        return act_many(command, args, user=user, actor=actor, door=door, trusted=trusted)
-    if command in actions.WORKER_ACTIONS and len(args) == 1:
-        return act_on_worker(command, args[0], user=user, actor=actor, door=door, trusted=trusted)
-    if command == "submit":
-        return submit_reply(
-            _after_words(text, 1), user=user, actor=actor, door=door, trusted=trusted
-        )
-    return help_reply(ok=False, prefix=f"I don't understand {' '.join(words)[:80]!r}.")
+    read = _read(command, args, chat=door != "cli")
+    if read is not None:
+        if not trusted and not may_read(user):
+            return _read_refusal(command, user=user, actor=actor, door=door)
+        return read()
+    who = {"user": user, "actor": actor, "door": door, "trusted": trusted}
+    reply = _change(command, args, text, who)
+    if reply is None:
+        return help_reply(ok=False, prefix=f"I don't understand {' '.join(words)[:80]!r}.")
+    return reply
 
 
 def execute_button(action: str, task_id: str, *, user, actor: str, door: str) -> Reply:

@@ -82,6 +82,9 @@ class Notification(models.Model):
     The sender delivers rows in `pending` and marks them `sent` with a compare-and-swap, so a
     message is never lost when the chat service is down and never sent twice once it got through.
 
+    A click reply (`CLICK_REPLY`) is not news: it carries the updated message and the click's
+    Slack `response_url` in `data`, so a click's answer is delivered (and retried) like the rest.
+
     A task event has its task; a factory event (`FACTORY_EVENTS`) has none, and says what it is
     about in `worker` (a worker id, kept as text so the message outlives a deleted worker row)
     and `data` (the figures it shows). `key`, when set, makes a row once-only per channel: the
@@ -144,7 +147,8 @@ class Notification(models.Model):
                 fields=["key", "channel"], condition=~Q(key=""), name="notification_key_unique"
             ),
             models.CheckConstraint(
-                condition=Q(task__isnull=False) | Q(event__in=[e.value for e in FACTORY_EVENTS]),
+                condition=Q(task__isnull=False)
+                | Q(event__in=[e.value for e in (*FACTORY_EVENTS, NotificationEvent.CLICK_REPLY)]),
                 name="notification_task_event_has_task",
             ),
         ]
@@ -157,7 +161,18 @@ class Notification(models.Model):
         """What the row is about, for logs and the admin: "#42", "@backend-1" or the day."""
         if self.task_id is not None:
             return f"#{self.task_id}"
+        if self.event == NotificationEvent.CLICK_REPLY:
+            return f"click on #{str(self.data.get('task_id', '?'))[:20]}"
         return self.worker or str(self.data.get("day", "")) or "factory"
+
+
+def reply_to_click(response_url: str, message: dict, *, task_id: str) -> Notification:
+    """Queue the answer to a Slack click for the sender: never lost, never held by a slow Slack."""
+    return Notification.objects.create(
+        event=NotificationEvent.CLICK_REPLY,
+        channel=Platform.SLACK,
+        data={"response_url": response_url, "message": message, "task_id": task_id[:20]},
+    )
 
 
 def notify_factory(

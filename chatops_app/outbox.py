@@ -23,7 +23,6 @@ delivery), editing only when what the message shows changed.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import random
 import threading
@@ -35,70 +34,28 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
-from tasks_app.choices import OPEN_STATUSES
+from tasks_app.choices import OPEN_STATUSES, NotificationEvent
 
-from . import discord_api, messages
+from . import messages
+from .discord.api import DiscordTransport
 from .models import ChatThread, DeliveryState, Notification, Platform
+from .slack.transport import SlackTransport, post_to_response_url
+from .transport import DeliveryError, MessageGone, Transport
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 20
 ERROR_TEXT_LIMIT = 2000
 
-# Slack answers these with HTTP 200 and ok=false, yet they pass: try again later.
-SLACK_TRANSIENT_ERRORS = {
-    "ratelimited",
-    "rate_limited",
-    "internal_error",
-    "fatal_error",
-    "service_unavailable",
-    "request_timeout",
-}
-# Refusals that concern the whole channel or token, with what a person should check.
-SLACK_CHANNEL_ERRORS = {
-    "invalid_auth": "check VIBE_SLACK_BOT_TOKEN (the app's Bot User OAuth Token, xoxb-…)",
-    "not_authed": "set VIBE_SLACK_BOT_TOKEN",
-    "token_revoked": "the bot token was revoked; reinstall the app and update VIBE_SLACK_BOT_TOKEN",
-    "token_expired": "the bot token expired; update VIBE_SLACK_BOT_TOKEN",
-    "account_inactive": "the bot's account is inactive; reinstall the app",
-    "missing_scope": "the app lacks the chat:write scope; add it and reinstall",
-    "channel_not_found": "check VIBE_SLACK_CHANNEL (a channel id such as C0123456789)",
-    "not_in_channel": "invite the bot to VIBE_SLACK_CHANNEL (/invite @your-bot)",
-    "is_archived": "VIBE_SLACK_CHANNEL is archived; choose another channel",
-    "restricted_action": "the workspace does not let the bot post in VIBE_SLACK_CHANNEL",
-}
-
-
-# Slack's answers to chat.update when the task's message is no longer there to edit.
-SLACK_GONE_ERRORS = {"message_not_found", "cant_update_message", "edit_window_closed"}
 # How long news waits while another sender posts its task's first message.
 THREAD_WAIT_SECONDS = 5.0
-
-
-class DeliveryError(Exception):
-    """A send that did not get through. `transient`: worth retrying without limit."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        transient: bool,
-        retry_after: float | None = None,
-        channel_wide: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.retry_after = retry_after
-        self.channel_wide = channel_wide or transient
 
 
 class ThreadBusy(DeliveryError):
     """Another sender is posting the task's first message; this news goes in its thread after."""
 
-    def __init__(self, task_id: int) -> None:
+    def __init__(self, task_id: int | None) -> None:
         super().__init__(
             f"task #{task_id}'s message is being posted by another sender; this news follows "
             "in its thread",
@@ -108,25 +65,19 @@ class ThreadBusy(DeliveryError):
         self.channel_wide = False  # one task waits, not the channel
 
 
-class MessageGone(DeliveryError):
-    """The task's message was deleted (or can no longer be edited): start a new one."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, transient=False)
-        self.channel_wide = False
-
-
 @dataclass
 class Channel:
-    """One chat service: whether it is configured, and how to send one notification there."""
+    """One chat service the sender delivers to, and whether it is configured."""
 
-    name: str
-    configured: bool
-    missing: list[str]
-    target: str
-    send: Callable[[Notification], str] | None = None
-    # Redraw a task's message from a notification (the task as it is now).
-    edit: Callable[[ChatThread, Notification], None] | None = None
+    transport: Transport
+
+    @property
+    def name(self) -> str:
+        return self.transport.name
+
+    @property
+    def configured(self) -> bool:
+        return not self.transport.missing
 
 
 @dataclass
@@ -149,48 +100,6 @@ class PassStats:
         self.skipped += other.skipped
         self.updated += other.updated
         self.errors += other.errors
-
-
-def _header(headers, name: str) -> str | None:
-    if not headers:
-        return None
-    for key, value in dict(headers).items():
-        if key.lower() == name.lower():
-            return value[0] if isinstance(value, list | tuple) else value
-    return None
-
-
-def _seconds(raw) -> float | None:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return value if value >= 0 else None
-
-
-def _slack_error(exc: SlackApiError) -> DeliveryError:
-    response = exc.response
-    status = getattr(response, "status_code", None) or 0
-    data = getattr(response, "data", None)
-    code = str(data.get("error") or "") if isinstance(data, dict) else ""
-    if status == 429 or code in ("ratelimited", "rate_limited"):
-        wait = _seconds(_header(getattr(response, "headers", None), "Retry-After"))
-        return DeliveryError(
-            f"Slack is rate limiting (HTTP {status}); retrying after "
-            f"{'its Retry-After of ' + format(wait, 'g') + 's' if wait is not None else 'backoff'}",
-            transient=True,
-            retry_after=wait,
-        )
-    if status >= 500 or code in SLACK_TRANSIENT_ERRORS:
-        return DeliveryError(
-            f"Slack answered HTTP {status}{f' ({code})' if code else ''}; will retry",
-            transient=True,
-        )
-    hint = SLACK_CHANNEL_ERRORS.get(code)
-    text = f"Slack refused chat.postMessage: {code or f'HTTP {status}'}"
-    return DeliveryError(
-        f"{text}; {hint}" if hint else text, transient=False, channel_wide=hint is not None
-    )
 
 
 class Sender:
@@ -221,44 +130,13 @@ class Sender:
         self.channels = self._channels()
         self.resting_until: dict[str, datetime] = {}
         self._stop = threading.Event()
-        self._slack: WebClient | None = None
 
     # --- Configuration ----------------------------------------------------------------------
 
     def _channels(self) -> list[Channel]:
-        slack_missing = [
-            name
-            for name, value in (
-                ("VIBE_SLACK_BOT_TOKEN", settings.VIBE_SLACK_BOT_TOKEN),
-                ("VIBE_SLACK_CHANNEL", settings.VIBE_SLACK_CHANNEL),
-            )
-            if not value
-        ]
-        discord_missing = [
-            name
-            for name, value in (
-                ("VIBE_DISCORD_BOT_TOKEN", settings.VIBE_DISCORD_BOT_TOKEN),
-                ("VIBE_DISCORD_CHANNEL_ID", settings.VIBE_DISCORD_CHANNEL_ID),
-            )
-            if not value
-        ]
         return [
-            Channel(
-                Platform.SLACK,
-                not slack_missing,
-                slack_missing,
-                settings.VIBE_SLACK_CHANNEL,
-                self._send_slack,
-                self._edit_slack,
-            ),
-            Channel(
-                Platform.DISCORD,
-                not discord_missing,
-                discord_missing,
-                settings.VIBE_DISCORD_CHANNEL_ID,
-                self._send_discord,
-                self._edit_discord,
-            ),
+            Channel(SlackTransport(timeout=self.timeout)),
+            Channel(DiscordTransport(timeout=self.timeout)),
         ]
 
     def describe(self) -> list[str]:
@@ -267,105 +145,28 @@ class Sender:
         for channel in self.channels:
             label = Platform(channel.name).label
             if channel.configured:
-                lines.append(f"{label}: sending notifications to {channel.target}")
+                lines.append(f"{label}: sending notifications to {channel.transport.target}")
             else:
                 waiting = Notification.objects.filter(
                     channel=channel.name, state=DeliveryState.PENDING
                 ).count()
                 lines.append(
-                    f"{label}: not configured (set {' and '.join(channel.missing)}); "
+                    f"{label}: not configured (set {' and '.join(channel.transport.missing)}); "
                     f"its notifications are kept, not sent ({waiting} waiting)"
                 )
         return lines
 
     # --- Sending one message ----------------------------------------------------------------
 
-    def _slack_client(self) -> WebClient:
-        if self._slack is None:
-            # No retry handlers: this module's backoff is the one retry policy, and a request
-            # retried inside the client could post the message twice.
-            self._slack = WebClient(
-                token=settings.VIBE_SLACK_BOT_TOKEN,
-                base_url=settings.VIBE_SLACK_API_URL,
-                timeout=self.timeout,
-                retry_handlers=[],
-            )
-        return self._slack
-
-    def _slack_call(self, method: str, **arguments) -> dict:
-        try:
-            response = getattr(self._slack_client(), method)(**arguments)
-        except SlackApiError as exc:
-            data = getattr(exc.response, "data", None)
-            code = str(data.get("error") or "") if isinstance(data, dict) else ""
-            if method == "chat_update" and code in SLACK_GONE_ERRORS:
-                raise MessageGone(f"Slack refused chat.update: {code}") from None
-            raise _slack_error(exc) from None
-        except (OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise DeliveryError(f"could not reach Slack ({reason})", transient=True) from None
-        return response.data if isinstance(response.data, dict) else {}
-
-    def _send_slack(self, notification: Notification) -> str:
-        body = messages.slack_message(notification)
-        if notification.task_id is None:  # a factory event: a message of its own
-            answer = self._slack_call(
-                "chat_postMessage", channel=settings.VIBE_SLACK_CHANNEL, **body
-            )
-            return str(answer.get("ts") or "")
-
-        def post(thread: ChatThread | None) -> tuple[str, str]:
-            if thread is None:
-                target, sent = settings.VIBE_SLACK_CHANNEL, body
-            else:
-                target, sent = thread.chat_channel, messages.slack_reply(body, thread.external_id)
-            answer = self._slack_call("chat_postMessage", channel=target, **sent)
-            return str(answer.get("ts") or ""), str(answer.get("channel") or target)
-
-        return self._send_threaded(notification, post, body)
-
-    def _edit_slack(self, thread: ChatThread, notification: Notification) -> None:
-        body = messages.slack_edit(messages.slack_message(notification))
-        self._slack_call("chat_update", channel=thread.chat_channel, ts=thread.external_id, **body)
-
-    @staticmethod
-    def _discord_error(exc: discord_api.DiscordError) -> DeliveryError:
-        return DeliveryError(
-            str(exc),
-            transient=exc.transient,
-            retry_after=exc.retry_after,
-            channel_wide=exc.status in (401, 403, 404),
-        )
-
-    def _send_discord(self, notification: Notification) -> str:
-        body = messages.discord_message(notification)
-
-        def post(thread: ChatThread | None) -> tuple[str, str]:
-            if thread is None:
-                target, sent = settings.VIBE_DISCORD_CHANNEL_ID, body
-            else:
-                target = thread.chat_channel
-                sent = messages.discord_reply(body, target, thread.external_id)
-            try:
-                answer = discord_api.post_message(target, sent, timeout=self.timeout)
-            except discord_api.DiscordError as exc:
-                raise self._discord_error(exc) from None
-            return str(answer.get("id") or ""), str(answer.get("channel_id") or target)
-
-        if notification.task_id is None:
-            return post(None)[0]
-        return self._send_threaded(notification, post, body)
-
-    def _edit_discord(self, thread: ChatThread, notification: Notification) -> None:
-        body = messages.discord_edit(messages.discord_message(notification))
-        try:
-            discord_api.edit_message(
-                thread.chat_channel, thread.external_id, body, timeout=self.timeout
-            )
-        except discord_api.DiscordError as exc:
-            if exc.status == 404:
-                raise MessageGone(str(exc)) from None
-            raise self._discord_error(exc) from None
+    def _send(self, channel: Channel, row: Notification) -> str:
+        """Answer a click, post a factory event's own message, or a task's news (in its thread)."""
+        if row.event == NotificationEvent.CLICK_REPLY:
+            post_to_response_url(row.data["response_url"], row.data["message"])
+            return ""
+        body = channel.transport.render(row)
+        if row.task_id is None:  # a factory event: a message of its own
+            return channel.transport.post(body, None)[0]
+        return self._send_threaded(channel, row, body)
 
     # --- A task's one message and its thread ------------------------------------------------
 
@@ -393,18 +194,17 @@ class Sender:
             raise ThreadBusy(row.task_id)
         return thread, True
 
-    def _send_threaded(
-        self, row: Notification, post: Callable[[ChatThread | None], tuple[str, str]], body: dict
-    ) -> str:
+    def _send_threaded(self, channel: Channel, row: Notification, body: dict) -> str:
         """Post the task's first message, or redraw it and post this news in its thread."""
-        channel = next(c for c in self.channels if c.name == row.channel)
+        transport = channel.transport
         thread, first = self._thread_for(row)
         if not first:
             # The message shows the newest news; a late older one only goes in the thread.
-            shown = thread.notification if (thread.notification_id or 0) > row.pk else row
+            newer = thread.notification if (thread.notification_id or 0) > row.pk else None
+            shown = newer or row
             shown.task = row.task
             try:
-                channel.edit(thread, shown)
+                transport.update(thread, transport.render(shown))
             except MessageGone as exc:
                 logger.warning(
                     "task #%s's message is gone (%s); posting a new one", row.task_id, exc
@@ -412,7 +212,7 @@ class Sender:
                 first = True
         if first:
             try:
-                message_id, chat_channel = post(None)
+                message_id, chat_channel = transport.post(body, None)
             except DeliveryError:
                 # Not posted: let the next send about this task (this row's retry or another)
                 # post it, instead of waiting out this sender's lease.
@@ -420,16 +220,14 @@ class Sender:
                 raise
             self._drawn(thread, row, body, external_id=message_id, chat_channel=chat_channel)
             return message_id
-        message_id, _ = post(thread)
-        drawn = (
-            messages.slack_message if row.channel == Platform.SLACK else messages.discord_message
-        )
-        self._drawn(thread, shown, drawn(shown))
+        message_id, _ = transport.post(body, thread)
+        self._drawn(thread, shown, transport.render(shown))
         return message_id
 
     def _drawn(self, thread: ChatThread, shown: Notification, body: dict, **posted) -> None:
         """Record what the task's message shows now (and, for a first message, where it is)."""
         task = shown.task
+        assert task is not None  # a thread is a task's
         fields = {
             "notification": shown,
             "shown": messages.digest(body),
@@ -443,9 +241,6 @@ class Sender:
     def refresh_threads(self, channel: Channel) -> PassStats:
         """Redraw the messages of tasks that moved since they were drawn (at most a batch)."""
         stats = PassStats()
-        render = (
-            messages.slack_message if channel.name == Platform.SLACK else messages.discord_message
-        )
         moved = (
             ChatThread.objects.filter(channel=channel.name, open=True)
             .exclude(external_id="")
@@ -460,11 +255,11 @@ class Sender:
             fields = {"synced_at": task.updated_at, "open": task.status in OPEN_STATUSES}
             if shown is not None:
                 shown.task = task
-                body = render(shown)
+                body = channel.transport.render(shown)
                 fields["shown"] = messages.digest(body)
                 if fields["shown"] != thread.shown:
                     try:
-                        channel.edit(thread, shown)
+                        channel.transport.update(thread, body)
                     except MessageGone as exc:
                         logger.warning("task #%s's message is gone (%s)", task.pk, exc)
                         fields["open"] = False  # the next news about it starts a new one
@@ -483,10 +278,14 @@ class Sender:
 
     # --- The compare-and-swap steps ---------------------------------------------------------
 
-    def due(self, channel: str, now: datetime) -> QuerySet[Notification]:
+    def due(
+        self, channel: str, now: datetime, *, replies_only: bool = False
+    ) -> QuerySet[Notification]:
+        rows = Notification.objects.filter(channel=channel, state=DeliveryState.PENDING)
+        if replies_only:
+            rows = rows.filter(event=NotificationEvent.CLICK_REPLY)
         return (
-            Notification.objects.filter(channel=channel, state=DeliveryState.PENDING)
-            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            rows.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
             .select_related("task")
             .order_by("created_at", "id")
         )
@@ -564,7 +363,7 @@ class Sender:
             return "skipped", None
         row.attempts = token
         try:
-            external_id = channel.send(row)
+            external_id = self._send(channel, row)
         except DeliveryError as exc:
             error = exc
         except Exception as exc:
@@ -603,20 +402,23 @@ class Sender:
         """One pass over every configured channel; returns what happened."""
         stats = PassStats()
         for channel in self.channels:
-            if not channel.configured or self._stop.is_set():
-                continue
-            rest = self.resting_until.get(channel.name)
-            if rest and rest > self.clock():
+            if self._stop.is_set() or self._resting(channel):
                 continue
             stats.add(self._send_channel(channel))
-            rest = self.resting_until.get(channel.name)
-            if not self._stop.is_set() and not (rest and rest > self.clock()):
+            if channel.configured and not self._stop.is_set() and not self._resting(channel):
                 stats.add(self.refresh_threads(channel))
         return stats
 
+    def _resting(self, channel: Channel) -> bool:
+        rest = self.resting_until.get(channel.name)
+        return bool(rest and rest > self.clock())
+
     def _send_channel(self, channel: Channel) -> PassStats:
+        """A batch of due rows; of a channel not configured, only click replies (they need no
+        bot token: a click's response_url is its own credential)."""
         stats = PassStats()
-        for row in list(self.due(channel.name, self.clock())[: self.batch_size]):
+        due = self.due(channel.name, self.clock(), replies_only=not channel.configured)
+        for row in list(due[: self.batch_size]):
             if self._stop.is_set():
                 break
             outcome, error = self.deliver(row, channel)

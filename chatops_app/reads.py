@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, Sum
 
-from tasks_app import lifecycle
-from tasks_app.choices import Status
+from tasks_app.ages import ago
+from tasks_app.choices import Status, error_hint
 from tasks_app.models import Task
 from workers_app.models import Worker, WorkerStatus, stale_cutoff
 
@@ -16,7 +16,6 @@ from .replies import (
     SILENT_SHOWN,
     Button,
     Reply,
-    _age,
     _iso,
     _preview,
     _refusal,
@@ -88,11 +87,11 @@ def status_reply() -> Reply:
 
 
 def dlq_reply(limit: int = DLQ_LIMIT, *, chat: bool = False) -> Reply:
-    total = Task.objects.filter(status=Status.DEAD_LETTER).count()
+    total = Task.objects.dead_letter().count()
     rows = list(
-        Task.objects.filter(status=Status.DEAD_LETTER)
-        .order_by("-created_at", "-id")
-        .only("id", "goal", "lane", "last_error_type", "attempt_count", "created_at")[:limit]
+        Task.objects.dead_letter().only(
+            "id", "goal", "lane", "last_error_type", "attempt_count", "created_at"
+        )[:limit]
     )
     items = [
         {
@@ -163,10 +162,10 @@ def worker_reply(worker_id: str, *, chat: bool = False) -> Reply:
         + (f" (set to {worker.status})" if worker.display_status != worker.status else "")
         + ("" if worker.managed else ", a one-off (runfactory does not start it)"),
         f"load {worker.active_tasks}/{worker.capacity_limit}, "
-        f"heartbeat {_age(worker.last_heartbeat)}",
+        f"heartbeat {ago(worker.last_heartbeat)}",
     ]
     lines += [
-        f"  • #{t.pk} {_preview(t.goal, for_chat=chat)} (since {_age(t.started_at)})"
+        f"  • #{t.pk} {_preview(t.goal, for_chat=chat)} (since {ago(t.started_at)})"
         for t in current
     ]
     return Reply(ok=True, title=f"Worker {worker.pk}", lines=lines, data=data)
@@ -181,7 +180,23 @@ def task_reply(task_id: str, *, chat: bool = False) -> Reply:
     if task is None:
         return _refusal(f"task {pk} does not exist")
     history = list(task.history.all())
-    data = {
+    data = _task_data(task, history)
+    data["waiting_for"] = [pk for pk, _ in task.stuck_prerequisites()]
+    lines = _task_lines(task, chat=chat)
+    lines.append("History:")
+    note_limit = CHAT_NOTE_PREVIEW if chat else None
+    lines += [
+        f"  {h.created_at:%Y-%m-%d %H:%M:%S} {h.from_status or '—'} → {h.to_status} "
+        f"by {h.actor}" + (f": {_shown(h.note, note_limit, for_chat=chat)}" if h.note else "")
+        for h in history
+    ]
+    return Reply(
+        ok=True, title=f"Task #{task.pk}", lines=lines, data=data, buttons=_task_buttons(task)
+    )
+
+
+def _task_data(task: Task, history: list) -> dict:
+    return {
         "ok": True,
         "id": task.pk,
         "goal": task.goal,
@@ -194,7 +209,7 @@ def task_reply(task_id: str, *, chat: bool = False) -> Reply:
         "max_attempts": task.max_attempts,
         "last_error_type": task.last_error_type,
         "last_error": task.last_error,
-        "hint": lifecycle.error_hint(task.last_error_type),
+        "hint": error_hint(task.last_error_type),
         "parent_id": task.parent_id,
         "verdict": task.verdict,
         "score": task.score,
@@ -221,7 +236,10 @@ def task_reply(task_id: str, *, chat: bool = False) -> Reply:
             for h in history
         ],
     }
-    note_limit = CHAT_NOTE_PREVIEW if chat else None
+
+
+def _task_lines(task: Task, *, chat: bool) -> list[str]:
+    """The task's goal, state, error, wait, delivery and verdict, as the reply shows them."""
     lines = [
         _shown(task.goal, None, for_chat=chat),
         f"lane {task.lane} · {Status(task.status).label.lower()} · priority {task.priority} · "
@@ -231,36 +249,41 @@ def task_reply(task_id: str, *, chat: bool = False) -> Reply:
     if task.last_error_type:
         error = _shown(task.last_error, ERROR_PREVIEW, for_chat=chat)
         lines.append(f"last error: {task.last_error_type}: {error}")
-        hint = lifecycle.error_hint(task.last_error_type)
+        hint = error_hint(task.last_error_type)
         if hint:
             lines.append(f"hint: {hint}")
     waiting = task.waiting_summary
     if waiting:
         lines.append(f"{waiting}: it cannot start until a person retries or replaces those")
-    data["waiting_for"] = [pk for pk, _ in task.stuck_prerequisites()]
-    if task.delivery_state or (task.branch and not task.is_review):
-        summary = task.delivery_summary or "not yet"
-        lines.append(
-            f"delivery: {task.get_delivery_display().lower()} — {summary}"
-            + (f" — {task.pr_url}" if task.pr_url else "")
-        )
-        if task.conflicts:
-            lines.append(f"conflicts in: {', '.join(task.conflicts[:20])}")
-    if task.verdict:
-        lines.append(
-            f"verdict: {task.verdict}"
-            + (f" (score {task.score})" if task.score is not None else "")
-        )
-        lines += [
-            f"  • {f['severity']}: {_shown(str(f['title']), note_limit, for_chat=chat)}"
-            for f in task.findings
-        ]
-    lines.append("History:")
-    lines += [
-        f"  {h.created_at:%Y-%m-%d %H:%M:%S} {h.from_status or '—'} → {h.to_status} "
-        f"by {h.actor}" + (f": {_shown(h.note, note_limit, for_chat=chat)}" if h.note else "")
-        for h in history
+    return lines + _delivery_lines(task) + _verdict_lines(task, chat=chat)
+
+
+def _delivery_lines(task: Task) -> list[str]:
+    if not (task.delivery_state or (task.branch and not task.is_review)):
+        return []
+    summary = task.delivery_summary or "not yet"
+    lines = [
+        f"delivery: {task.get_delivery_display().lower()} — {summary}"
+        + (f" — {task.pr_url}" if task.pr_url else "")
     ]
+    if task.conflicts:
+        lines.append(f"conflicts in: {', '.join(task.conflicts[:20])}")
+    return lines
+
+
+def _verdict_lines(task: Task, *, chat: bool) -> list[str]:
+    if not task.verdict:
+        return []
+    note_limit = CHAT_NOTE_PREVIEW if chat else None
+    score = f" (score {task.score})" if task.score is not None else ""
+    return [f"verdict: {task.verdict}{score}"] + [
+        f"  • {f['severity']}: {_shown(str(f['title']), note_limit, for_chat=chat)}"
+        for f in task.findings
+    ]
+
+
+def _task_buttons(task: Task) -> list[Button]:
+    """The buttons a chat reply offers for the task as it is now."""
     buttons = []
     if task.status == Status.AWAITING_APPROVAL:
         buttons.append(Button("approve", task.pk, f"Approve #{task.pk}"))
@@ -271,4 +294,4 @@ def task_reply(task_id: str, *, chat: bool = False) -> Reply:
             buttons.append(Button("merge", task.pk, f"Merge #{task.pk}"))
         elif task.delivery_state == "conflict":
             buttons.append(Button("rebase", task.pk, f"Rebase and rework #{task.pk}"))
-    return Reply(ok=True, title=f"Task #{task.pk}", lines=lines, data=data, buttons=buttons)
+    return buttons

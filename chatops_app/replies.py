@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.utils import timezone
-
 from .redact import redact
 
 DLQ_LIMIT = 10
@@ -17,6 +15,8 @@ ERROR_PREVIEW = 300
 # In chat, one history note or finding shows at most this much (the page has the rest).
 CHAT_NOTE_PREVIEW = 300
 READ_PERMISSION = "tasks_app.view_task"
+# The actions a chat button may carry; each platform encodes them its own way (its render.py).
+BUTTON_ACTIONS = ("approve", "retry", "merge", "rebase")
 
 
 @dataclass
@@ -66,19 +66,6 @@ def for_chat(reply: Reply) -> Reply:
     reply.title = redact(reply.title)
     reply.lines = [redact(line) for line in reply.lines]
     return reply
-
-
-def _age(moment: datetime | None) -> str:
-    if moment is None:
-        return "never"
-    seconds = int((timezone.now() - moment).total_seconds())
-    if seconds < 60:
-        return f"{seconds}s ago"
-    if seconds < 3600:
-        return f"{seconds // 60}m ago"
-    if seconds < 86400:
-        return f"{seconds // 3600}h ago"
-    return f"{seconds // 86400}d ago"
 
 
 def _iso(moment: datetime | None) -> str | None:

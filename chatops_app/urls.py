@@ -2,11 +2,12 @@
 
 from django.urls import path
 
-from . import views
+from .discord import views as discord_views
+from .slack import views as slack_views
 
 app_name = "chatops_app"
 urlpatterns = [
-    path("slack/commands", views.slack_commands, name="slack_commands"),
-    path("slack/interactions", views.slack_interactions, name="slack_interactions"),
-    path("discord/interactions", views.discord_interactions, name="discord_interactions"),
+    path("slack/commands", slack_views.slack_commands, name="slack_commands"),
+    path("slack/interactions", slack_views.slack_interactions, name="slack_interactions"),
+    path("discord/interactions", discord_views.discord_interactions, name="discord_interactions"),
 ]

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from chatops_app.signatures import SignatureError
+from chatops_app.signing import SignatureError
 
 from . import webhook
 from .github import NotConfigured

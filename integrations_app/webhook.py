@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from chatops_app.signatures import SignatureError
+from chatops_app.signing import SignatureError
 
 from . import events
 from .github import GitHub

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.urls import reverse
 
-from chatops_app.buttons import discord_custom_id
-from chatops_app.signatures import slack_signature
+from chatops_app.discord.render import custom_id as discord_custom_id
+from chatops_app.slack.signature import slack_signature
 
 SLACK_SECRET = "test-slack-signing-secret"
 SLACK_TEAM = "T0OURS"

@@ -7,7 +7,7 @@ import time
 
 from django.urls import reverse
 
-from chatops_app.signatures import slack_signature
+from chatops_app.slack.signature import slack_signature
 from tasks_app import lifecycle
 from tasks_app.models import Task
 from workers_app.models import Worker

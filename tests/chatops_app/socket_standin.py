@@ -20,10 +20,11 @@ import queue
 import struct
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 from tests.chatops_app import doors
+from tests.standins.http import LocalServer, Reply, read_body, write_reply
 
 APP_TOKEN = "xapp-1-A0OURS-1-test"
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's fixed key suffix
@@ -72,8 +73,11 @@ class _Socket:
             self.wfile.flush()
 
 
-class SocketModeStandIn:
+class SocketModeStandIn(LocalServer):
+    protocol = "HTTP/1.0"
+
     def __init__(self, *, app_token: str = APP_TOKEN) -> None:
+        super().__init__()
         self.app_token = app_token
         self.opened = 0  # apps.connections.open calls that got a URL
         self.refused: list[str] = []  # tokens apps.connections.open turned away
@@ -83,31 +87,24 @@ class SocketModeStandIn:
         self._sent_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                standin._open(self)
-
-            def do_GET(self) -> None:  # noqa: N802
-                standin._websocket(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.start()
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+        return f"{self.url}/api/"
+
+    def serve(self, handler: BaseHTTPRequestHandler) -> None:
+        if handler.command == "POST":
+            self._open(handler)
+        elif handler.command == "GET":
+            self._websocket(handler)
+        else:
+            write_reply(handler, Reply(501, "Unsupported method"))
 
     # --- apps.connections.open ---------------------------------------------------------------
 
     def _open(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        handler.rfile.read(length)
+        read_body(handler)
         token = handler.headers.get("Authorization", "").removeprefix("Bearer ")
         if handler.path.split("?")[0] != "/api/apps.connections.open":
             answer = {"ok": False, "error": "unknown_method"}
@@ -116,14 +113,8 @@ class SocketModeStandIn:
             answer = {"ok": False, "error": "invalid_auth"}
         else:
             self.opened += 1
-            port = self.server.server_address[1]
-            answer = {"ok": True, "url": f"ws://127.0.0.1:{port}/link/?ticket=t{self.opened}"}
-        data = json.dumps(answer).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+            answer = {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket=t{self.opened}"}
+        write_reply(handler, Reply.json(answer))
 
     # --- The WebSocket -----------------------------------------------------------------------
 
@@ -243,16 +234,6 @@ class SocketModeStandIn:
         for socket in sockets:
             with contextlib.suppress(OSError):
                 socket.send(CLOSE, struct.pack("!H", 1001))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> SocketModeStandIn:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _form_payload(body: bytes) -> str:

@@ -16,6 +16,7 @@ Routes:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -25,8 +26,10 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.standins.http import LocalServer, Reply, read_body, write_reply
 
 SLACK_TOKEN = "xoxb-test-token"
 DISCORD_TOKEN = "discord-test-token"
@@ -67,8 +70,11 @@ _DISCORD_MESSAGE = re.compile(
 _DISCORD_COMMANDS = re.compile(r"^/discord/api/v10/applications/(?P<app>[^/]+)/commands$")
 
 
-class ChatStandIn:
+class ChatStandIn(LocalServer):
+    protocol = "HTTP/1.0"
+
     def __init__(self, *, slack_token: str = SLACK_TOKEN, discord_token: str = DISCORD_TOKEN):
+        super().__init__()
         self.slack_token = slack_token
         self.discord_token = discord_token
         self.requests: list[Recorded] = []
@@ -80,34 +86,9 @@ class ChatStandIn:
         # What a person would see in the channel now: messages by Slack ts / Discord id.
         self.slack_messages: dict[str, dict] = {}
         self.discord_messages: dict[str, dict] = {}
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args) -> None:  # quiet test output
-                pass
-
-            def do_POST(self) -> None:
-                standin._handle(self)
-
-            def do_PUT(self) -> None:
-                standin._handle(self)
-
-            def do_PATCH(self) -> None:
-                standin._handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
+        self.start()
 
     # --- Addresses ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def slack_api_url(self) -> str:
@@ -180,20 +161,15 @@ class ChatStandIn:
 
     def close(self) -> None:
         self._release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> ChatStandIn:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().close()
 
     # --- Serving -----------------------------------------------------------------------------
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
+    def serve(self, handler: BaseHTTPRequestHandler) -> None:
+        if handler.command not in ("POST", "PUT", "PATCH"):
+            write_reply(handler, Reply(501, "Unsupported method"))
+            return
+        raw = read_body(handler)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -279,30 +255,10 @@ class ChatStandIn:
 
     @staticmethod
     def _reply(handler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        if isinstance(payload, str):
-            data, ctype = payload.encode(), "text/plain; charset=utf-8"
-        else:
-            data, ctype = json.dumps(payload).encode(), "application/json"
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", ctype)
-            handler.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                handler.send_header(name, value)
-            handler.end_headers()
-            handler.wfile.write(data)
-        except OSError:
-            pass  # the client gave up (timed out); nothing to tell
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll until `predicate()` is true; for tests that watch a subprocess."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+        ctype = "text/plain; charset=utf-8" if isinstance(payload, str) else "application/json"
+        reply = Reply(status, payload, {"Content-Type": ctype, **(headers or {})})
+        with contextlib.suppress(OSError):  # the client gave up (timed out); nothing to tell
+            write_reply(handler, reply)
 
 
 @contextmanager

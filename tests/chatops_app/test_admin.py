@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from django.urls import reverse
 
 from chatops_app.models import ChatLink, DeliveryState, Notification
 from tasks_app import lifecycle
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    """The personas' passwords need no real hashing here; it would dominate the run time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def test_notification_list_shows_delivery_state(client, viewer):
@@ -86,3 +79,37 @@ def test_staff_with_link_permissions_still_cannot_link_chat_users(client, operat
     )
     assert response.status_code == 403
     assert not ChatLink.objects.exists()
+
+
+def test_resend_failed_puts_failed_notifications_back_to_pending(client, superuser):
+    task = lifecycle.submit("rotate secrets", lane="backend", risk="high", actor="cli")
+    failed = Notification.objects.get(task=task, channel="discord")
+    Notification.objects.filter(pk=failed.pk).update(
+        state=DeliveryState.FAILED, attempts=5, last_error="invalid_auth"
+    )
+    sent = Notification.objects.get(task=task, channel="slack")
+    Notification.objects.filter(pk=sent.pk).update(state=DeliveryState.SENT)
+    client.force_login(superuser)
+    response = client.post(
+        reverse("admin:chatops_app_notification_changelist"),
+        {"action": "resend", "_selected_action": [failed.pk, sent.pk]},
+        follow=True,
+    )
+    assert "1 failed notification put back to pending." in response.content.decode()
+    failed.refresh_from_db()
+    assert (failed.state, failed.attempts, failed.next_attempt_at) == (
+        DeliveryState.PENDING,
+        0,
+        None,
+    )
+    sent.refresh_from_db()
+    assert sent.state == DeliveryState.SENT
+
+
+def test_resend_is_not_offered_without_the_change_permission(client, viewer):
+    viewer.is_staff = True
+    viewer.save()
+    client.force_login(viewer)
+    response = client.get(reverse("admin:chatops_app_notification_changelist"))
+    assert response.status_code == 200
+    assert 'value="resend"' not in response.content.decode()

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core import checks
 from django.core.management import CommandError, call_command
 
+from chatops_app.doors import REPLAY_TEXT
 from chatops_app.models import ChatLink, SignedRequest
-from chatops_app.views import REPLAY_TEXT
 from tasks_app.choices import Status
 from tasks_app.models import Task, TaskHistory
 from tests.chatops_app import doors

@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 import pytest
 
 from chatops_app.grammar import execute
-from chatops_app.messages import slack_message
 from chatops_app.models import ChatLink, Notification
+from chatops_app.slack.render import notification_message as slack_message
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Task

@@ -25,7 +25,6 @@ from tests.chatops_app.standins import (
     ChatStandIn,
     configured_standin,
     subprocess_settings,
-    wait_for,
 )
 from tests.chatops_app.test_outbox import (
     Clock,
@@ -37,6 +36,7 @@ from tests.chatops_app.test_outbox import (
     blocked,
 )
 from tests.conftest import REPO_ROOT
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -298,15 +298,16 @@ def test_two_senders_at_once_make_one_message_per_task_and_send_each_news_once(
             for _ in range(2)
         ]
         try:
-            done = wait_for(
+            wait_for(
                 lambda: not Notification.objects.exclude(state=DeliveryState.SENT).exists(),
                 timeout=60,
+                what="every notification sent",
             )
         finally:
             for process in senders:
                 process.send_signal(signal.SIGTERM)
             outputs = [process.communicate(timeout=30)[0] for process in senders]
-        assert done, outputs
+            print(*outputs, sep="\n")  # pytest shows it if the wait timed out
         for service in ("slack", "discord"):
             posted = standin.posted(service)
             firsts = [r for r in posted if not ({"thread_ts", "message_reference"} & set(r.body))]

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.urls import reverse
 
-from chatops_app.buttons import discord_custom_id
-from chatops_app.discord import escape
+from chatops_app.discord.render import custom_id as discord_custom_id
+from chatops_app.discord.render import escape
 from chatops_app.models import ChatLink
 from tasks_app import lifecycle
 from tasks_app.choices import Status
@@ -29,7 +29,6 @@ EPHEMERAL = 64
 
 @pytest.fixture(autouse=True)
 def key(settings) -> Ed25519PrivateKey:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     private = Ed25519PrivateKey.generate()
     settings.VIBE_DISCORD_PUBLIC_KEY = (
         private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
@@ -312,7 +311,7 @@ def test_long_replies_fit_discord_limits(client, key, reader, worker):
 
 def test_the_button_on_a_real_notification_works(client, key, approver):
     """The outbox's own Discord message (chatops_app.messages), clicked: the halves agree."""
-    from chatops_app.messages import discord_message
+    from chatops_app.discord.render import notification_message as discord_message
     from chatops_app.models import Notification
 
     ChatLink.objects.create(platform="discord", external_id="4242", user=approver)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
-from chatops_app import discord_api
+from chatops_app.discord import api as discord_api
 from tests.chatops_app.standins import DISCORD_APPLICATION, configured_standin
 
 # Every command of the grammar (chatops_app/grammar.py), so Discord can do what Slack does.

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.test import Client
 from django.urls import reverse
 
+from chatops_app.discord.signature import verify_discord
 from chatops_app.models import ChatLink
-from chatops_app.signatures import SignatureError, verify_discord
+from chatops_app.signing import SignatureError
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Task, TaskHistory
@@ -24,11 +25,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "discord"
 
 def _public_hex(key: Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-
-
-@pytest.fixture(autouse=True)
-def fast_hasher(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

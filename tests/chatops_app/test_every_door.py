@@ -21,9 +21,9 @@ from django.core.management import CommandError, call_command
 from chatops_app import grammar
 from chatops_app.models import ChatLink
 from tasks_app import actions, lifecycle
+from tasks_app.actions import ACTION_PERMISSIONS
 from tasks_app.choices import Status
 from tasks_app.models import Task, TaskHistory
-from tasks_app.permissions import ACTION_PERMISSIONS
 from tests.chatops_app import doors
 from tests.chatops_app.factories import dead_letter_task
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from chatops_app import messages
 from chatops_app.models import DeliveryState, Notification, notify_factory
 from chatops_app.outbox import Sender
+from chatops_app.slack import render as slack_render
 from tasks_app import lifecycle
 from tasks_app.choices import NotificationEvent
 from tasks_app.models import Run
@@ -89,7 +90,7 @@ def test_worker_paused_arrives_in_both_with_reason_tasks_and_what_to_do(chat_sta
     assert [b for b in slack.body["blocks"] if b["type"] == "actions"] == []  # no base URL
     discord = _paused_message(chat_standin, "discord")
     content = discord.body["content"]
-    assert content.startswith("**Worker @\u200bchat\\-breaker paused itself**")
+    assert content.startswith("**Worker @chat-breaker paused itself**")
     assert "agent\\_auth failures in a row" in content
     assert "components" not in discord.body
     assert discord.body["allowed_mentions"] == {"parse": []}
@@ -180,7 +181,9 @@ def test_messages_render_without_a_task_in_the_database():
     )
 
     assert messages.headline(row) == "Worker @gone paused itself"
-    assert "Install bubblewrap" in messages.slack_message(row)["blocks"][1]["text"]["text"]
+    assert (
+        "Install bubblewrap" in slack_render.notification_message(row)["blocks"][1]["text"]["text"]
+    )
     assert str(row) == "worker_paused @gone → slack (pending)"
 
 

@@ -147,3 +147,8 @@ def test_the_cli_reads_without_a_user():
     task = dead_letter()
     reply = execute(f"task {task.pk}", user=None, actor="cli", door="cli", trusted=True)
     assert reply.ok and reply.data["id"] == task.pk
+
+
+def test_worker_id_with_a_nul_byte_gets_a_reply_not_a_database_error(viewer):
+    reply = execute("worker @backend\x00-1", user=viewer, actor="slack:U1", door="slack")
+    assert reply.ok and reply.data["worker_id"] == "@backend-1"

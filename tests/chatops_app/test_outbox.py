@@ -14,9 +14,11 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from chatops_app.buttons import discord_custom_id, parse_discord_custom_id, parse_slack_action
+from chatops_app.discord.render import custom_id as discord_custom_id
+from chatops_app.discord.render import parse_custom_id as parse_discord_custom_id
 from chatops_app.models import DeliveryState, Notification
 from chatops_app.outbox import Sender, resend_failed
+from chatops_app.slack.render import parse_action as parse_slack_action
 from tasks_app import lifecycle
 from tasks_app.choices import NotificationEvent, Status
 from tasks_app.models import Task
@@ -204,9 +206,9 @@ def test_task_text_is_escaped_so_it_can_never_ping_or_link(chat_standin, clock):
     (discord,) = chat_standin.delivered("discord")
     content = discord.body["content"]
     assert "@everyone" not in content and "@\u200beveryone" in content
-    assert "\\<@\u200bU123\\|boss\\>" in content
+    assert "\\<@U123\\|boss>" in content  # `<` escaped: no mention can form
     assert "\\*\\*loud\\*\\*" in content  # markdown neutralised
-    assert "\\<https\\://evil.example\\|click\\>" in content
+    assert "\\<https\\://evil.example\\|click>" in content
     assert discord.body["allowed_mentions"] == {"parse": []}
 
 
@@ -354,7 +356,7 @@ def test_refusal_is_retried_a_few_times_then_failed_with_the_error_kept(chat_sta
     assert "invalid_auth" in row.last_error and "VIBE_SLACK_BOT_TOKEN" in row.last_error
     assert sender.run(once=True).handled == 0  # failed rows are left alone
 
-    chat_standin.slack_token = sender._slack_client().token  # the token is fixed
+    chat_standin.slack_token = sender.channels[0].transport._web().token  # the token is fixed
     assert resend_failed([row.pk]) == 1
     assert sender.run(once=True).sent == 1
     row.refresh_from_db()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chatops_app import messages
+from chatops_app.discord import render as discord_render
 from chatops_app.models import Notification
+from chatops_app.slack import render as slack_render
 from tasks_app import lifecycle
 
 pytestmark = pytest.mark.django_db
@@ -22,12 +23,12 @@ def _notification(goal: str, note: str = "") -> Notification:
 def test_huge_goals_full_of_control_characters_fit_slack_limits_without_half_entities():
     row = _notification("&<>" * 3000, note="<&>" * 600)
 
-    body = messages.slack_message(row)
+    body = slack_render.notification_message(row)
 
     for block in body["blocks"]:
         if block["type"] == "section":
             text = block["text"]["text"]
-            assert 0 < len(text) <= messages.SLACK_SECTION_LIMIT
+            assert 0 < len(text) <= slack_render.SECTION_LIMIT
             for piece in text.split("&")[1:]:
                 assert piece.startswith(("amp;", "lt;", "gt;")), piece[:6]
     assert "<" not in body["text"] and ">" not in body["text"]
@@ -36,14 +37,14 @@ def test_huge_goals_full_of_control_characters_fit_slack_limits_without_half_ent
 def test_huge_goals_fit_discord_content_limit_and_stay_escaped():
     row = _notification("@everyone **x** " * 600, note="[a](https://evil.example) " * 100)
 
-    body = messages.discord_message(row)
+    body = discord_render.notification_message(row)
 
-    assert len(body["content"]) <= messages.DISCORD_CONTENT_LIMIT
+    assert len(body["content"]) <= discord_render.CONTENT_LIMIT
     assert "@everyone" not in body["content"]
     assert "](" not in body["content"].replace("\\](", "").replace("\\]\\(", "")
     assert body["allowed_mentions"] == {"parse": []}
 
 
 def test_escaping_functions():
-    assert messages.slack_escape("a & <b> c") == "a &amp; &lt;b&gt; c"
-    assert messages.discord_escape("@here <#1> `x` # h") == "@\u200bhere \\<\\#1\\> \\`x\\` \\# h"
+    assert slack_render.escape("a & <b> c") == "a &amp; &lt;b&gt; c"
+    assert discord_render.escape("@here <#1> `x` # h") == "@\u200bhere \\<#1> \\`x\\` # h"

@@ -15,8 +15,9 @@ import pytest
 
 from chatops_app.models import DeliveryState, Notification
 from tasks_app import lifecycle
-from tests.chatops_app.standins import ChatStandIn, subprocess_settings, wait_for
+from tests.chatops_app.standins import ChatStandIn, subprocess_settings
 from tests.conftest import REPO_ROOT
+from tests.waiting import wait_for
 
 TASKS = 20
 
@@ -72,7 +73,7 @@ def test_sigterm_stops_the_loop_cleanly(subprocess_env, python):
         env = {**subprocess_env, **subprocess_settings(standin)}
         process = _sendnotifications(python, env, "--interval", "0.2")
         try:
-            assert wait_for(lambda: len(standin.delivered()) == 2, timeout=30)
+            wait_for(lambda: len(standin.delivered()) == 2, timeout=30, what="two deliveries")
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=15)
         finally:

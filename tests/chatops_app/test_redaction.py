@@ -12,9 +12,10 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chatops_app.messages import discord_message, slack_message
+from chatops_app.discord.render import notification_message as discord_message
 from chatops_app.models import ChatLink, Notification
 from chatops_app.redact import REDACTED, redact
+from chatops_app.slack.render import notification_message as slack_message
 from tasks_app import lifecycle
 from tasks_app.choices import NotificationEvent
 from tasks_app.models import Task

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.urls import reverse
 
+from chatops_app.doors import REPLAY_TEXT
 from chatops_app.models import ChatLink, SignedRequest
-from chatops_app.signatures import slack_signature
-from chatops_app.views import REPLAY_TEXT
+from chatops_app.slack.signature import slack_signature
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import TaskHistory

@@ -25,8 +25,6 @@ NASTY_GOAL = (
 
 @pytest.fixture(autouse=True)
 def slack_secret(settings) -> str:
-    # Autouse, so it runs before the persona fixtures: a fast hasher keeps set-up cheap.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.VIBE_SLACK_SIGNING_SECRET = SECRET
     return SECRET
 

@@ -16,7 +16,8 @@ from django.test import Client
 from django.urls import reverse
 
 from chatops_app.models import ChatLink
-from chatops_app.signatures import SignatureError, slack_signature, verify_slack
+from chatops_app.signing import SignatureError
+from chatops_app.slack.signature import slack_signature, verify_slack
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Task, TaskHistory
@@ -45,8 +46,6 @@ def _dead_letter_task(goal: str = "build the login page") -> Task:
 
 @pytest.fixture(autouse=True)
 def slack_secret(settings) -> str:
-    # Autouse, so it runs before the persona fixtures: a fast hasher keeps set-up cheap.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.VIBE_SLACK_SIGNING_SECRET = SECRET
     return SECRET
 

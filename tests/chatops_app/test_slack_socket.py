@@ -17,9 +17,10 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
-from chatops_app import slack, slack_socket
 from chatops_app.models import ChatLink
-from chatops_app.slack_socket import SocketDoor
+from chatops_app.slack import socket as slack_socket
+from chatops_app.slack import views as slack
+from chatops_app.slack.socket import SocketDoor
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Task, TaskHistory

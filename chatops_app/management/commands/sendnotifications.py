@@ -7,26 +7,12 @@ SIGTERM or Ctrl-C lets the send in flight finish and exits cleanly.
 
 from __future__ import annotations
 
-import logging
-import signal
-from argparse import ArgumentTypeError
-
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from chatops_app.outbox import Sender
-
-VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.INFO, 2: logging.INFO, 3: logging.DEBUG}
-
-
-def _interval(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ArgumentTypeError(f"interval {value!r} is not a number of seconds") from None
-    if not 0.1 <= seconds <= 3600:
-        raise ArgumentTypeError(f"interval {seconds:g} is out of range; use 0.1 to 3600 seconds")
-    return seconds
+from vibe_project import commands
+from vibe_project.commands import set_log_level, stopped_by_signals
 
 
 class Command(BaseCommand):
@@ -40,21 +26,15 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--interval",
-            type=_interval,
+            type=commands.interval,
             default=5.0,
             help="Seconds to sleep when nothing is due (default 5).",
         )
 
     def handle(self, *args, once: bool, interval: float, verbosity: int, **options) -> None:
-        logging.getLogger("chatops_app").setLevel(VERBOSITY_LEVELS.get(verbosity, logging.INFO))
+        set_log_level("chatops_app", verbosity)
         sender = Sender()
-
-        def _stop(signum, frame) -> None:
-            # Only a flag: the send in flight finishes and its outcome is recorded.
-            sender.stop()
-
-        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
+        with stopped_by_signals(sender.stop):
             try:
                 lines = sender.describe()
             except DatabaseError as exc:
@@ -72,9 +52,6 @@ class Command(BaseCommand):
                 stats = sender.run(interval=interval, once=once)
             except DatabaseError as exc:
                 raise CommandError(f"database error while sending notifications: {exc}") from None
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         self.stdout.write(
             f"sendnotifications: {stats.sent} sent, {stats.retrying} to retry later, "
             f"{stats.failed} failed for good."

@@ -1,24 +1,22 @@
 """`python manage.py slacksocket` — serve `/vibe` and its buttons over Slack's Socket Mode.
 
 For factories without a public HTTPS URL: the process opens a WebSocket to Slack with the
-app-level token `VIBE_SLACK_APP_TOKEN` and answers what comes down it (`chatops_app.slack_socket`).
+app-level token `VIBE_SLACK_APP_TOKEN` and answers what comes down it (`chatops_app.slack.socket`).
 `runfactory` starts it when the token is set. SIGTERM or Ctrl-C stops taking envelopes, lets
 those in hand finish and exits 0.
 """
 
 from __future__ import annotations
 
-import logging
-import signal
 import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from slack_sdk.errors import SlackApiError
 
-from chatops_app.slack_socket import SocketDoor
+from chatops_app.slack.socket import SocketDoor
+from vibe_project.commands import set_log_level, stopped_by_signals
 
-VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.INFO, 2: logging.INFO, 3: logging.DEBUG}
 # Slack's words for a refused app-level token, with what to check.
 TOKEN_ERRORS = {
     "invalid_auth": "VIBE_SLACK_APP_TOKEN is not a valid app-level token",
@@ -32,7 +30,7 @@ class Command(BaseCommand):
     help = "Serve /vibe and its buttons over Slack's Socket Mode (needs VIBE_SLACK_APP_TOKEN)."
 
     def handle(self, *args, verbosity: int, **options) -> None:
-        logging.getLogger("chatops_app").setLevel(VERBOSITY_LEVELS.get(verbosity, logging.INFO))
+        set_log_level("chatops_app", verbosity)
         token = settings.VIBE_SLACK_APP_TOKEN
         if not token:
             raise CommandError(
@@ -45,12 +43,12 @@ class Command(BaseCommand):
                 "the bot token xoxb-… goes in VIBE_SLACK_BOT_TOKEN)"
             )
         door = SocketDoor(app_token=token)
-        stopping = threading.Event()
+        stopping = threading.Event()  # only a flag: the main thread closes the door
+        with stopped_by_signals(stopping.set):
+            self._serve(door, stopping)
+        self.stdout.write("slacksocket: stopped")
 
-        def _stop(signum, frame) -> None:
-            stopping.set()  # only a flag: the main thread closes the door
-
-        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def _serve(self, door: SocketDoor, stopping: threading.Event) -> None:
         try:
             try:
                 door.connect()
@@ -68,6 +66,3 @@ class Command(BaseCommand):
             stopping.wait()
         finally:
             door.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        self.stdout.write("slacksocket: stopped")

@@ -4,14 +4,14 @@ With an app-level token (`VIBE_SLACK_APP_TOKEN`, xapp-… with `connections:writ
 `apps.connections.open` (at `VIBE_SLACK_API_URL`) for a WebSocket URL, and Slack sends each slash
 command and click down it as an envelope. The WebSocket is the trust here: only Slack holds the
 URL it handed to our token, so there is no request signature to check. Everything after that is
-the HTTP views' path: the workspace binding (`binding.py`), then `slack.handle_command` and
-`slack.handle_interaction` with the same grammar, links and permissions.
+the HTTP views' path: the workspace binding (`binding.py`), then `views.handle_command` and
+`views.handle_interaction` with the same grammar, links and permissions.
 
 Slack wants each envelope acknowledged within 3 seconds. A click is acknowledged first and handled
-after (the message is updated through its response_url, as over HTTP). A command's answer rides on
-its acknowledgement; should it take longer than `ACK_BUDGET_SECONDS`, the acknowledgement says so
-and the answer follows through the command's response_url. An envelope Slack sends again (it does
-when an acknowledgement came late) is acknowledged and changes nothing.
+after (the outbox updates the message through its response_url, as over HTTP). A command's answer
+rides on its acknowledgement; should it take longer than `ACK_BUDGET_SECONDS`, the acknowledgement
+says so and the answer follows through the command's response_url. An envelope Slack sends again
+(it does when an acknowledgement came late) is acknowledged and changes nothing.
 
 The client is slack-sdk's built-in `SocketModeClient`: the standard library only, no
 websocket-client or aiohttp to install. It runs handlers on its own threads, each with its own
@@ -32,12 +32,16 @@ from django.conf import settings
 from django.db import close_old_connections
 from slack_sdk import WebClient
 from slack_sdk.socket_mode.builtin import SocketModeClient
+from slack_sdk.socket_mode.client import BaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-from . import binding, slack
-from .models import first_sighting
-from .signatures import SLACK_MAX_AGE_SECONDS
+from .. import binding
+from ..doors import TROUBLE_TEXT
+from ..models import first_sighting
+from ..signing import MAX_AGE_SECONDS
+from . import views
+from .transport import answer_late
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +52,6 @@ ACK_BUDGET_SECONDS = 2.0
 PING_INTERVAL_SECONDS = 10.0
 NOT_OURS_TEXT = "This Slack workspace is not allowed to use this Vibe Factory."
 LATE_TEXT = "Still working on it; the answer follows here."
-TROUBLE_TEXT = "Vibe Factory hit an internal error answering this; it has been logged."
 
 
 def _ephemeral(text: str) -> dict:
@@ -69,7 +72,7 @@ class SocketDoor:
         self.ack_budget = ack_budget
         web = WebClient(
             base_url=api_url or settings.VIBE_SLACK_API_URL,
-            timeout=settings.VIBE_NOTIFY_TIMEOUT_SECONDS,
+            timeout=settings.VIBE_NOTIFY_TIMEOUT_SECONDS,  # type: ignore[arg-type]  # a float works
         )
         self.client = SocketModeClient(
             app_token=app_token, web_client=web, logger=logger, ping_interval=ping_interval
@@ -102,7 +105,7 @@ class SocketDoor:
 
     # --- Envelopes --------------------------------------------------------------------------
 
-    def on_request(self, client: SocketModeClient, request: SocketModeRequest) -> None:
+    def on_request(self, client: BaseSocketModeClient, request: SocketModeRequest) -> None:
         """Every envelope with an id: acknowledged exactly once, whatever happens."""
         acked = False
 
@@ -127,7 +130,7 @@ class SocketDoor:
         if request.type not in ("slash_commands", "interactive"):
             ack()  # nothing else is subscribed to; acknowledged so Slack does not resend it
             return
-        if not first_sighting(DOOR, request.envelope_id, window_seconds=SLACK_MAX_AGE_SECONDS):
+        if not first_sighting(DOOR, request.envelope_id, window_seconds=MAX_AGE_SECONDS):
             logger.warning("ignored a resent Slack Socket Mode envelope %s", request.envelope_id)
             ack()
             return
@@ -151,15 +154,13 @@ class SocketDoor:
             ack(_ephemeral(LATE_TEXT))
             url = form.get("response_url", "")
             if url.startswith(("https://", "http://")):
-                answer.add_done_callback(
-                    lambda done: slack.post_to_response_url(url, done.result())
-                )
+                answer.add_done_callback(lambda done: answer_late(url, done.result()))
 
     @staticmethod
     def _answer(form: dict[str, str]) -> dict:
         close_old_connections()
         try:
-            return slack.handle_command(form)
+            return views.handle_command(form)
         except Exception:
             logger.exception("Slack Socket Mode command failed")
             return _ephemeral(TROUBLE_TEXT)
@@ -172,5 +173,4 @@ class SocketDoor:
         if refusal:
             logger.warning("refused a Slack Socket Mode interaction: %s", refusal)
             return
-        # Already off the socket's reading thread: the response_url is posted to from here.
-        slack.handle_interaction(payload, background=False)
+        views.handle_interaction(payload)  # its answer goes out through the outbox

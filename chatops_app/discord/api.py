@@ -1,4 +1,5 @@
-"""A tiny Discord REST client: post a channel message, register the `/vibe` command.
+"""A tiny Discord REST client: post and edit channel messages (the outbox's `DiscordTransport`),
+register the `/vibe` command.
 
 Plain `urllib.request` with the bot token, the base URL from settings (so tests point it at a
 stand-in on 127.0.0.1) and a timeout on every call. Every failure becomes a `DiscordError` whose
@@ -15,6 +16,12 @@ import urllib.request
 from typing import Any
 
 from django.conf import settings
+
+from tasks_app.choices import Lane, Risk
+
+from ..models import ChatThread, Notification, Platform
+from ..transport import DeliveryError, MessageGone, missing_settings
+from . import render
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +68,6 @@ def _choices(values: list[str]) -> list[dict]:
 
 def _submit_options() -> list[dict]:
     """lane, then the qualifiers, then the goal: the order the grammar reads them in."""
-    from tasks_app.choices import Lane, Risk
-
     return [
         {
             "type": STRING,
@@ -97,7 +102,7 @@ def _submit_options() -> list[dict]:
 
 
 # `/vibe <subcommand> [id]` — the same grammar as Slack and the CLI (chatops_app/grammar.py).
-# The Discord door turns `/vibe retry id:42` back into the text "retry 42" (discord.py).
+# The Discord door turns `/vibe retry id:42` back into the text "retry 42" (discord/views.py).
 VIBE_COMMAND: dict = {
     "name": "vibe",
     "type": 1,
@@ -202,6 +207,8 @@ class DiscordNotConfigured(DiscordError):
 def _retry_after(headers, body: dict) -> float | None:
     """Seconds to wait from a 429: the JSON `retry_after` (precise) or the Retry-After header."""
     for raw in (body.get("retry_after"), headers.get("Retry-After") if headers else None):
+        if raw is None:
+            continue
         try:
             value = float(raw)
         except (TypeError, ValueError):
@@ -335,3 +342,51 @@ def register_commands(*, timeout: float | None = None) -> list[dict]:
     )
     logger.info("registered /vibe with Discord application %s", app_id)
     return answer if isinstance(answer, list) else []
+
+
+def _delivery_error(exc: DiscordError) -> DeliveryError:
+    return DeliveryError(
+        str(exc),
+        transient=exc.transient,
+        retry_after=exc.retry_after,
+        channel_wide=exc.status in (401, 403, 404),
+    )
+
+
+class DiscordTransport:
+    """Posts and edits the factory's messages in `VIBE_DISCORD_CHANNEL_ID` with the bot token."""
+
+    name = Platform.DISCORD
+
+    def __init__(self, *, timeout: float) -> None:
+        self.timeout = timeout
+        self.target = settings.VIBE_DISCORD_CHANNEL_ID
+        self.missing = missing_settings("VIBE_DISCORD_BOT_TOKEN", "VIBE_DISCORD_CHANNEL_ID")
+
+    def render(self, notification: Notification) -> dict:
+        return render.notification_message(notification)
+
+    def post(self, body: dict, thread: ChatThread | None) -> tuple[str, str]:
+        if thread is None:
+            target, sent = self.target, body
+        else:
+            target = thread.chat_channel
+            sent = render.reply_body(body, target, thread.external_id)
+        try:
+            answer = post_message(target, sent, timeout=self.timeout)
+        except DiscordError as exc:
+            raise _delivery_error(exc) from None
+        return str(answer.get("id") or ""), str(answer.get("channel_id") or target)
+
+    def update(self, thread: ChatThread, body: dict) -> None:
+        try:
+            edit_message(
+                thread.chat_channel,
+                thread.external_id,
+                render.edit_body(body),
+                timeout=self.timeout,
+            )
+        except DiscordError as exc:
+            if exc.status == 404:
+                raise MessageGone(str(exc)) from None
+            raise _delivery_error(exc) from None
