@@ -1,7 +1,7 @@
-"""Every door's task and worker actions, in two tables: the board and pool, the admin, chat and
-the CLI.
+"""Every door's task and worker actions, and who may do them: the board and pool, the admin, chat
+and the CLI read the same rows.
 
-A door looks an action up here, checks the person's permission (`permissions`), and performs it;
+A door looks an action up here, checks the person's permission (`can`, `require`), and performs it;
 no door calls the lifecycle's people's moves itself, so a new action is one row here. A worker
 action also says which workers a page offers it to (`offered`): Resume only to a worker with a
 live process, Retire only to a silent one holding no task.
@@ -12,15 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import lifecycle
+from django.core.exceptions import PermissionDenied
+
+from workers_app import delivery  # git lives with the workers
+
+from . import actors, lifecycle
 from .choices import OPEN_STATUSES, WAITING_DELIVERY, Delivery, DeliveryState, Status
 from .models import Task
-from .permissions import can
+
+SUBMIT_PERMISSION = "tasks_app.add_task"
+MANAGE_WORKERS = "workers_app.manage_workers"
 
 
 def _merge(task_id: int | str, *, actor: str, comment: str = "") -> Task:
-    from workers_app import delivery  # git lives with the workers
-
     return delivery.merge(task_id, actor=actor).task
 
 
@@ -29,9 +33,7 @@ def _rework(task_id: int | str, *, actor: str, comment: str = "") -> Task:
 
 
 def _rebase(task_id: int | str, *, actor: str, comment: str = "") -> Task:
-    from workers_app import delivery
-
-    task = lifecycle._load(task_id, lock=False)
+    task = lifecycle.moves.load(task_id, lock=False)
     asked = delivery.rebase_comment(task) + (f"\n\n{comment.strip()}" if comment.strip() else "")
     return lifecycle.request_changes(task.pk, comment=asked, actor=actor)
 
@@ -42,10 +44,11 @@ class Action:
     label: str  # the button's words
     done: str  # "Task #5 <done>."
     run: Callable[..., Task]
+    grant: str  # the Django permission a person needs
     # The statuses it applies to; the lifecycle's move checks the finer rules and says why.
     statuses: tuple[str, ...] = ()
     needs_comment: bool = False
-    # The permission's row in permissions.ACTION_PERMISSIONS (default: the action's own name).
+    # The action whose permission refusals name (default: its own; rebase is a kind of rework).
     permission: str = ""
     # A finer test of the task beyond its status (delivery state, say); None: none.
     when: Callable[[Task], bool] | None = None
@@ -105,6 +108,7 @@ ACTIONS: dict[str, Action] = {
             "Approve",
             "approved",
             lambda pk, **kw: lifecycle.approve(pk, actor=kw["actor"]),
+            "tasks_app.approve_task",
             statuses=(Status.AWAITING_APPROVAL,),
         ),
         Action(
@@ -112,6 +116,7 @@ ACTIONS: dict[str, Action] = {
             "Retry",
             "retried",
             lambda pk, **kw: lifecycle.retry(pk, actor=kw["actor"]),
+            "tasks_app.retry_task",
             statuses=(Status.DEAD_LETTER, Status.BLOCKED),
         ),
         Action(
@@ -119,6 +124,7 @@ ACTIONS: dict[str, Action] = {
             "Cancel",
             "cancelled",
             lambda pk, **kw: lifecycle.cancel(pk, actor=kw["actor"]),
+            "tasks_app.cancel_task",
             statuses=tuple(OPEN_STATUSES),
         ),
         Action(
@@ -126,6 +132,7 @@ ACTIONS: dict[str, Action] = {
             "Merge",
             "merged",
             _merge,
+            "tasks_app.merge_task",
             statuses=(Status.REVIEW_NEEDED,),
             when=_awaits_merge,
         ),
@@ -134,6 +141,7 @@ ACTIONS: dict[str, Action] = {
             "Request changes",
             "sent back for changes",
             _rework,
+            "tasks_app.rework_task",
             statuses=lifecycle.REWORKABLE,
             needs_comment=True,
             when=_reworkable,
@@ -143,6 +151,7 @@ ACTIONS: dict[str, Action] = {
             "Rebase and rework",
             "sent back to rebase",
             _rebase,
+            "tasks_app.rework_task",
             statuses=(Status.REVIEW_NEEDED,),
             permission="rework",
             when=_conflicts,
@@ -180,11 +189,12 @@ def _offer_retire(worker) -> bool:
 class WorkerAction:
     """A person's move on a worker, read by the pool page, the admin, chat and the CLI."""
 
-    name: str  # also its row in permissions.ACTION_PERMISSIONS
+    name: str
     label: str
     done: str  # "Worker @qa-1 <done>."
     run: Callable[..., object]
     offered_to: Callable[[object], bool]  # which workers a page offers it to
+    grant: str = MANAGE_WORKERS
     primary: bool = False
     note: str = ""  # what it means, said after it is done (and asked first, with `confirm`)
     confirm: bool = False
@@ -233,3 +243,33 @@ WORKER_ACTIONS: dict[str, WorkerAction] = {
 def worker_actions_for(worker, user) -> list[WorkerAction]:
     """The worker actions a page offers this person for this worker's state."""
     return [a for a in WORKER_ACTIONS.values() if a.offered(worker) and a.allowed(user)]
+
+
+# --- Who may ----------------------------------------------------------------------------------
+
+# Each action's Django permission, read from the rows above; submitting has no row (it moves no
+# task that exists yet) but is asked for at every door the same way.
+ACTION_PERMISSIONS: dict[str, str] = {
+    **{a.name: a.grant for a in ACTIONS.values()},
+    **{a.name: a.grant for a in WORKER_ACTIONS.values()},
+    "submit": SUBMIT_PERMISSION,
+}
+
+
+def can(user, action: str) -> bool:
+    """True when `user` (a Django user, or None for an unknown person) may perform `action`."""
+    if user is None or not getattr(user, "is_active", False):
+        return False
+    return user.has_perm(ACTION_PERMISSIONS[action])
+
+
+def require(user, action: str, *, target: str = "", door: str = "web") -> None:
+    """Raise PermissionDenied unless `user` may; the refusal is kept in the audit log."""
+    if can(user, action):
+        return
+    who = user.get_username() if user is not None else "an unlinked user"
+    what = "workers" if action in WORKER_ACTIONS else "tasks"
+    message = f"{who} may not {action} {what} here"
+    actor = actors.user(who) if user is not None else "unknown"
+    lifecycle.refused(action, target, actor=actor, reason=message, door=door)
+    raise PermissionDenied(message)

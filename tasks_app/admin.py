@@ -20,10 +20,13 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
+from vibe_project.http import actor_for, sentence
+
 from . import actions, lifecycle, pipeline
-from .choices import Delivery
+from .actions import can
+from .choices import ERROR_TYPES, Delivery, error_hint
+from .lifecycle.intake import is_task_id
 from .models import AuditEntry, Run, Task, TaskHistory
-from .permissions import can
 
 # An action moves tasks one transaction at a time; past this many, a person should use a
 # narrower filter rather than hold the page for minutes.
@@ -34,21 +37,6 @@ MESSAGE_LIMIT = 20
 # What a person may still change on an existing task. Everything else belongs to the lifecycle
 # or the workers.
 EDITABLE_ON_CHANGE = ("goal", "priority")
-
-
-def actor_for(request: HttpRequest) -> str:
-    """The history's name for a person acting in the admin."""
-    return f"user:{request.user.get_username()}"
-
-
-def _ids_text(ids: list[int]) -> str:
-    shown = ", ".join(f"#{pk}" for pk in ids[:MESSAGE_LIMIT])
-    extra = len(ids) - MESSAGE_LIMIT
-    return f"{shown} and {extra} more" if extra > 0 else shown
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] if text else text
 
 
 def run_lifecycle_action(
@@ -80,14 +68,14 @@ def run_lifecycle_action(
         try:
             move(pk, actor=actor)
         except lifecycle.LifecycleError as exc:
-            refusals.append(_sentence(str(exc)) + ".")
+            refusals.append(sentence(str(exc)) + ".")
         else:
             moved.append(pk)
     if moved:
         names = ", ".join(label(pk) for pk in moved[:MESSAGE_LIMIT])
         if len(moved) > MESSAGE_LIMIT:
             names += f" and {len(moved) - MESSAGE_LIMIT} more"
-        model_admin.message_user(request, f"{_sentence(done)}: {names}.", messages.SUCCESS)
+        model_admin.message_user(request, f"{sentence(done)}: {names}.", messages.SUCCESS)
     for text in refusals[:MESSAGE_LIMIT]:
         model_admin.message_user(request, text, messages.WARNING)
     if len(refusals) > MESSAGE_LIMIT:
@@ -180,10 +168,6 @@ class RunInline(_ReadOnlyInline):
 # --- Tasks ------------------------------------------------------------------------------------
 
 
-# Set by the pipeline when reviews stop the work; not failures of a run.
-REVIEW_ERROR_TYPES = ("review_blocked", "review_failed", "review_cancelled")
-
-
 class ErrorTypeFilter(admin.SimpleListFilter):
     """The known error types as fixed choices: no DISTINCT scan over every task per page view."""
 
@@ -191,8 +175,7 @@ class ErrorTypeFilter(admin.SimpleListFilter):
     parameter_name = "last_error_type"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
-        names = [*lifecycle.ERROR_TYPES, *REVIEW_ERROR_TYPES]
-        return [(name, name) for name in names]
+        return [(name, name) for name in ERROR_TYPES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
@@ -201,7 +184,7 @@ class ErrorTypeFilter(admin.SimpleListFilter):
 
 def _is_task_id(value: object) -> bool:
     try:
-        return 0 < int(str(value)) < 2**63
+        return is_task_id(int(str(value)))
     except ValueError:
         return False
 
@@ -262,7 +245,7 @@ class TaskAddForm(forms.ModelForm):
         try:
             lifecycle.validate_new(spec)
         except lifecycle.LifecycleError as exc:
-            raise forms.ValidationError(_sentence(str(exc))) from None
+            raise forms.ValidationError(sentence(str(exc))) from None
         return data
 
 
@@ -390,7 +373,7 @@ class TaskAdmin(DrillDownAdmin):
 
     @admin.display(description="what to do")
     def error_hint(self, obj: Task) -> str:
-        return lifecycle.error_hint(obj.last_error_type) or "—"
+        return error_hint(obj.last_error_type) or "—"
 
     @admin.display(description="findings")
     def findings_list(self, obj: Task) -> str:
@@ -550,7 +533,7 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
         if term.isascii() and term.isdigit():  # "²".isdigit() too, but int() refuses it
             task_id = int(term)
             # Beyond the id column no task can match, and the database would refuse the number.
-            if task_id >= 2**63:
+            if not is_task_id(task_id):
                 return queryset.none(), False
             return queryset.filter(task_id=task_id), False
         return super().get_search_results(request, queryset, search_term)

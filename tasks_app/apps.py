@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
 
+from .sqlite import check_pragmas
+
 
 class TasksConfig(AppConfig):
     name = "tasks_app"
@@ -8,6 +10,4 @@ class TasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from .db import check_sqlite_pragmas
-
-        connection_created.connect(check_sqlite_pragmas, dispatch_uid="vibe_sqlite_pragmas")
+        connection_created.connect(check_pragmas, dispatch_uid="vibe_sqlite_pragmas")

@@ -13,17 +13,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import trigger_client_event
 
-from . import board, lifecycle
+from vibe_project.http import actor_for, render_page, safe_next, sentence, wants_partial
+
+from . import dashboard, lifecycle
+from .actions import require
 from .choices import Status
 from .forms import SubmitTaskForm
-from .permissions import require
-from .views import (
-    _message_text,
-    actor_for,
-    render_page,
-    safe_next,
-    wants_partial,
-)
 
 # --- Submitting ---------------------------------------------------------------------------------
 
@@ -55,7 +50,7 @@ def submit_task(request: HttpRequest) -> HttpResponse:
                 key=data.get("key") or "",
             )
         except lifecycle.LifecycleError as exc:
-            form.add_error(None, _message_text(str(exc)))
+            form.add_error(None, sentence(str(exc)))
     if task is None:
         messages.error(request, "The task was not submitted; see the form for why.")
         partial = wants_partial(request)
@@ -94,8 +89,8 @@ def retry_all(request: HttpRequest) -> HttpResponse:
     the tasks the person saw counted, never ones that arrived in between."""
     require(request.user, "retry")
     if request.method == "GET":
-        filters = board.Filters.from_query(request.GET)
-        ids = board.dead_letter_ids(filters)
+        filters = dashboard.Filters.from_query(request.GET)
+        ids = dashboard.dead_letter_ids(filters)
         query = filters.as_query()
         return render_page(
             request,
@@ -103,7 +98,7 @@ def retry_all(request: HttpRequest) -> HttpResponse:
             {
                 "filters": filters,
                 "ids": ids,
-                "limit": board.RETRY_ALL_LIMIT,
+                "limit": dashboard.RETRY_ALL_LIMIT,
                 "back_url": reverse("tasks_app:board") + (f"?{query}" if query else ""),
             },
         )
@@ -118,10 +113,10 @@ def retry_all(request: HttpRequest) -> HttpResponse:
     if not ids:
         messages.info(request, "There were no dead-letter tasks to retry; nothing changed.")
         return HttpResponseRedirect(back)
-    if len(ids) > board.RETRY_ALL_LIMIT:
+    if len(ids) > dashboard.RETRY_ALL_LIMIT:
         messages.error(
             request,
-            f"At most {board.RETRY_ALL_LIMIT} tasks can be retried at once; nothing changed.",
+            f"At most {dashboard.RETRY_ALL_LIMIT} tasks can be retried at once; nothing changed.",
         )
         return HttpResponseRedirect(back)
 

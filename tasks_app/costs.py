@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, time
 from decimal import Decimal, InvalidOperation
+from typing import TypedDict
 
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from .models import Run, Task
@@ -23,7 +24,7 @@ def start_of_today(now: datetime | None = None) -> datetime:
     return timezone.make_aware(datetime.combine(local.date(), time.min), local.tzinfo)
 
 
-def _runs_of_work(task: Task | int):
+def _runs_of_work(task: Task | int) -> QuerySet[Run]:
     """Runs of a piece of work: the builder task's own and those of its reviews."""
     pk = task.pk if isinstance(task, Task) else int(task)
     return Run.objects.filter(Q(task_id=pk) | Q(task__parent_id=pk))
@@ -40,7 +41,15 @@ def task_total(task: Task | int) -> Decimal:
     return total or ZERO
 
 
-def task_usage(task: Task | int) -> dict[str, int | Decimal]:
+class WorkUsage(TypedDict):
+    cost_usd: Decimal
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+
+
+def task_usage(task: Task | int) -> WorkUsage:
     """Tokens and cost of a piece of work, summed over its runs."""
     sums = _runs_of_work(task).aggregate(
         cost_usd=Sum("cost_usd"),
@@ -49,7 +58,13 @@ def task_usage(task: Task | int) -> dict[str, int | Decimal]:
         cache_read_tokens=Sum("cache_read_tokens"),
         cache_write_tokens=Sum("cache_write_tokens"),
     )
-    return {k: v or (ZERO if k == "cost_usd" else 0) for k, v in sums.items()}
+    return WorkUsage(
+        cost_usd=sums["cost_usd"] or ZERO,
+        input_tokens=sums["input_tokens"] or 0,
+        output_tokens=sums["output_tokens"] or 0,
+        cache_read_tokens=sums["cache_read_tokens"] or 0,
+        cache_write_tokens=sums["cache_write_tokens"] or 0,
+    )
 
 
 def today_total(now: datetime | None = None) -> Decimal:

@@ -14,13 +14,11 @@ from django.views.decorators.http import require_GET
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
+from vibe_project.http import render_page, viewer_required
+
 from .choices import Lane, Status
 from .models import AuditEntry, TaskHistory
 from .tables import HistoryTable
-from .views import (
-    render_page,
-    viewer_required,
-)
 
 HISTORY_PAGE_SIZE = 50
 # Far beyond any real history, yet small enough that its SQL OFFSET fits a 64-bit integer.

@@ -7,6 +7,7 @@ database defaults. Nothing here assigns `status`: every change goes through `lif
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
@@ -41,6 +42,10 @@ class TaskQuerySet(models.QuerySet):
             .filter(~Exists(unfinished_prerequisite))
             .order_by("-priority", "created_at", "id")
         )
+
+    def dead_letter(self) -> TaskQuerySet:
+        """The dead-letter queue as every door lists it: newest first."""
+        return self.filter(status=Status.DEAD_LETTER).order_by("-created_at", "-id")
 
     def expired_leases(self, now: datetime) -> TaskQuerySet:
         return self.filter(status=Status.IN_PROGRESS, lease_expires_at__lt=now)
@@ -145,6 +150,11 @@ class Task(models.Model):
 
     objects = TaskQuerySet.as_manager()
 
+    # Set on the board's cards by `stages.attach_stages`, for the templates; not columns.
+    stages: list[Any]
+    stages_key: tuple[Any, ...]
+    _stuck_prerequisites: list[tuple[int, str]]
+
     class Meta:
         db_table = "tasks"
         ordering = ["-priority", "created_at"]
@@ -205,7 +215,7 @@ class Task(models.Model):
         state, base = self.delivery_state, self.base_branch or "its base"
         pr = f"pull request #{self.pr_number}" if self.pr_number else "pull request"
         files = len(self.conflicts or [])
-        return {
+        summaries: dict[str, str] = {
             DeliveryState.COMMITTED: "committed on its branch",
             DeliveryState.PUSHED: "branch pushed",
             DeliveryState.OPENING_PR: "opening a pull request",
@@ -218,7 +228,8 @@ class Task(models.Model):
             + (f" as {self.merge_commit[:12]}" if self.merge_commit else ""),
             DeliveryState.PR_CLOSED: f"{pr} closed without merging",
             DeliveryState.FAILED: "the pull request could not be opened",
-        }.get(state, "")
+        }
+        return summaries.get(state, "")
 
     @property
     def findings(self) -> list[dict]:
@@ -260,6 +271,10 @@ class TaskHistory(models.Model):
     to_status = models.CharField(max_length=20)
     actor = models.CharField(max_length=200)
     note = models.TextField(blank=True, default="", db_default="")
+    # What the move was ("submitted", "claimed", "failed", "retried"…), and the error type it
+    # recorded: what the charts count, so no reader parses the note's wording.
+    event = models.CharField(max_length=30, blank=True, default="", db_default="")
+    error_type = models.CharField(max_length=40, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
@@ -346,6 +361,46 @@ class Run(models.Model):
     @property
     def is_running(self) -> bool:
         return self.finished_at is None
+
+    @classmethod
+    def start(
+        cls,
+        task: Task,
+        *,
+        worker_id: str,
+        agent: str,
+        kind: str,
+        role: str,
+        sandbox: str,
+        note: str = "",
+    ) -> Run:
+        """The run of the task's next attempt, written before its agent starts."""
+        return cls.objects.create(
+            task=task,
+            worker_id=worker_id,
+            attempt=task.attempt_count + 1,
+            agent=agent[:60],
+            argv=[],
+            kind=kind,
+            role=role,
+            sandbox=sandbox,
+            note=note,
+        )
+
+    def record(self, **fields: object) -> None:
+        """Write these columns only: a running run's tails, transcript counts and ending are
+        written at different times, and no write may undo another."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+        type(self).objects.filter(pk=self.pk).update(**fields)
+
+    def mark(self, outcome: str) -> None:
+        """The outcome alone, for a run whose report found its claim gone."""
+        self.record(outcome=outcome)
+
+    def close(self, outcome: str, **fields: object) -> None:
+        """The run is over: its outcome, the time, and what else is known of it."""
+        self.record(finished_at=timezone.now(), outcome=outcome, **fields)
 
 
 class RunEvent(models.Model):

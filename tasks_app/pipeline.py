@@ -25,7 +25,7 @@ class Step:
         return " + ".join(REVIEW_LABELS.get(lane, lane) for lane in self.lanes)
 
 
-REVIEW_LABELS = {
+REVIEW_LABELS: dict[str, str] = {
     Lane.SECURITY: "security audit",
     Lane.UX: "UX/accessibility audit",
     Lane.DATA: "data-quality review",

@@ -68,7 +68,12 @@ STAGE_WORDS = {
     "stuck": "needs a person",
     "upcoming": "not yet",
 }
-_STAGE_NAMES = {Lane.SECURITY: "Security", Lane.UX: "UX", Lane.DATA: "Data", Lane.QA: "QA"}
+_STAGE_NAMES: dict[str, str] = {
+    Lane.SECURITY: "Security",
+    Lane.UX: "UX",
+    Lane.DATA: "Data",
+    Lane.QA: "QA",
+}
 
 
 def _builder_state(goal: Task, started: bool) -> str:
@@ -111,18 +116,18 @@ def stage_strip(goal: Task, reviews: list[_Review]) -> list[Stage]:
     for index, step in enumerate(steps):
         for lane in step.lanes:
             name = _STAGE_NAMES.get(lane, Lane(lane).label if lane in Lane.values else lane)
-            review = latest.get((index, lane))
-            if review is None:
+            shown = latest.get((index, lane))
+            if shown is None:
                 strip.append(Stage(name, "upcoming"))
                 continue
-            earlier = review.review_round < goal.review_round
+            earlier = shown.review_round < goal.review_round
             strip.append(
                 Stage(
                     name,
-                    _review_state(review),
-                    verdict=review.verdict if review.status == Status.COMPLETED else "",
-                    score=review.score if review.status == Status.COMPLETED else None,
-                    task_id=review.pk,
+                    _review_state(shown),
+                    verdict=shown.verdict if shown.status == Status.COMPLETED else "",
+                    score=shown.score if shown.status == Status.COMPLETED else None,
+                    task_id=shown.pk,
                     earlier=earlier,
                 )
             )

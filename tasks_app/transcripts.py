@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from . import costs
 from .costs import json_usd as _usd
 from .models import Run, RunEvent
@@ -81,6 +84,15 @@ def _indent(text: str, prefix: str, limit: int | None = None) -> list[str]:
 
 def _run_transcript_lines(number: int, run: Run, events: list[RunEvent]) -> list[str]:
     """One run as a terminal reads it: a header, its usage, then one block per event."""
+    lines = _run_heading(number, run)
+    if not events:
+        lines.append("   (no transcript recorded)")
+    for event in events:
+        lines += _event_lines(event)
+    return lines
+
+
+def _run_heading(number: int, run: Run) -> list[str]:
     state = "running" if run.is_running else f"exit {run.exit_code}"
     head = " · ".join(
         part
@@ -109,26 +121,50 @@ def _run_transcript_lines(number: int, run: Run, events: list[RunEvent]) -> list
         lines.append("   " + " · ".join(part for part in usage if part))
     if run.note:
         lines += _indent(run.note, "   note: ")
-    if not events:
-        lines.append("   (no transcript recorded)")
-    for event in events:
-        data = event.data if isinstance(event.data, dict) else {}
-        tag = f"[{event.seq}]"
-        if event.kind == "tool_call":
-            lines.append(f"{tag} ▸ {data.get('name') or 'tool'}: {event.text}")
-        elif event.kind == "tool_result":
-            label = "error" if data.get("is_error") else "result"
-            lines.append(f"{tag}   ↳ {label}:")
-            lines += _indent(event.text, "      ", TRANSCRIPT_RESULT_LINES)
-        elif event.kind == "error":
-            lines += _indent(event.text, f"{tag} ERROR: ")
-        elif event.kind in ("output", "stderr"):
-            lines.append(f"{tag} {'!' if event.kind == 'stderr' else '|'} {event.text}")
-        elif event.kind == "usage":
-            figures = ", ".join(f"{k} {v}" for k, v in data.items())
-            lines.append(f"{tag} usage: {figures}")
-        elif event.kind == "message":
-            lines += _indent(event.text, f"{tag} ")
-        else:
-            lines += _indent(event.text, f"{tag} ({event.kind}) ")
     return lines
+
+
+def _tool_call(tag: str, event: RunEvent, data: dict[str, Any]) -> list[str]:
+    return [f"{tag} ▸ {data.get('name') or 'tool'}: {event.text}"]
+
+
+def _tool_result(tag: str, event: RunEvent, data: dict[str, Any]) -> list[str]:
+    label = "error" if data.get("is_error") else "result"
+    return [f"{tag}   ↳ {label}:", *_indent(event.text, "      ", TRANSCRIPT_RESULT_LINES)]
+
+
+def _error(tag: str, event: RunEvent, data: dict[str, Any]) -> list[str]:
+    return _indent(event.text, f"{tag} ERROR: ")
+
+
+def _output(tag: str, event: RunEvent, data: dict[str, Any]) -> list[str]:
+    return [f"{tag} {'!' if event.kind == 'stderr' else '|'} {event.text}"]
+
+
+def _usage(tag: str, event: RunEvent, data: dict[str, Any]) -> list[str]:
+    return [f"{tag} usage: " + ", ".join(f"{k} {v}" for k, v in data.items())]
+
+
+def _message(tag: str, event: RunEvent, data: dict[str, Any]) -> list[str]:
+    return _indent(event.text, f"{tag} ")
+
+
+# How each kind of event reads in a terminal; other kinds show their kind before the text.
+_EVENT_LINES: dict[str, Callable[[str, RunEvent, dict[str, Any]], list[str]]] = {
+    "tool_call": _tool_call,
+    "tool_result": _tool_result,
+    "error": _error,
+    "output": _output,
+    "stderr": _output,
+    "usage": _usage,
+    "message": _message,
+}
+
+
+def _event_lines(event: RunEvent) -> list[str]:
+    data = event.data if isinstance(event.data, dict) else {}
+    tag = f"[{event.seq}]"
+    lines = _EVENT_LINES.get(event.kind)
+    if lines is None:
+        return _indent(event.text, f"{tag} ({event.kind}) ")
+    return lines(tag, event, data)

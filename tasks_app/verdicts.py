@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from .choices import Lane, Severity, Verdict
 
@@ -34,60 +35,68 @@ def _text(value: object, field: str, *, required: bool = False) -> str:
     return value[:MAX_TEXT]
 
 
-def validate_result(data: object, *, lane: str = "") -> dict:
+def validate_result(data: object, *, lane: str = "") -> dict[str, Any]:
     """Check a verdict dict against the contract; return a normalised copy."""
     if not isinstance(data, dict):
         raise VerdictError("the verdict block must be a JSON object")
+    return {
+        "verdict": _verdict(data),
+        "score": _score(data, lane),
+        "findings": _findings(data),
+        "summary": _text(data.get("summary"), "summary"),
+    }
+
+
+def _verdict(data: dict[str, Any]) -> str:
     verdict = data.get("verdict")
     if isinstance(verdict, str):
         verdict = verdict.strip().upper()
     if verdict not in Verdict.values:
         raise VerdictError(f'"verdict" must be "PASS" or "FAIL", got {data.get("verdict")!r}')
+    return str(verdict)
 
+
+def _score(data: dict[str, Any], lane: str) -> int | None:
     score = data.get("score")
-    if score is not None:
-        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 100:
-            raise VerdictError(f'"score" must be a number from 0 to 100, got {score!r}')
-        score = round(score)
-    elif lane == Lane.UX:
-        raise VerdictError('the UX audit must give a "score" from 0 to 100')
+    if score is None:
+        if lane == Lane.UX:
+            raise VerdictError('the UX audit must give a "score" from 0 to 100')
+        return None
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 100:
+        raise VerdictError(f'"score" must be a number from 0 to 100, got {score!r}')
+    return round(score)
 
-    findings_in = data.get("findings", [])
-    if findings_in is None:
-        findings_in = []
-    if not isinstance(findings_in, list):
+
+def _findings(data: dict[str, Any]) -> list[dict[str, str]]:
+    findings = data.get("findings", [])
+    if findings is None:
+        return []
+    if not isinstance(findings, list):
         raise VerdictError('"findings" must be a list')
-    findings = []
-    for index, item in enumerate(findings_in[:MAX_FINDINGS], start=1):
-        if not isinstance(item, dict):
-            raise VerdictError(f"finding {index} must be an object")
-        severity = item.get("severity")
-        if isinstance(severity, str):
-            severity = severity.strip().upper()
-        if severity not in Severity.values:
-            allowed = "|".join(Severity.values)
-            raise VerdictError(f"finding {index}: severity must be {allowed}, got {severity!r}")
-        try:
-            findings.append(
-                {
-                    "severity": severity,
-                    "title": _text(item.get("title"), "title", required=True),
-                    "detail": _text(item.get("detail"), "detail"),
-                    "file": _text(item.get("file"), "file"),
-                }
-            )
-        except VerdictError as exc:
-            raise VerdictError(f"finding {index}: {exc}") from None
-
-    return {
-        "verdict": verdict,
-        "score": score,
-        "findings": findings,
-        "summary": _text(data.get("summary"), "summary"),
-    }
+    return [_finding(index, item) for index, item in enumerate(findings[:MAX_FINDINGS], start=1)]
 
 
-def parse_verdict(output: str, *, lane: str = "") -> dict:
+def _finding(index: int, item: object) -> dict[str, str]:
+    if not isinstance(item, dict):
+        raise VerdictError(f"finding {index} must be an object")
+    severity = item.get("severity")
+    if isinstance(severity, str):
+        severity = severity.strip().upper()
+    if severity not in Severity.values:
+        allowed = "|".join(Severity.values)
+        raise VerdictError(f"finding {index}: severity must be {allowed}, got {severity!r}")
+    try:
+        return {
+            "severity": str(severity),
+            "title": _text(item.get("title"), "title", required=True),
+            "detail": _text(item.get("detail"), "detail"),
+            "file": _text(item.get("file"), "file"),
+        }
+    except VerdictError as exc:
+        raise VerdictError(f"finding {index}: {exc}") from None
+
+
+def parse_verdict(output: str, *, lane: str = "") -> dict[str, Any]:
     """Read the last fenced JSON block of an auditor's output."""
     blocks = _FENCE.findall(output or "")
     if not blocks:

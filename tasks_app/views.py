@@ -8,12 +8,9 @@ whole page and its htmx partial (when `request.htmx`), so a link without JavaScr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import wraps
-from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Max, Q
 from django.http import (
     Http404,
@@ -21,127 +18,58 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     HttpResponseRedirect,
-    QueryDict,
 )
-from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
-from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from vibe_project.http import (
+    HtmxHttpRequest,
+    actor_for,
+    current_page,
+    render_page,
+    safe_next,
+    sentence,
+    viewer_required,
+    wants_partial,
+)
 from workers_app import diffs
+from workers_app.models import Worker
 
-from . import actions, board, costs, lifecycle
-from .choices import WAITING_DELIVERY, Delivery, DeliveryState, Lane, Risk, Status
+from . import actions, costs, dashboard, lifecycle
+from .actions import can, require
+from .choices import ERROR_TYPE_CHOICES, Lane, Risk, Status, error_hint
 from .forms import SubmitTaskForm
 from .models import Run, RunEvent, Task
-from .permissions import ACTION_PERMISSIONS, can, require
-
-# --- Helpers ----------------------------------------------------------------------------------
-
-
-def actor_for(request: HttpRequest) -> str:
-    """How the history names a person acting from the dashboard."""
-    return f"user:{request.user.get_username()}"
-
-
-def allowed_actions(user) -> dict[str, bool]:
-    """Which buttons to show; the action views check again, so hiding is only a courtesy."""
-    return {action: can(user, action) for action in ACTION_PERMISSIONS}
-
-
-def wants_partial(request: HttpRequest) -> bool:
-    """An htmx request for a fragment (not a history restore, which needs the whole page)."""
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.history_restore_request
-
-
-def render_page(request: HttpRequest, template: str, context: dict, status: int = 200):
-    """Render and mark the response as varying on HX-Request, so caches never mix the two."""
-    context.setdefault("can", allowed_actions(request.user))
-    # Rendered once per page rather than once per card form: the board has hundreds of them.
-    context.setdefault("csrf_input", csrf_input(request))
-    context.setdefault("next_url", request.get_full_path())
-    response = render(request, template, context, status=status)
-    patch_vary_headers(response, ("HX-Request",))
-    return response
-
-
-def csrf_input(request: HttpRequest) -> str:
-    """The hidden CSRF field for forms that must also work without JavaScript."""
-    return format_html(
-        '<input type="hidden" name="csrfmiddlewaretoken" value="{}">', get_token(request)
-    )
-
-
-def safe_next(request: HttpRequest, fallback: str) -> str:
-    target = request.POST.get("next") or request.GET.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return fallback
-
-
-def _current_page(request: HttpRequest) -> tuple[str, QueryDict]:
-    """The path and query of the page an htmx request came from (its HX-Current-URL)."""
-    htmx = getattr(request, "htmx", None)
-    current = (htmx.current_url if htmx else None) or ""
-    parts = urlsplit(current)
-    return parts.path, QueryDict(parts.query)
-
-
-def _message_text(text: str) -> str:
-    return text[:1].upper() + text[1:] if text else text
-
-
-VIEW_PERMISSION = "tasks_app.view_task"
-
-
-def viewer_required(view):
-    """Login, then the Viewer role (or anything above it): an account in no group sees nothing."""
-
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs):
-        if not request.user.has_perm(VIEW_PERMISSION):
-            raise PermissionDenied(
-                f"{request.user.get_username()} may not see the factory yet; ask an "
-                "administrator to add you to the Viewer group"
-            )
-        return view(request, *args, **kwargs)
-
-    return login_required(wrapped)
-
+from .stages import attach_stages
 
 # --- Board ------------------------------------------------------------------------------------
 
 
-def live_context(filters: board.Filters) -> dict:
+def live_context(filters: dashboard.Filters) -> dict:
     """Everything inside the auto-refreshed region: metrics bar, columns, dead-letter panel."""
-    board_metrics = board.metrics(filters)
-    counts = board.column_counts(filters, board_metrics)
+    board_metrics = dashboard.metrics(filters)
+    counts = dashboard.column_counts(filters, board_metrics)
     query = filters.as_query()
     return {
         "metrics": board_metrics,
-        "columns": board.columns(filters, counts),
-        "dead_letter": board.dead_letter_rows(filters),
+        "columns": dashboard.columns(filters, counts),
+        "dead_letter": dashboard.dead_letter_rows(filters),
         "dead_letter_count": counts.get(Status.DEAD_LETTER, 0),
         "filters": filters,
         "filter_query": query,
         "live_url": reverse("tasks_app:board") + (f"?{query}" if query else ""),
         "detail_push_base": push_base(filters),
-        "cards_per_column": board.cards_per_column(),
-        "off_board": board.off_board(filters),
+        "cards_per_column": dashboard.cards_per_column(),
+        "off_board": dashboard.off_board(filters),
     }
 
 
 @viewer_required
 @require_GET
-def board_page(request: HttpRequest) -> HttpResponse:
+def board_page(request: HtmxHttpRequest) -> HttpResponse:
     """The kanban at `/`; its live region alone when htmx polls it (target `live`)."""
-    filters = board.Filters.from_query(request.GET)
+    filters = dashboard.Filters.from_query(request.GET)
     context = live_context(filters)
     context["filter_errors"] = filters.errors
     if wants_partial(request) and request.htmx.target == "live":
@@ -149,13 +77,11 @@ def board_page(request: HttpRequest) -> HttpResponse:
         context["filter_state_oob"] = request.htmx.trigger == "filters"
         return render_page(request, "partials/live.html", context)
 
-    from workers_app.models import Worker
-
     context["worker_ids"] = list(Worker.objects.order_by("worker_id").values_list("pk", flat=True))
     context["lanes"] = Lane.choices
-    context["error_types"] = board.ERROR_TYPE_CHOICES
-    context["delivery_states"] = board.DELIVERY_STATE_CHOICES
-    context["statuses"] = board.STATUS_CHOICES
+    context["error_types"] = ERROR_TYPE_CHOICES
+    context["delivery_states"] = dashboard.DELIVERY_STATE_CHOICES
+    context["statuses"] = dashboard.STATUS_CHOICES
     context["risks"] = Risk.choices
     if can(request.user, "submit"):
         context["submit_form"] = SubmitTaskForm()
@@ -177,8 +103,8 @@ def metrics_page(request: HttpRequest) -> HttpResponse:
     """The metrics bar alone, for anything that wants the headline numbers: the fragment for
     htmx, a page of its own (with a title and a language, for people and screen readers) when
     opened in a browser. The board's filters apply, as on the board."""
-    filters = board.Filters.from_query(request.GET)
-    context = {"metrics": board.metrics(filters), "filters": filters}
+    filters = dashboard.Filters.from_query(request.GET)
+    context = {"metrics": dashboard.metrics(filters), "filters": filters}
     if wants_partial(request):
         return render_page(request, "partials/metrics.html", context)
     return render_page(request, "tasks/metrics.html", context)
@@ -189,7 +115,7 @@ def metrics_page(request: HttpRequest) -> HttpResponse:
 def throughput_page(request: HttpRequest) -> HttpResponse:
     """The throughput chart: loaded after the board (it reads the history, so the board does not
     wait for it) and refreshed on its own slower clock; a page of its own without JavaScript."""
-    context = {"throughput": board.throughput()}
+    context = {"throughput": dashboard.throughput()}
     if wants_partial(request):
         return render_page(request, "partials/throughput.html", context)
     return render_page(request, "tasks/throughput.html", context)
@@ -362,7 +288,7 @@ def summary_context(task: Task, runs: list[Run]) -> dict:
         "running": any(run.is_running for run in runs) and task.status == Status.IN_PROGRESS,
         "children": children,
         "prerequisites": list(task.depends_on.only("id", "goal", "status").order_by("id")),
-        "error_hint": lifecycle.error_hint(task.last_error_type),
+        "error_hint": error_hint(task.last_error_type),
         "delivery_moves": delivery_moves(task),
         "rework_findings": (task.context or {}).get("findings") or []
         if isinstance(task.context, dict)
@@ -373,20 +299,16 @@ def summary_context(task: Task, runs: list[Run]) -> dict:
 
 
 def delivery_moves(task: Task) -> dict[str, bool]:
-    """Which delivery buttons make sense in the task's state; the page also asks `can`, and the
-    lifecycle decides in the end (a page a minute old may offer a move that is gone)."""
-    if task.is_review:  # a review is delivered with the work it reviews
-        return {"merge": False, "rebase": False, "rework": False}
-    status, state = task.status, task.delivery_state
-    waiting = status == Status.REVIEW_NEEDED and state in WAITING_DELIVERY
-    delivered = status == Status.COMPLETED and state != DeliveryState.MERGED and bool(task.branch)
+    """Which delivery buttons the action table offers in the task's state; the page also asks
+    `can`, and the lifecycle decides in the end (a page a minute old may offer a move that is
+    gone). A review is delivered with the work it reviews, so it offers none."""
     return {
-        "merge": status == Status.REVIEW_NEEDED
-        and task.delivery == Delivery.MERGE
-        and state == DeliveryState.AWAITING_MERGE,
-        "rebase": state == DeliveryState.CONFLICT,
-        "rework": waiting or delivered or status == Status.BLOCKED,
+        name: not task.is_review and actions.ACTIONS[name].offered(task)
+        for name in DELIVERY_ACTIONS
     }
+
+
+DELIVERY_ACTIONS = ("merge", "rebase", "rework")
 
 
 def _task_runs(task: Task) -> list[Run]:
@@ -563,7 +485,7 @@ def run_events(request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
         rows = list(events.filter(seq__lt=before).order_by("-seq")[: TRANSCRIPT_FIRST_LOAD + 1])
         earlier = len(rows) > TRANSCRIPT_FIRST_LOAD
         rows = rows[:TRANSCRIPT_FIRST_LOAD][::-1]
-        context = {
+        context: dict[str, object] = {
             "items": transcript_items(rows),
             "earlier_url": request.path,
             "earlier_before": rows[0].seq if rows and earlier else None,
@@ -616,7 +538,7 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     try:
         chosen.perform(pk, actor=actor_for(request), comment=request.POST.get("comment", ""))
     except lifecycle.LifecycleError as exc:
-        messages.error(request, _message_text(str(exc)))
+        messages.error(request, sentence(str(exc)))
     else:
         messages.success(request, f"Task #{pk} {chosen.done}.")
 
@@ -631,16 +553,16 @@ def _action_response(request: HttpRequest, pk: int, before: str) -> HttpResponse
     origin = request.POST.get("origin", "card")
     if origin not in {"card", "row", "detail"}:
         origin = "card"
-    path, query = _current_page(request)
+    path, query = current_page(request)
     on_board = path == reverse("tasks_app:board")
-    filters = board.Filters.from_query(query) if on_board else board.Filters()
+    filters = dashboard.Filters.from_query(query) if on_board else dashboard.Filters()
     if origin == "detail":
         task = _load_task(pk)
         context = detail_context(task)
     else:
-        task = board.card_queryset().get(pk=pk)
+        task = dashboard.card_queryset().get(pk=pk)
         context = {"task": task}
-    board.attach_stages([task])
+    attach_stages([task])
     moved = task.status != before
     context.update(
         origin=origin,
@@ -648,19 +570,19 @@ def _action_response(request: HttpRequest, pk: int, before: str) -> HttpResponse
         moved=moved,
         on_board=on_board,
         before=before,
-        shown_in_column=board.has_card(task, filters),
+        shown_in_column=dashboard.has_card(task, filters),
     )
     if on_board:
-        board_metrics = board.metrics(filters)
+        board_metrics = dashboard.metrics(filters)
         context.update(
             metrics=board_metrics,
-            counts=board.column_counts(filters, board_metrics),
+            counts=dashboard.column_counts(filters, board_metrics),
             detail_push_base=push_base(filters),
         )
     return render_page(request, "partials/action_response.html", context)
 
 
-def push_base(filters: board.Filters) -> str:
+def push_base(filters: dashboard.Filters) -> str:
     """The board URL with its filters, ready for `task=<id>`: an open task survives a reload."""
     query = filters.as_query()
     return reverse("tasks_app:board") + (f"?{query}&" if query else "?")

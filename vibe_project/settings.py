@@ -156,6 +156,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "vibe_project.context_processors.permissions",
             ],
         },
     },
@@ -478,41 +479,54 @@ def env_model_prices(name: str, defaults: dict[str, dict]) -> dict[str, dict]:
 
     Prices become Decimals; a missing cache price is the input price (never undercounts).
     """
-    table = dict(defaults)
+    table = {**defaults, **_env_json_object(name)}
+    return {
+        str(model).lower(): _model_price(f"{name}: model {model!r}", entry)
+        for model, entry in table.items()
+    }
+
+
+def _env_json_object(name: str) -> dict:
     raw = os.environ.get(name, "").strip()
-    if raw:
-        try:
-            given = json.loads(raw)
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
-        if not isinstance(given, dict):
-            raise ImproperlyConfigured(f'{name} must be a JSON object: {{"model": {{…}}}}.')
-        table.update(given)
-    prices: dict[str, dict] = {}
-    for model, entry in table.items():
-        where = f"{name}: model {model!r}"
-        if not isinstance(entry, dict) or not {"input", "output"} <= set(entry):
-            raise ImproperlyConfigured(f"{where} needs at least input and output prices.")
-        unknown = set(entry) - {*_PRICE_FIELDS, "input_includes_cache_read"}
-        if unknown:
-            raise ImproperlyConfigured(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
-        price: dict = {"input_includes_cache_read": bool(entry.get("input_includes_cache_read"))}
-        for key in _PRICE_FIELDS:
-            value = entry.get(key, entry["input"])
-            try:
-                if isinstance(value, bool):
-                    raise InvalidOperation
-                amount = Decimal(str(value))
-            except (InvalidOperation, ValueError):
-                raise ImproperlyConfigured(f"{where}: {key}={value!r} is not a price.") from None
-            if not amount.is_finite() or amount < 0:
-                raise ImproperlyConfigured(f"{where}: {key}={value!r} must be 0 or more.")
-            price[key] = amount
-        prices[str(model).lower()] = price
-    return prices
+    if not raw:
+        return {}
+    try:
+        given = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise ImproperlyConfigured(f'{name} must be a JSON object: {{"model": {{…}}}}.')
+    return given
+
+
+def _model_price(where: str, entry: object) -> dict:
+    if not isinstance(entry, dict) or not {"input", "output"} <= set(entry):
+        raise ImproperlyConfigured(f"{where} needs at least input and output prices.")
+    unknown = set(entry) - {*_PRICE_FIELDS, "input_includes_cache_read"}
+    if unknown:
+        raise ImproperlyConfigured(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
+    price: dict = {"input_includes_cache_read": bool(entry.get("input_includes_cache_read"))}
+    for key in _PRICE_FIELDS:
+        price[key] = _price_amount(f"{where}: {key}", entry.get(key, entry["input"]))
+    return price
+
+
+def _price_amount(where: str, value: object) -> Decimal:
+    try:
+        if isinstance(value, bool):
+            raise InvalidOperation
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise ImproperlyConfigured(f"{where}={value!r} is not a price.") from None
+    if not amount.is_finite() or amount < 0:
+        raise ImproperlyConfigured(f"{where}={value!r} must be 0 or more.")
+    return amount
 
 
 VIBE_MODEL_PRICES = env_model_prices("VIBE_MODEL_PRICES", DEFAULT_MODEL_PRICES)
+# Agent profiles of your own as a JSON object, {"name": {"kind": "claude", "model": "opus"}}:
+# they override the built-ins, and VIBE_AGENT_PROFILES_FILE's profiles override them.
+VIBE_AGENT_PROFILES = _env_json_object("VIBE_AGENT_PROFILES")
 
 # The author of the worker's commits, "Name <email>". Empty: "<worker id> <vibe@<hostname>>".
 VIBE_GIT_AUTHOR = env_str("VIBE_GIT_AUTHOR")

@@ -11,11 +11,13 @@ from functools import lru_cache
 from django import template
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from tasks_app import actions, actors
+from tasks_app.ages import age
 from tasks_app.choices import Status
+from tasks_app.choices import error_hint as hint_for
 
 register = template.Library()
 
@@ -28,17 +30,7 @@ CHART_PAD_BOTTOM = 16
 @register.filter
 def short_age(value: datetime | timedelta | None) -> str:
     """'42s', '5m', '3h', '2d': an age that fits on a card."""
-    if value is None:
-        return "—"
-    delta = value if isinstance(value, timedelta) else timezone.now() - value
-    seconds = max(int(delta.total_seconds()), 0)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
+    return "—" if value is None else age(value)
 
 
 @register.filter
@@ -109,17 +101,13 @@ def failing_now(task) -> bool:
 @register.filter
 def error_hint(error_type: str) -> str:
     """What a person can do about an error type ("" for an outcome that is no error)."""
-    from tasks_app.lifecycle import error_hint as hint
-
-    return hint(error_type or "")
+    return hint_for(error_type or "")
 
 
 @register.filter
-def is_open(status: str) -> bool:
-    """Whether Cancel applies: the lifecycle cancels any open task."""
-    from tasks_app.choices import OPEN_STATUSES
-
-    return status in OPEN_STATUSES
+def offers(task, action: str) -> bool:
+    """Whether the action table offers `action` for the task as it is (the page asks `can` too)."""
+    return actions.ACTIONS[action].offered(task)
 
 
 FRONT_DOORS = {
@@ -135,8 +123,8 @@ FRONT_DOORS = {
 @register.filter
 def front_door(actor: str) -> str:
     """Which front door an actor string came through: 'slack:U123' → 'Slack'."""
-    prefix = (actor or "").split(":", 1)[0]
-    return FRONT_DOORS.get(prefix, prefix or "—")
+    kind = actors.parse(actor).kind
+    return FRONT_DOORS.get(kind, kind or "—")
 
 
 @register.filter

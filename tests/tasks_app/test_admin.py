@@ -14,12 +14,6 @@ from tasks_app.models import Run, Task, TaskHistory
 CHANGELIST = reverse("admin:tasks_app_task_changelist")
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    """The personas' passwords need no real hashing here; it would dominate the run time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def staff(user):
     user.is_staff = True
     user.save(update_fields=["is_staff"])
@@ -409,3 +403,13 @@ def test_error_type_filter_offers_the_known_types(client, viewer):
     assert response.status_code == 200
     assert response.context["cl"].result_count == 0
     assert "agent_missing" in response.content.decode()
+
+
+@pytest.mark.parametrize("term", ["²", "99999999999999999999", "#12"])
+def test_history_admin_search_by_odd_numbers_is_not_a_500(client, superuser, term):
+    task = lifecycle.submit("Searchable", lane="qa", actor="cli")
+    client.force_login(superuser)
+    response = client.get(reverse("admin:tasks_app_taskhistory_changelist"), {"q": term})
+    assert response.status_code == 200
+    response = client.get(reverse("admin:tasks_app_taskhistory_changelist"), {"q": str(task.pk)})
+    assert "Searchable" in response.content.decode() or f"#{task.pk}" in response.content.decode()

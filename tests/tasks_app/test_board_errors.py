@@ -125,6 +125,22 @@ def test_the_error_filter_matches_only_tasks_whose_state_is_that_failure(client,
         assert shown == {backing_off.pk, dead.pk}, params
 
 
+def test_the_board_filters_on_every_error_type_reviews_included(client, viewer):
+    """The filter lists the one catalogue: the board's copy lacked review_cancelled."""
+    stuck = submit("Stuck behind a cancelled review")
+    Task.objects.filter(pk=stuck.pk).update(
+        status=Status.BLOCKED, last_error_type="review_cancelled"
+    )
+    client.force_login(viewer)
+    for params in ({"error": "review_cancelled"}, {"q": "error:review_cancelled"}):
+        response = client.get(reverse("tasks_app:board"), params)
+        html = response.content.decode()
+        shown = {int(pk) for pk in re.findall(r'<article class="card[^"]*" id="card-(\d+)"', html)}
+        assert shown == {stuck.pk}, params
+        assert "is ignored" not in html, params
+    assert '<option value="review_cancelled"' in html
+
+
 def test_an_operator_sees_that_an_approver_is_needed(client, operator, approver):
     risky = lifecycle.submit("Rotate the keys", lane="backend", risk="high", actor="cli")
     client.force_login(operator)

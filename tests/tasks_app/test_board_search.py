@@ -9,7 +9,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from tasks_app import board, lifecycle
+from tasks_app import dashboard, lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Task
 
@@ -135,13 +135,13 @@ def test_a_word_with_a_colon_that_is_no_qualifier_is_searched_as_text(client, vi
 
 
 def test_the_search_parser():
-    search = board.Search.parse("lane:qa #7 #9 login  form Status:Blocked")
+    search = dashboard.Search.parse("lane:qa #7 #9 login  form Status:Blocked")
     assert search.qualifiers == {"lane": "qa", "status": "blocked"}
     assert search.ids == (7, 9)
     assert search.text == "login form"
     assert search.number is None
-    assert board.Search.parse("19").number == 19
-    assert board.Search.parse("²").number is None  # isdigit, but no number
+    assert dashboard.Search.parse("19").number == 19
+    assert dashboard.Search.parse("²").number is None  # isdigit, but no number
 
 
 def test_the_tiles_follow_the_filter_or_say_all_lanes(client, viewer, floor):

@@ -304,12 +304,12 @@ def _people_loop(action: str, actor: str, ids: list[int]) -> dict:
 
 
 def _writers_queue_probe() -> dict:
-    """Whether another handle can take the queue's lock: inside, after, and nested _atomic()."""
+    """Whether another handle can take the queue's lock: inside, after, and nested atomic()."""
     import fcntl
 
     from django.db import connection, transaction
 
-    from tasks_app import lifecycle
+    from tasks_app import sqlite
 
     other = os.open(f"{connection.settings_dict['NAME']}-writers", os.O_RDWR | os.O_CREAT)
 
@@ -321,10 +321,10 @@ def _writers_queue_probe() -> dict:
         fcntl.flock(other, fcntl.LOCK_UN)
         return False
 
-    with lifecycle._atomic():
+    with sqlite.atomic():
         inside = taken()
     after = taken()
-    with transaction.atomic(), lifecycle._atomic():
+    with transaction.atomic(), sqlite.atomic():
         # An outer transaction already holds SQLite's write lock: waiting could deadlock.
         nested = taken()
     return {"inside": inside, "after": after, "nested": nested}

@@ -9,7 +9,7 @@ import pytest
 
 from chatops_app.models import Notification
 from tasks_app import lifecycle
-from tasks_app.choices import Status
+from tasks_app.choices import Status, error_hint
 from tasks_app.models import Task, TaskHistory
 from workers_app.models import Worker
 
@@ -137,7 +137,7 @@ def test_a_pull_request_that_cannot_be_opened_blocks_and_retry_opens_it_again():
     task = reviewed("pull_request")
     task = lifecycle.delivery_failed(task.pk, error="Validation Failed: no commits", actor="gh")
     assert (task.status, task.last_error_type) == (Status.BLOCKED, "pull_request_failed")
-    assert "GitHub refused" in lifecycle.error_hint(task.last_error_type)
+    assert "GitHub refused" in error_hint(task.last_error_type)
     task = lifecycle.retry(task.pk, actor="user:alice")
     assert (task.status, task.delivery_state) == (Status.REVIEW_NEEDED, "opening_pr")
     assert task.review_round == 0  # the reviews stand: only delivery is done again

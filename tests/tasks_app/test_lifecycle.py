@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import gc
+import os
 import shutil
 import sqlite3
 import threading
 import time
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from datetime import timedelta
 
 import pytest
@@ -16,8 +18,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from chatops_app.models import Notification, Platform
-from tasks_app import lifecycle
-from tasks_app.choices import OPEN_STATUSES, Status
+from tasks_app import lifecycle, sqlite
+from tasks_app.choices import OPEN_STATUSES, Status, error_hint
 from tasks_app.lifecycle import (
     IllegalTransition,
     InvalidInput,
@@ -176,6 +178,12 @@ def test_submit_with_a_missing_prerequisite_writes_nothing():
         submit(depends_on=[999999])
     assert not Task.objects.exists()
     assert not TaskHistory.objects.exists()
+
+
+def test_submit_after_an_id_beyond_any_task_is_refused_cleanly():
+    with pytest.raises(lifecycle.InvalidInput, match="does not exist"):
+        lifecycle.submit("x", lane="backend", actor="cli", depends_on=[10**20])
+    assert not Task.objects.exists()
 
 
 @pytest.mark.parametrize("depends_on", [["abc"], [None], ["1", "x"]])
@@ -698,7 +706,7 @@ def writers_held_up():
     thread's own handle, which its own lifecycle calls pass through and then release), on
     PostgreSQL the worker @qa-1's row, until this thread's transaction commits."""
     if connection.vendor == "sqlite":
-        fd = lifecycle._writer_queue_fd(connection.settings_dict["NAME"])
+        fd = sqlite.writer_queue_fd(connection.settings_dict["NAME"])
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
@@ -783,7 +791,7 @@ def test_errors_not_worth_retrying_go_straight_to_dead_letter_with_a_hint(error_
         1,
         error_type,
     )
-    hint = lifecycle.error_hint(error_type)
+    hint = error_hint(error_type)
     assert hint and "retry" in hint
     assert last_history(task).note == f"{error_type} is not worth retrying: {hint}"
 
@@ -986,3 +994,55 @@ def test_the_lifecycle_folds_the_wal_into_the_database_every_so_many_commits(
     settings.VIBE_SQLITE_CHECKPOINT_EVERY = every
     submit("checkpoint me")
     assert ("checkpoint me" in _goals_in_the_database_file_alone(tmp_path)) is folded_in
+
+
+def test_writers_queue_handles_of_finished_threads_are_closed(tmp_path):
+    """runserver starts a thread per request; each lifecycle write there opened the lock file
+    and never closed it, until the process ran out of file descriptors."""
+    fd_dir = "/proc/self/fd"
+    if not os.path.isdir(fd_dir):
+        pytest.skip("needs /proc to count open files")
+    path = str(tmp_path / "vibe.db")
+
+    def open_handles() -> int:
+        count = 0
+        for name in os.listdir(fd_dir):
+            with suppress(OSError):  # closed while listing
+                count += os.readlink(f"{fd_dir}/{name}") == f"{path}-writers"
+        return count
+
+    def one_request() -> None:
+        assert sqlite.writer_queue_fd(path) is not None
+
+    for _ in range(20):
+        thread = threading.Thread(target=one_request)
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert open_handles() == 0
+
+
+def test_every_move_names_itself_in_its_history_row():
+    """The history says what each move was, and the error type it recorded, in columns."""
+    task = submit(max_attempts=1)
+    claimed = claim()
+    lifecycle.fail(task.pk, worker_id="@qa-1", token=claimed.claim_token, error_type="timeout")
+    lifecycle.retry(task.pk, actor="user:alice")
+    again = claim()
+    lifecycle.release(task.pk, worker_id="@qa-1", token=again.claim_token)
+    again = claim()
+    finish(again)
+    other = submit("cancel me")
+    lifecycle.cancel(other.pk, actor="cli")
+    rows = TaskHistory.objects.filter(task_id=task.pk).order_by("id")
+    assert [(r.event, r.error_type) for r in rows] == [
+        ("submitted", ""),
+        ("claimed", ""),
+        ("failed", "timeout"),
+        ("retried", ""),
+        ("claimed", ""),
+        ("released", ""),
+        ("claimed", ""),
+        ("completed", ""),
+    ]
+    assert last_history(other).event == "cancelled"

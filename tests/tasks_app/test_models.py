@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
+from django.apps import apps
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from tasks_app import lifecycle
+from tasks_app.actions import ACTION_PERMISSIONS, can, require
 from tasks_app.choices import OPEN_STATUSES, Lane, Status, Tier
 from tasks_app.models import Task, TaskHistory
-from tasks_app.permissions import ACTION_PERMISSIONS, can, require
 from workers_app.models import Worker, WorkerStatus
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +29,6 @@ DEFAULT_POOL = {
     "@ux-designer": ("ux", "senior", 3, "online", 70),
     "@data-analyst": ("data", "senior", 3, "online", 70),
 }
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    """The personas' passwords need no real hashing here; it would dominate the run time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def test_the_migration_installs_the_default_pool():
@@ -153,6 +149,9 @@ def test_who_may_do_what(viewer, operator, approver, outsider, superuser):
         require(viewer, "approve")
     with pytest.raises(PermissionDenied, match="an unlinked user may not retry"):
         require(None, "retry")
+    # A worker action names workers, not tasks.
+    with pytest.raises(PermissionDenied, match="vera may not pause workers here"):
+        require(viewer, "pause")
     require(operator, "retry")
 
 
@@ -185,13 +184,28 @@ def test_worker_derived_status():
     worker = Worker.objects.get(pk="@qa-1")
     assert worker.heartbeat_age is None and not worker.is_alive
     assert worker.display_status == WorkerStatus.OFFLINE
-    assert worker.can_claim
     worker.last_heartbeat = timezone.now() - timedelta(seconds=10)
     assert worker.is_alive and worker.display_status == WorkerStatus.ONLINE
     worker.status = WorkerStatus.PAUSED
-    assert worker.display_status == WorkerStatus.PAUSED and not worker.can_claim
+    assert worker.display_status == WorkerStatus.PAUSED
     worker.last_heartbeat = timezone.now() - timedelta(hours=1)
     assert worker.display_status == WorkerStatus.OFFLINE
-    worker.status, worker.active_tasks = WorkerStatus.ONLINE, worker.capacity_limit
-    assert not worker.can_claim
     assert str(worker) == "@qa-1"
+
+
+def test_the_history_event_migration_reads_old_failures_as_the_chart_did():
+    task = Task.objects.create(goal="old", lane="qa")
+    old = {
+        "failed": ("in_progress", "pending", "attempt 1/3 failed (timeout); retrying in 30s"),
+        "released": ("in_progress", "pending", "released"),
+        "dead": ("in_progress", "dead_letter", "attempt 3/3 failed (timeout)"),
+    }
+    rows = {
+        name: TaskHistory.objects.create(
+            task=task, from_status=was, to_status=now, actor="system", note=note
+        )
+        for name, (was, now, note) in old.items()
+    }
+    import_module("tasks_app.migrations.0012_history_event").backfill(apps, None)
+    events = {name: TaskHistory.objects.get(pk=row.pk).event for name, row in rows.items()}
+    assert events == {"failed": "failed", "released": "pending", "dead": "failed"}

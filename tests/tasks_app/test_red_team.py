@@ -89,7 +89,7 @@ def test_vibe_task_shows_agent_controlled_control_characters_as_visible_escapes(
 
 def test_cli_error_lines_show_control_characters_as_visible_escapes():
     """The one error line on stderr is text the CLI prints too."""
-    from tasks_app.management.commands.vibe import Command
+    from chatops_app.management.commands.vibe import Command
 
     err = StringIO()
     command = Command(stdout=StringIO(), stderr=err)

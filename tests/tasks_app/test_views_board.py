@@ -21,12 +21,6 @@ pytestmark = pytest.mark.django_db
 XSS_GOAL = '<script>alert("pwned")</script><img src=x onerror=alert(1)> fix login'
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The personas' passwords are not what these tests are about; hash them cheaply."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def make_worker(worker_id: str = "@backend-1", lane: str = "backend", capacity: int = 3) -> Worker:
     """A worker row (the default pool's migration may already have made it)."""
     worker, _ = Worker.objects.update_or_create(
@@ -263,6 +257,36 @@ def test_throughput_chart_counts_completed_and_failed_per_lane(client, viewer):
     assert 'class="bar-done"' in html and 'class="bar-failed"' in html
 
 
+def test_throughput_finds_failures_by_their_event_not_the_notes_wording(client, viewer):
+    """The history row says what the move was: a reworded note still counts as a failure,
+    and a draining worker's release (in progress → pending too) does not."""
+    worker = make_worker("@qa-1", "qa")
+    flaky = lifecycle.submit("QA flake", lane="qa", actor="cli", pipeline="none", max_attempts=3)
+    claimed = lifecycle.claim_next(worker)
+    lifecycle.fail(flaky.pk, worker_id=worker.pk, token=claimed.claim_token, error_type="timeout")
+    failed = TaskHistory.objects.get(task=flaky, event="failed")
+    assert (failed.to_status, failed.error_type) == (Status.PENDING, "timeout")
+    failed.note = "the agent timed out; it runs again soon"  # no longer "attempt 1/3 failed"
+    failed.save()
+    lifecycle.submit("QA drained", lane="qa", actor="cli", pipeline="none")
+    drained = lifecycle.claim_next(worker)
+    lifecycle.release(drained.pk, worker_id=worker.pk, token=drained.claim_token, note="attempt")
+    released = TaskHistory.objects.get(task=drained, from_status=Status.IN_PROGRESS)
+    assert released.event == "released"
+    login(client, viewer)
+    html = client.get(reverse("tasks_app:throughput")).content.decode()
+    assert "0 completed, 1 failed" in html
+
+
+def test_the_task_page_shows_a_review_errors_hint_too(client, viewer):
+    """Review hints were in chat only; the one catalogue serves every page that shows hints."""
+    task = lifecycle.submit("Blocked by its review", lane="qa", actor="cli", pipeline="none")
+    Task.objects.filter(pk=task.pk).update(status=Status.BLOCKED, last_error_type="review_blocked")
+    login(client, viewer)
+    html = client.get(reverse("tasks_app:task_detail", args=[task.pk])).content.decode()
+    assert "A review found a blocking finding" in html
+
+
 def test_throughput_chart_empty_state(client, viewer):
     login(client, viewer)
     html = client.get(reverse("tasks_app:throughput")).content.decode()
@@ -368,3 +392,52 @@ def test_metrics_bar_counts_live_work_and_todays_completions(client, viewer):
     assert re.search(r"Pending</dt><dd>1</dd>", html)
     assert re.search(r"Awaiting approval</dt><dd>1</dd>", html)
     assert re.search(r"Dead letter</dt><dd>0</dd>", html)
+
+
+# --- Odd input in the address bar: never a 500 ------------------------------------------------
+
+
+def test_board_with_a_non_ascii_digit_task_says_it_does_not_exist(client, viewer):
+    client.force_login(viewer)
+    response = client.get(reverse("tasks_app:board"), {"task": "²"})
+    assert response.status_code == 200
+    assert "Task ² does not exist" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"page": "99999999999999999999"},
+        {"page": "4611686018427387904"},
+        {"per_page": "-5"},
+        {"per_page": "99999999999999999999"},
+    ],
+)
+def test_history_page_survives_absurd_page_numbers(client, viewer, query):
+    lifecycle.submit("One task", lane="qa", actor="cli")
+    client.force_login(viewer)
+    response = client.get(reverse("tasks_app:history"), query)
+    assert response.status_code == 200
+    assert "One task" in response.content.decode()
+
+
+def test_history_page_size_is_not_chosen_by_the_query(client, viewer):
+    for i in range(3):
+        lifecycle.submit(f"Task {i}", lane="qa", actor="cli")
+    client.force_login(viewer)
+    html = client.get(reverse("tasks_app:history"), {"per_page": "1"}).content.decode()
+    assert all(f"Task {i}" in html for i in range(3))
+
+
+def test_history_actor_filter_with_a_nul_byte_is_not_a_500(client, viewer):
+    lifecycle.submit("Filtered", lane="qa", actor="user:vera")
+    client.force_login(viewer)
+    response = client.get(reverse("tasks_app:history"), {"actor": "ve\x00ra"})
+    assert response.status_code == 400  # vibe_project.middleware refuses any NUL in a request
+
+
+def test_history_page_lane_chip_carries_the_lanes_css_class(client, viewer):
+    lifecycle.submit("Coloured", lane="qa", actor="cli")
+    client.force_login(viewer)
+    html = client.get(reverse("tasks_app:history")).content.decode()
+    assert '<span class="lane lane-qa">QA</span>' in html

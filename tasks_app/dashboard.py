@@ -22,10 +22,11 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from workers_app.models import Worker, WorkerStatus, stale_cutoff
+
 from . import costs
-from .choices import OPEN_STATUSES, DeliveryState, Lane, Risk, Status
-from .lifecycle import ERROR_TYPES
-from .models import Task, TaskHistory
+from .choices import ERROR_TYPE_CHOICES, OPEN_STATUSES, DeliveryState, Lane, Risk, Status
+from .models import Task, TaskHistory, TaskQuerySet
 from .stages import NEEDS_PERSON, attach_stages
 
 # Fields a card needs; the big text and JSON columns stay in the database.
@@ -76,11 +77,7 @@ COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (Status.COMPLETED, ("-updated_at", "-id")),
 )
 BOARD_STATUSES = frozenset(status for status, _ in COLUMNS)
-# Columns where a person is needed: they come first, and a stuck review gets a card of its own.
-ATTENTION_STATUSES = (Status.AWAITING_APPROVAL, Status.BLOCKED, Status.DEAD_LETTER)
 
-# Error types people can filter by: the lifecycle's, plus the pipeline's review outcomes.
-ERROR_TYPE_CHOICES = sorted({*ERROR_TYPES, "review_blocked", "review_failed"})
 # Delivery states people can filter by ("not yet" is every task still being built).
 DELIVERY_STATE_CHOICES = [(value, label) for value, label in DeliveryState.choices if value]
 
@@ -136,7 +133,7 @@ class BoardFilterForm(forms.Form):
     error = forms.ChoiceField(
         required=False,
         label="Error type",
-        choices=[("", "Any error type")] + [(e, e.replace("_", " ")) for e in ERROR_TYPE_CHOICES],
+        choices=[("", "Any error type"), *ERROR_TYPE_CHOICES],
     )
     q = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Search")
     delivery = forms.ChoiceField(
@@ -176,7 +173,7 @@ class Search:
         for word in q.split():
             match = _QUALIFIED.match(word)
             name = match["name"].lower() if match else ""
-            if name in QUALIFIERS:
+            if match and name in QUALIFIERS:
                 value, error = _qualifier_value(name, match["value"])
                 if error:
                     errors.append(f"Search: {error} That part of the search is ignored.")
@@ -201,7 +198,7 @@ def _qualifier_value(name: str, raw: str) -> tuple[str, str]:
     choices = {
         "lane": Lane.choices,
         "status": STATUS_CHOICES,
-        "error": [(e, e) for e in ERROR_TYPE_CHOICES],
+        "error": ERROR_TYPE_CHOICES,
         "risk": Risk.choices,
         "delivery": DELIVERY_STATE_CHOICES,
     }[name]
@@ -253,7 +250,8 @@ class Filters:
             if name not in form.errors
         }
         messages = tuple(
-            f"{form.fields[name].label or name.title()}: {' '.join(errs)} That filter is ignored."
+            f"{form.fields[name].label or name.title()}: {' '.join(map(str, errs))} "
+            "That filter is ignored."
             for name, errs in form.errors.items()
         )
         filters = cls(**values, reviews=bool(form.cleaned_data.get("reviews")), errors=messages)
@@ -434,8 +432,6 @@ def metrics(filters: Filters | None = None) -> Metrics:
     are counted apart, so five goals read as five, not fifteen. With filters, the tiles count
     what the board shows (and say so); the workers tile always counts the whole pool.
     """
-    from workers_app.models import Worker, WorkerStatus, stale_cutoff
-
     filters = filters or Filters()
     counts, reviews = _goal_and_review_counts(filters.apply(Task.objects.all()))
     by_lane = costs.today_by_lane()
@@ -505,7 +501,7 @@ def column_counts(filters: Filters, board_metrics: Metrics | None = None) -> dic
     return {str(k): v for k, v in counts.items()}
 
 
-def card_queryset() -> QuerySet:
+def card_queryset() -> TaskQuerySet:
     return Task.objects.only(*CARD_FIELDS)
 
 
@@ -560,13 +556,11 @@ def off_board(filters: Filters) -> list[Task]:
 
 def dead_letter_rows(filters: Filters, limit: int = DEAD_LETTER_PANEL_LIMIT) -> list[Task]:
     """The seed's DLQ list: newest first, with error type, attempts and created time."""
-    qs = filters.apply(card_queryset().filter(status=Status.DEAD_LETTER))
-    return list(qs.order_by("-created_at", "-id")[:limit])
+    return list(filters.apply(card_queryset().dead_letter())[:limit])
 
 
 def dead_letter_ids(filters: Filters, limit: int = RETRY_ALL_LIMIT) -> list[int]:
-    qs = filters.apply(Task.objects.filter(status=Status.DEAD_LETTER))
-    return list(qs.order_by("-created_at", "-id").values_list("pk", flat=True)[:limit])
+    return list(filters.apply(Task.objects.dead_letter()).values_list("pk", flat=True)[:limit])
 
 
 # --- Throughput -------------------------------------------------------------------------------
@@ -603,15 +597,10 @@ class Throughput:
 
 
 def _failed_transition() -> Q:
-    """History rows that record a failed attempt: dead letter, or a failed retry with backoff.
-
-    The lifecycle notes a retried failure as "attempt N/M failed (…)"; a release by a draining
-    worker goes the same way (in progress → pending) but is not a failure.
-    """
-    retried = Q(
-        from_status=Status.IN_PROGRESS, to_status=Status.PENDING, note__startswith="attempt"
-    )
-    return Q(to_status=Status.DEAD_LETTER) | retried
+    """History rows that record a failed attempt: dead letter, or a failed retry with backoff
+    (a release by a draining worker goes the same way, in progress → pending, but is no
+    failure; a budget stop is a block, not a retry)."""
+    return Q(event="failed", to_status__in=(Status.PENDING, Status.DEAD_LETTER))
 
 
 def throughput(hours: int = 24, now: datetime | None = None) -> Throughput:
