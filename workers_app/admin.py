@@ -10,15 +10,14 @@ A row added here is part of the configured pool (`managed`: runfactory starts it
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from tasks_app import actions
+from tasks_app.actions import can
 from tasks_app.admin import ACTION_LIMIT, DrillDownAdmin, run_lifecycle_action
-from tasks_app.permissions import can
+from tasks_app.ages import ago
 
 from .models import Worker
 
@@ -35,17 +34,6 @@ RUNTIME_FIELDS = (
     "created_at",
     "updated_at",
 )
-
-
-def format_age(age: timedelta | None) -> str:
-    """'12s ago', '5m ago', '3h ago', '2d ago' or 'never': short enough for a table cell."""
-    if age is None:
-        return "never"
-    seconds = max(int(age.total_seconds()), 0)
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
 
 
 @admin.register(Worker)
@@ -76,7 +64,7 @@ class WorkerAdmin(DrillDownAdmin):
 
     @admin.display(description="heartbeat", ordering="last_heartbeat")
     def heartbeat_age_text(self, obj: Worker) -> str:
-        return format_age(obj.heartbeat_age)
+        return ago(obj.heartbeat_age)
 
     def get_fields(self, request: HttpRequest, obj=None):
         editable = ["tier", "capacity_limit", "priority_score", "agent_profile", "managed"]

@@ -2,7 +2,7 @@
 
 A missing agent, refused credentials, a broken sandbox or workspace fail every task the same
 way, and each failure dead-letters a task that did nothing wrong. So the worker counts its
-failures of those infrastructure types (`lifecycle.INFRASTRUCTURE_ERRORS`) in a row; at
+failures of those infrastructure types (`INFRASTRUCTURE_ERRORS`) in a row; at
 `VIBE_WORKER_FAILURE_LIMIT` it trips: the worker pauses itself with the reason (shown on the
 pool and by `vibe worker`), gives the streak's tasks their attempts back so they go to a
 healthy worker, and tells people in chat. Any success, or a failure that is the task's own,
@@ -17,9 +17,9 @@ import threading
 from django.conf import settings
 from django.db import transaction
 
-from chatops_app.models import notify_factory
-from tasks_app import lifecycle
-from tasks_app.choices import NotificationEvent
+from tasks_app import actors, lifecycle
+from tasks_app.choices import INFRASTRUCTURE_ERRORS, NotificationEvent
+from tasks_app.signals import factory_alert
 from workers_app.models import WorkerStatus
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class CircuitBreaker:
         agent ran, so the worker is not what is broken.
         """
         with self._lock:
-            if error_type not in lifecycle.INFRASTRUCTURE_ERRORS:
+            if error_type not in INFRASTRUCTURE_ERRORS:
                 self._streak.clear()
                 self._last_error = ""
                 return False
@@ -106,7 +106,7 @@ def trip(worker_id: str, breaker: CircuitBreaker, *, last_error: str) -> str:
     """
     reason = breaker.describe(last_error)
     error_type = breaker.error_type
-    actor = f"worker:{worker_id}"
+    actor = actors.worker(worker_id)
     given_back: list[int] = []
     with transaction.atomic():
         try:
@@ -123,8 +123,9 @@ def trip(worker_id: str, breaker: CircuitBreaker, *, last_error: str) -> str:
                 logger.info("task %s keeps its attempt: %s", task_id, exc)
             else:
                 given_back.append(task_id)
-        notify_factory(
-            NotificationEvent.WORKER_PAUSED,
+        factory_alert.send(
+            sender=__name__,
+            event=NotificationEvent.WORKER_PAUSED,
             note=reason,
             worker=worker_id,
             data={"task_ids": given_back, "error_type": error_type, "limit": breaker.limit},

@@ -18,10 +18,10 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from chatops_app.models import notify_factory
 from tasks_app import costs
 from tasks_app.choices import NotificationEvent
 from tasks_app.models import Task
+from tasks_app.signals import factory_alert
 
 from .adapters.base import Usage
 
@@ -95,8 +95,9 @@ def notify_daily_budget(now: datetime | None = None) -> bool:
     if reason is None:
         return False
     day, spent = _today(now)
-    rows = notify_factory(
-        NotificationEvent.BUDGET_REACHED,
+    responses = factory_alert.send(
+        sender=__name__,
+        event=NotificationEvent.BUDGET_REACHED,
         note=reason,
         data={
             "day": day,
@@ -106,7 +107,7 @@ def notify_daily_budget(now: datetime | None = None) -> bool:
         },
         key=f"budget_reached:{day}",
     )
-    return bool(rows)
+    return any(recorded for _, recorded in responses)
 
 
 # --- What one run cost --------------------------------------------------------------------------

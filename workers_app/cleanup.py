@@ -5,7 +5,9 @@ Only this instance's worktrees are looked at, and one is removed only when nothi
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,63 +82,82 @@ def clean(*, dry_run: bool = False) -> list[Cleaned]:
     the remote (pushed, or merged into the base), or with no remote, committed. Only this
     instance's worktrees are looked at; another factory's in the same folder are not ours.
     """
-    out: list[Cleaned] = []
     root = workspace_root()
     git_root = root if root and root.is_dir() and is_git_repository(root) else None
     instance = instance_id()
     remote = git_remote(git_root) if git_root is not None else ""
-    for directory, is_worktree in ((worktrees_dir(), True), (scratch_dir(), False)):
-        if not directory.is_dir():
-            continue
-        prefix = f"{instance}-task-" if is_worktree else "task-"
-        with _locked(directory):
-            if is_worktree and git_root is not None and remote:
-                # What is on the remote now, not when this host last looked.
-                _remote_git(
-                    git_root,
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--prune",
-                    remote,
-                    f"+refs/heads/vibe/{instance}/*:refs/remotes/{remote}/vibe/{instance}/*",
-                )
-            for path in sorted(directory.glob(f"{prefix}*")):
-                if not path.is_dir():
-                    continue
-                try:
-                    task_id = int(path.name.removeprefix(prefix))
-                except ValueError:
-                    continue
-                status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
-                if status is not None and status not in FINISHED:
-                    out.append(Cleaned(path, False, f"task {task_id} is {status}"))
-                    continue
-                busy = _open_users(task_id) if status is not None else ""
-                if busy:
-                    out.append(Cleaned(path, False, busy))
-                    continue
-                is_tree = is_worktree and git_root is not None and (path / ".git").exists()
-                unsaved = _unsaved_work(path, remote) if is_tree else ""
-                if unsaved:
-                    out.append(Cleaned(path, False, unsaved, holds_work=True))
-                    continue
-                why = "task is gone" if status is None else f"task {task_id} is {status}"
-                if is_tree:
-                    why += f", pushed to {remote}" if remote else ", all committed"
-                if dry_run:
-                    out.append(Cleaned(path, False, f"would remove: {why}"))
-                    continue
-                if is_tree:
-                    try:  # never --force: git itself refuses a tree that is not clean
-                        _git(git_root, "worktree", "remove", str(path))
-                    except WorkspaceError as exc:
-                        out.append(Cleaned(path, False, f"git refused: {exc}", holds_work=True))
-                        continue
-                elif path.exists():
-                    shutil.rmtree(path, ignore_errors=True)  # scratch, or a half-made worktree
-                (directory / f"{path.name}.base").unlink(missing_ok=True)
-                out.append(Cleaned(path, True, why))
-            if is_worktree and git_root is not None and not dry_run:
-                _git(git_root, "worktree", "prune")
+    out: list[Cleaned] = []
+    if worktrees_dir().is_dir():
+        out += _clean_folder(
+            worktrees_dir(), f"{instance}-task-", git_root, remote, instance, dry_run=dry_run
+        )
+    if scratch_dir().is_dir():
+        out += _clean_folder(scratch_dir(), "task-", None, "", instance, dry_run=dry_run)
     return out
+
+
+def _clean_folder(
+    directory: Path,
+    prefix: str,
+    git_root: Path | None,
+    remote: str,
+    instance: str,
+    *,
+    dry_run: bool,
+) -> list[Cleaned]:
+    """One folder of task directories; `git_root` when they are that repository's worktrees."""
+    with _locked(directory):
+        if git_root is not None and remote:
+            # What is on the remote now, not when this host last looked.
+            _remote_git(
+                git_root,
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--prune",
+                remote,
+                f"+refs/heads/vibe/{instance}/*:refs/remotes/{remote}/vibe/{instance}/*",
+            )
+        out = [
+            _clean_one(path, task_id, git_root, remote, dry_run=dry_run)
+            for path, task_id in _task_folders(directory, prefix)
+        ]
+        if git_root is not None and not dry_run:
+            _git(git_root, "worktree", "prune")
+    return out
+
+
+def _task_folders(directory: Path, prefix: str) -> Iterator[tuple[Path, int]]:
+    for path in sorted(directory.glob(f"{prefix}*")):
+        if path.is_dir():
+            with contextlib.suppress(ValueError):
+                yield path, int(path.name.removeprefix(prefix))
+
+
+def _clean_one(
+    path: Path, task_id: int, git_root: Path | None, remote: str, *, dry_run: bool
+) -> Cleaned:
+    status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
+    if status is not None and status not in FINISHED:
+        return Cleaned(path, False, f"task {task_id} is {status}")
+    busy = _open_users(task_id) if status is not None else ""
+    if busy:
+        return Cleaned(path, False, busy)
+    tree_of = git_root if git_root is not None and (path / ".git").exists() else None
+    unsaved = _unsaved_work(path, remote) if tree_of is not None else ""
+    if unsaved:
+        return Cleaned(path, False, unsaved, holds_work=True)
+    why = "task is gone" if status is None else f"task {task_id} is {status}"
+    if tree_of is not None:
+        why += f", pushed to {remote}" if remote else ", all committed"
+    if dry_run:
+        return Cleaned(path, False, f"would remove: {why}")
+    if tree_of is not None:
+        try:  # never --force: git itself refuses a tree that is not clean
+            _git(tree_of, "worktree", "remove", str(path))
+        except WorkspaceError as exc:
+            return Cleaned(path, False, f"git refused: {exc}", holds_work=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)  # scratch, or a half-made worktree
+    path.with_name(f"{path.name}.base").unlink(missing_ok=True)
+    return Cleaned(path, True, why)

@@ -18,6 +18,7 @@ from django.conf import settings
 
 from tasks_app import lifecycle
 from tasks_app.choices import Delivery, DeliveryState, Status
+from tasks_app.lifecycle.delivery import files_phrase
 from tasks_app.models import Task
 
 from . import workspace as ws
@@ -46,7 +47,7 @@ class Merged:
 
 
 def _mergeable(task_id: int | str) -> Task:
-    task = lifecycle._load(task_id, lock=False)
+    task = lifecycle.moves.load(task_id, lock=False)
     if task.is_review:
         raise lifecycle.IllegalTransition(
             f"task {task.pk} is a review; merge the work it reviews (task #{task.parent_id})"
@@ -100,15 +101,7 @@ def merge(task_id: int | str, *, actor: str) -> Merged:
             remote = ws.git_remote(root)
             base = base or ws.base_branch(root, remote)
             if remote:
-                ws._remote_git(
-                    root,
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    remote,
-                    f"+refs/heads/{base}:refs/remotes/{remote}/{base}",
-                    f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-                )
+                ws.fetch(root, remote, base, branch)
             base_ref = f"refs/remotes/{remote}/{base}" if remote else f"refs/heads/{base}"
             tip = ws._rev(root, base_ref)
             head = ws._rev(root, f"refs/remotes/{remote}/{branch}" if remote else branch)
@@ -171,7 +164,7 @@ def _merge_commit(root: Path, task: Task, tip: str, head: str, base: str) -> str
             )
             if files:
                 raise MergeConflict(
-                    f"task {task.pk} conflicts with {base} in {lifecycle._files_phrase(files)}; "
+                    f"task {task.pk} conflicts with {base} in {files_phrase(files)}; "
                     "nothing was merged. Rebase and rework asks the builder to rebase it",
                     files,
                 )

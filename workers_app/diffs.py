@@ -15,6 +15,7 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,25 @@ def patch(
         )
     except OSError as exc:
         return f"{NOTE_PREFIX}the diff could not be made: {exc}\n"
+    started = time.monotonic()
+    bounded = _BoundedPatch(max_bytes)
+    timed_out, code, stderr = _read_within(process, timeout, bounded.add)
+    if timed_out:
+        logger.warning("git diff %s..%s in %s timed out after %ss", base, head, path, timeout)
+        return f"{NOTE_PREFIX}the diff could not be made: git diff took over {timeout:g} seconds\n"
+    if code != 0:
+        reason = stderr.decode("utf-8", errors="replace").strip().splitlines()
+        first = reason[0] if reason else f"git exited with status {code}"
+        logger.warning("git diff %s..%s in %s failed: %s", base, head, path, first)
+        return f"{NOTE_PREFIX}the diff could not be made: {first}\n"
+    logger.debug("git diff %s..%s: %.2fs", base, head, time.monotonic() - started)
+    return bounded.text()
+
+
+def _read_within(
+    process: subprocess.Popen[bytes], timeout: float, line_read: Callable[[bytes], None]
+) -> tuple[bool, int, bytes]:
+    """Each stdout line to `line_read`, killing git past `timeout`: (timed out, code, stderr)."""
     timed_out = threading.Event()
 
     def _kill() -> None:
@@ -105,42 +125,10 @@ def patch(
 
     timer = threading.Timer(timeout, _kill)
     timer.start()
-    started = time.monotonic()
-    kept: list[bytes] = []
-    kept_bytes = 0
-    omitted: list[str] = []
-    omitted_bytes = 0
-    current: list[bytes] = []  # the file being read, while it still fits
-    current_bytes = 0
-    current_fits = True
-
-    def _close_file() -> None:
-        nonlocal kept_bytes, omitted_bytes
-        if not current:
-            return
-        if current_fits:
-            kept.extend(current)
-            kept_bytes += current_bytes
-        else:
-            omitted.append(_file_name(current[0]))
-            omitted_bytes += current_bytes
-
     try:
-        assert process.stdout is not None
+        assert process.stdout is not None  # a pipe, as started
         for line in process.stdout:
-            if line.startswith(b"diff --git "):
-                _close_file()
-                current, current_bytes, current_fits = [line], 0, True
-            current_bytes += len(line)
-            if not current:
-                continue
-            if current_fits and kept_bytes + current_bytes > max_bytes:
-                # Too big for what is left: only its first line (its name) is kept, and counted.
-                current_fits = False
-                del current[1:]
-            if current_fits and line is not current[0]:
-                current.append(line)
-        _close_file()
+            line_read(line)
         stderr = process.stderr.read() if process.stderr else b""
         code = process.wait()
     finally:
@@ -151,28 +139,64 @@ def patch(
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
-    if timed_out.is_set():
-        logger.warning("git diff %s..%s in %s timed out after %ss", base, head, path, timeout)
-        return f"{NOTE_PREFIX}the diff could not be made: git diff took over {timeout:g} seconds\n"
-    if code != 0:
-        reason = stderr.decode("utf-8", errors="replace").strip().splitlines()
-        first = reason[0] if reason else f"git exited with status {code}"
-        logger.warning("git diff %s..%s in %s failed: %s", base, head, path, first)
-        return f"{NOTE_PREFIX}the diff could not be made: {first}\n"
-    text = b"".join(kept).decode("utf-8", errors="replace").replace("\x00", "")
-    if omitted:
-        named = ", ".join(omitted[:MAX_NAMED_OMISSIONS])
-        if len(omitted) > MAX_NAMED_OMISSIONS:
-            named += f" and {len(omitted) - MAX_NAMED_OMISSIONS} more"
-        files = f"{len(omitted)} file{'s' if len(omitted) != 1 else ''}"
+    return timed_out.is_set(), code, stderr
+
+
+class _BoundedPatch:
+    """git's output kept file by file while it fits in `max_bytes`; the files that do not fit
+    are only named and counted."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.kept: list[bytes] = []
+        self.kept_bytes = 0
+        self.omitted: list[str] = []
+        self.omitted_bytes = 0
+        self._file: list[bytes] = []  # the file being read, while it still fits
+        self._file_bytes = 0
+        self._fits = True
+
+    def add(self, line: bytes) -> None:
+        if line.startswith(b"diff --git "):
+            self._close_file()
+            self._file, self._file_bytes, self._fits = [line], 0, True
+        self._file_bytes += len(line)
+        if not self._file:
+            return
+        if self._fits and self.kept_bytes + self._file_bytes > self.max_bytes:
+            # Too big for what is left: only its first line (its name) is kept, and counted.
+            self._fits = False
+            del self._file[1:]
+        if self._fits and line is not self._file[0]:
+            self._file.append(line)
+
+    def _close_file(self) -> None:
+        if not self._file:
+            return
+        if self._fits:
+            self.kept.extend(self._file)
+            self.kept_bytes += self._file_bytes
+        else:
+            self.omitted.append(_file_name(self._file[0]))
+            self.omitted_bytes += self._file_bytes
+        self._file = []
+
+    def text(self) -> str:
+        """The kept files, and a note line naming what was left out."""
+        self._close_file()
+        text = b"".join(self.kept).decode("utf-8", errors="replace").replace("\x00", "")
+        if not self.omitted:
+            return text
+        named = ", ".join(self.omitted[:MAX_NAMED_OMISSIONS])
+        if len(self.omitted) > MAX_NAMED_OMISSIONS:
+            named += f" and {len(self.omitted) - MAX_NAMED_OMISSIONS} more"
+        files = f"{len(self.omitted)} file{'s' if len(self.omitted) != 1 else ''}"
         if text and not text.endswith("\n"):
             text += "\n"
-        text += (
-            f"{NOTE_PREFIX}{files} ({omitted_bytes:,} bytes) left out of this diff "
-            f"(limit {max_bytes:,} bytes): {named}\n"
+        return text + (
+            f"{NOTE_PREFIX}{files} ({self.omitted_bytes:,} bytes) left out of this diff "
+            f"(limit {self.max_bytes:,} bytes): {named}\n"
         )
-    logger.debug("git diff %s..%s: %.2fs", base, head, time.monotonic() - started)
-    return text
 
 
 # --- Reading it ------------------------------------------------------------------------------
@@ -284,84 +308,137 @@ def notes(patch_text: str) -> list[str]:
 
 def parse(patch_text: str) -> list[FileDiff]:
     """The files of a unified git diff, with their hunks and numbered lines. Pure."""
-    files: list[FileDiff] = []
-    current: FileDiff | None = None
-    hunk: Hunk | None = None
-    old_no = new_no = 0
-    chunk: list[str] = []
-
-    def _finish() -> None:
-        if current is not None:
-            current.text = "".join(chunk)
-
+    reader = _DiffReader()
     for raw in patch_text.splitlines(keepends=True):
+        reader.feed(raw)
+    return reader.finish()
+
+
+class _DiffReader:
+    """Reads a diff line by line: a file's header lines, then its hunks."""
+
+    def __init__(self) -> None:
+        self.files: list[FileDiff] = []
+        self.current: FileDiff | None = None
+        self.hunk: Hunk | None = None
+        self.old_no = self.new_no = 0
+        self.chunk: list[str] = []  # the current file's part of the patch
+
+    def feed(self, raw: str) -> None:
         line = raw.rstrip("\n").rstrip("\r") if raw.endswith("\n") else raw
         if line.startswith("diff --git "):
-            _finish()
-            chunk = []
-            old, new = _split_git_header(line[len("diff --git ") :])
-            current = FileDiff(old_path=old, new_path=new)
-            files.append(current)
-            hunk = None
-        if line.startswith(NOTE_PREFIX):
-            continue
-        if current is None:
-            continue
-        chunk.append(raw)
-        if hunk is not None:
-            tag = line[:1]
-            if tag == "+":
-                hunk.lines.append(Line("add", line[1:], None, new_no))
-                new_no += 1
-                current.added += 1
-                continue
-            if tag == "-":
-                hunk.lines.append(Line("remove", line[1:], old_no, None))
-                old_no += 1
-                current.removed += 1
-                continue
-            if tag == " " or line == "":
-                hunk.lines.append(Line("context", line[1:], old_no, new_no))
-                old_no += 1
-                new_no += 1
-                continue
-            if tag == "\\":
-                hunk.lines.append(Line("note", line[1:].strip()))
-                continue
+            self._start_file(line)
+        current = self.current
+        if line.startswith(NOTE_PREFIX) or current is None:
+            return
+        self.chunk.append(raw)
+        if self.hunk is not None and self._hunk_line(current, self.hunk, line):
+            return
         match = _HUNK.match(line)
         if match:
-            old_no, new_no = int(match.group(1)), int(match.group(3))
-            hunk = Hunk(header=line)
-            current.hunks.append(hunk)
-            continue
-        if line.startswith("diff --git "):
-            continue
-        hunk = None
-        if line.startswith("new file mode"):
-            current.status, current.old_path = "added", ""
-        elif line.startswith("deleted file mode"):
-            current.status, current.new_path = "deleted", ""
-        elif line.startswith("rename from "):
-            current.status, current.old_path = "renamed", _unquote(line[len("rename from ") :])
-        elif line.startswith("rename to "):
-            current.new_path = _unquote(line[len("rename to ") :])
-        elif line.startswith("copy from "):
-            current.status, current.old_path = "copied", _unquote(line[len("copy from ") :])
-        elif line.startswith("copy to "):
-            current.new_path = _unquote(line[len("copy to ") :])
-        elif line.startswith("similarity index "):
-            digits = line[len("similarity index ") :].rstrip("%")
-            current.similarity = int(digits) if digits.isdigit() else None
-        elif line.startswith("--- "):
-            # git ends a name with a space in it with a tab here.
-            current.old_path = _strip_prefix(line[4:].removesuffix("\t"), "a/")
-        elif line.startswith("+++ "):
-            current.new_path = _strip_prefix(line[4:].removesuffix("\t"), "b/")
-        elif line.startswith("GIT binary patch") or _BINARY.match(line):
-            current.binary = True
-            binary = _BINARY.match(line)
-            if binary:
-                current.old_path = _strip_prefix(binary.group(1), "a/")
-                current.new_path = _strip_prefix(binary.group(2), "b/")
-    _finish()
-    return files
+            self.old_no, self.new_no = int(match.group(1)), int(match.group(3))
+            self.hunk = Hunk(header=line)
+            current.hunks.append(self.hunk)
+            return
+        self.hunk = None
+        if not line.startswith("diff --git "):
+            _read_header(current, line)
+
+    def finish(self) -> list[FileDiff]:
+        if self.current is not None:
+            self.current.text = "".join(self.chunk)
+        return self.files
+
+    def _start_file(self, line: str) -> None:
+        self.finish()
+        self.chunk = []
+        old, new = _split_git_header(line[len("diff --git ") :])
+        self.current = FileDiff(old_path=old, new_path=new)
+        self.files.append(self.current)
+        self.hunk = None
+
+    def _hunk_line(self, file: FileDiff, hunk: Hunk, line: str) -> bool:
+        """Record a line of the hunk; False: the hunk is over, `line` is something else."""
+        tag = line[:1]
+        if tag == "+":
+            hunk.lines.append(Line("add", line[1:], None, self.new_no))
+            self.new_no += 1
+            file.added += 1
+        elif tag == "-":
+            hunk.lines.append(Line("remove", line[1:], self.old_no, None))
+            self.old_no += 1
+            file.removed += 1
+        elif tag == " " or line == "":
+            hunk.lines.append(Line("context", line[1:], self.old_no, self.new_no))
+            self.old_no += 1
+            self.new_no += 1
+        elif tag == "\\":
+            hunk.lines.append(Line("note", line[1:].strip()))
+        else:
+            return False
+        return True
+
+
+# A file's extended header lines, by how they start: what each says about the file.
+def _new_file(file: FileDiff, rest: str) -> None:
+    file.status, file.old_path = "added", ""
+
+
+def _deleted_file(file: FileDiff, rest: str) -> None:
+    file.status, file.new_path = "deleted", ""
+
+
+def _rename_from(file: FileDiff, rest: str) -> None:
+    file.status, file.old_path = "renamed", _unquote(rest)
+
+
+def _copy_from(file: FileDiff, rest: str) -> None:
+    file.status, file.old_path = "copied", _unquote(rest)
+
+
+def _new_name(file: FileDiff, rest: str) -> None:
+    file.new_path = _unquote(rest)
+
+
+def _similarity(file: FileDiff, rest: str) -> None:
+    digits = rest.rstrip("%")
+    file.similarity = int(digits) if digits.isdigit() else None
+
+
+# git ends a name with a space in it with a tab on the ---/+++ lines.
+def _old_side(file: FileDiff, rest: str) -> None:
+    file.old_path = _strip_prefix(rest.removesuffix("\t"), "a/")
+
+
+def _new_side(file: FileDiff, rest: str) -> None:
+    file.new_path = _strip_prefix(rest.removesuffix("\t"), "b/")
+
+
+def _binary_patch(file: FileDiff, rest: str) -> None:
+    file.binary = True
+
+
+_HEADERS: tuple[tuple[str, Callable[[FileDiff, str], None]], ...] = (
+    ("new file mode", _new_file),
+    ("deleted file mode", _deleted_file),
+    ("rename from ", _rename_from),
+    ("rename to ", _new_name),
+    ("copy from ", _copy_from),
+    ("copy to ", _new_name),
+    ("similarity index ", _similarity),
+    ("--- ", _old_side),
+    ("+++ ", _new_side),
+    ("GIT binary patch", _binary_patch),
+)
+
+
+def _read_header(file: FileDiff, line: str) -> None:
+    for prefix, read in _HEADERS:
+        if line.startswith(prefix):
+            read(file, line[len(prefix) :])
+            return
+    binary = _BINARY.match(line)
+    if binary:
+        file.binary = True
+        file.old_path = _strip_prefix(binary.group(1), "a/")
+        file.new_path = _strip_prefix(binary.group(2), "b/")

@@ -34,7 +34,7 @@ WORKER_GONE = signal.SIGUSR2  # what the kernel sends the fence when its worker 
 CHECK_SECONDS = 1.0  # the deadline and the worker are looked at at least this often
 
 
-def _libc():
+def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -68,6 +68,19 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: fence.py LEASE_FILE WORKER_PID -- PROGRAM ARGS…\n")
         return 2
     lease_file, worker_pid, command = argv[0], int(argv[1]), argv[3:]
+    libc = _follow_worker(worker_pid)
+    die_with_fence = (lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)) if libc else None
+    try:
+        agent = subprocess.Popen(command, preexec_fn=die_with_fence)  # noqa: PLW1509
+    except OSError as exc:
+        sys.stderr.write(f"{command[0]}: {exc.strerror or exc}\n")
+        return 126 if isinstance(exc, PermissionError) else 127
+    _watch(agent, lease_file, worker_pid)
+    return _exit_like(agent.returncode)
+
+
+def _follow_worker(worker_pid: int) -> ctypes.CDLL | None:
+    """Ignore the group's signals and ask to be told when the worker dies; returns libc."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _ignore)
     signal.signal(WORKER_GONE, lambda signum, frame: _stop_group())
@@ -78,12 +91,11 @@ def main(argv: list[str]) -> int:
         libc.prctl(PR_SET_PDEATHSIG, WORKER_GONE)
     if os.getppid() != worker_pid:
         _stop_group()  # the worker died before we could ask to be told
-    die_with_fence = (lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)) if libc else None
-    try:
-        agent = subprocess.Popen(command, preexec_fn=die_with_fence)  # noqa: PLW1509
-    except OSError as exc:
-        sys.stderr.write(f"{command[0]}: {exc.strerror or exc}\n")
-        return 126 if isinstance(exc, PermissionError) else 127
+    return libc
+
+
+def _watch(agent: subprocess.Popen[bytes], lease_file: str, worker_pid: int) -> None:
+    """Wait for the agent, stopping the group once the deadline passes or the worker is gone."""
     pidfd = None
     with contextlib.suppress(AttributeError, OSError):
         pidfd = os.pidfd_open(agent.pid)  # readable when the agent exits: no polling
@@ -99,7 +111,9 @@ def main(argv: list[str]) -> int:
         else:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 agent.wait(timeout)
-    code = agent.returncode
+
+
+def _exit_like(code: int) -> int:
     if code < 0:  # died of a signal: so does the fence, for the worker to see the same status
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)

@@ -167,10 +167,6 @@ class Worker(models.Model):
             return "offline (no heartbeat yet)"
         return f"offline (no heartbeat for {_short_age(self.heartbeat_age)})"
 
-    @property
-    def can_claim(self) -> bool:
-        return self.status == WorkerStatus.ONLINE and self.active_tasks < self.capacity_limit
-
 
 def _short_age(age: timedelta) -> str:
     seconds = max(int(age.total_seconds()), 0)

@@ -9,6 +9,7 @@ time, did the provider let it work, did it say it failed, and only then: did it 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from tasks_app.verdicts import VerdictError, parse_verdict
@@ -19,6 +20,7 @@ from .workspace import Change
 
 ERROR_LINES = 40
 SUMMARY_LINES = 30
+LAPSED_NOTE = "released: the worker could not renew its lease in time"
 
 
 def last_lines(text: str, count: int) -> str:
@@ -51,6 +53,39 @@ class Finished:
     change: Change | None = None  # a builder's change, after the worker's commit (git only)
     reviewer_changed: bool = False  # a reviewer left changes (already set aside)
     snapshot: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A run the worker itself stopped: this, not what the agent did, is its outcome."""
+
+    outcome: str  # `cancelled`, `lease_lost` or `released`
+    note: str = ""  # the history note of the release
+    give_back: bool = False  # a lapsed claim nobody may have taken yet: release it
+
+
+def interrupted(*, lost: str, lapsed: bool, releasing: bool) -> Interrupted | None:
+    """Whether the worker's own stop decides the run, before anything the agent reported.
+
+    A claim lost (cancelled, taken over) reports nothing; a lapsed lease is given back if still
+    held, since whatever the agent did is not this worker's to report; a shutdown releases.
+    """
+    if lost:
+        return Interrupted(lost)
+    if lapsed:
+        return Interrupted("lease_lost", LAPSED_NOTE, give_back=True)
+    if releasing:
+        return Interrupted("released", "released: worker shutting down")
+    return None
+
+
+def over_budget(spent: Decimal | None, left: Decimal | None) -> Outcome:
+    """A run the worker stopped when it had spent what was left of its task's budget."""
+    return Outcome(
+        "budget_exceeded",
+        f"the run was stopped at ${spent} of the ${left} left of the task's "
+        "budget (VIBE_TASK_BUDGET_USD)",
+    )
 
 
 def _agent_words(finished: Finished) -> str:

@@ -57,7 +57,9 @@ def _first_line(data: bytes) -> str:
     return ""
 
 
-def _run(argv: list[str], *, env: dict[str, str], cwd: str | None, timeout: float):
+def _run(
+    argv: list[str], *, env: dict[str, str], cwd: str | None, timeout: float
+) -> tuple[int, bytes, bytes]:
     """(exit code, stdout, stderr) of a short command in its own process group; the whole group
     is killed at the time limit, so a CLI that spawned helpers cannot keep us waiting."""
     proc = subprocess.Popen(
@@ -93,13 +95,14 @@ def _agent_problems(profile: AgentProfile, env: dict[str, str]) -> list[str]:
             ]
         found = str(path)
     else:
-        found = shutil.which(program, path=env.get("PATH", os.defpath))
-        if found is None:
+        which = shutil.which(program, path=env.get("PATH", os.defpath))
+        if which is None:
             return [
                 f"the agent program {program!r} of profile {profile.name!r} is not on PATH "
                 f"({env.get('PATH', '')}); install it (bin/ensure-agent-clis) or set the "
                 "profile's program to its full path"
             ]
+        found = which
     shown = " ".join([program, *argv[1:]])
     try:
         code, out, err = _run(

@@ -32,8 +32,10 @@ import shlex
 import string
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -183,22 +185,52 @@ def _string_list(value: object, where: str, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-PROFILE_KEYS = frozenset(
-    {
-        *ARGV_KEYS,
-        "command",
-        "prompt",
-        "timeout",
-        "env",
-        "description",
-        "kind",
-        "program",
-        "model",
-        "output",
-        "max_turns",
-        "test_command",
-    }
-)
+def _command(value: object, where: str, key: str) -> tuple[str, ...]:
+    if not isinstance(value, str):
+        raise ProfileError(f"{where}: 'command' must be a string")
+    return split_command(value)
+
+
+def _string(value: object, where: str, key: str) -> str:
+    if not isinstance(value, str):
+        raise ProfileError(f"{where}: {key!r} must be a string")
+    return value
+
+
+def _timeout(value: object, where: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ProfileError(f"{where}: 'timeout' must be a positive number of seconds")
+    return float(value)
+
+
+def _max_turns(value: object, where: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+        raise ProfileError(f"{where}: 'max_turns' must be a whole number from 1 to 10000")
+    return value
+
+
+def _env(value: object, where: str, key: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ProfileError(f"{where}: 'env' must map names to strings")
+    return dict(value)
+
+
+# Each key a profile may set: the profile field it sets and how its value is checked, in the
+# order they are checked (`command` after `argv`: given both, the command line wins).
+_FIELDS: dict[str, tuple[str, Callable[[object, str, str], object]]] = {
+    **{key: (key, _string_list) for key in ARGV_KEYS},
+    "command": ("argv", _command),
+    **{
+        key: (key, _string)
+        for key in ("kind", "program", "model", "output", "test_command", "description", "prompt")
+    },
+    "timeout": ("timeout", _timeout),
+    "max_turns": ("max_turns", _max_turns),
+    "env": ("env", _env),
+}
+PROFILE_KEYS = frozenset(_FIELDS)
 
 
 def _profile_from_mapping(name: str, data: object, *, source: str) -> AgentProfile:
@@ -212,40 +244,20 @@ def _profile_from_mapping(name: str, data: object, *, source: str) -> AgentProfi
     if base is None:
         # A new profile with an argv and no kind is today's generic command.
         base = AgentProfile(name, kind=str(data.get("kind", "command")))
-    changes: dict[str, object] = {}
-    for key in ARGV_KEYS:
+    changes: dict[str, Any] = {}
+    for key, (attribute, read) in _FIELDS.items():
         if key in data:
-            changes[key] = _string_list(data[key], where, key)
-    if "command" in data:
-        if not isinstance(data["command"], str):
-            raise ProfileError(f"{where}: 'command' must be a string")
-        changes["argv"] = split_command(data["command"])
-    for key in ("kind", "program", "model", "output", "test_command", "description", "prompt"):
-        if key in data:
-            if not isinstance(data[key], str):
-                raise ProfileError(f"{where}: {key!r} must be a string")
-            changes[key] = data[key]
-    if "timeout" in data:
-        timeout = data["timeout"]
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ProfileError(f"{where}: 'timeout' must be a positive number of seconds")
-        changes["timeout"] = float(timeout)
-    if "max_turns" in data:
-        turns = data["max_turns"]
-        if isinstance(turns, bool) or not isinstance(turns, int) or not 1 <= turns <= 10_000:
-            raise ProfileError(f"{where}: 'max_turns' must be a whole number from 1 to 10000")
-        changes["max_turns"] = turns
-    if "env" in data:
-        env = data["env"]
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise ProfileError(f"{where}: 'env' must map names to strings")
-        changes["env"] = dict(env)
+            changes[attribute] = read(data[key], where, key)
     if ("argv" in data or "command" in data) and "kind" not in data:
         # A whole command line of one's own, as before kinds: run exactly it, read it as text.
-        changes.setdefault("kind", "command")
-    profile = replace(base, name=name, **changes)  # type: ignore[arg-type]
+        changes["kind"] = "command"
+    profile = replace(base, name=name, **changes)
+    _check_choices(profile, where)
+    _check_placeholders(profile, where)
+    return profile
+
+
+def _check_choices(profile: AgentProfile, where: str) -> None:
     if profile.kind not in KINDS:
         raise ProfileError(
             f"{where}: 'kind' must be one of {', '.join(KINDS)}, not {profile.kind!r}"
@@ -256,8 +268,6 @@ def _profile_from_mapping(name: str, data: object, *, source: str) -> AgentProfi
         raise ProfileError(
             f"{where}: 'output' must be 'text' or 'stream-json', not {profile.output!r}"
         )
-    _check_placeholders(profile, where)
-    return profile
 
 
 def _check_placeholders(profile: AgentProfile, where: str) -> None:
@@ -297,8 +307,7 @@ def _load_file(path: str) -> dict[str, AgentProfile]:
 def all_profiles() -> dict[str, AgentProfile]:
     """Built-ins, overridden by settings.VIBE_AGENT_PROFILES, overridden by the TOML file."""
     profiles = dict(BUILTIN_PROFILES)
-    from_settings = getattr(settings, "VIBE_AGENT_PROFILES", None) or {}
-    for name, value in from_settings.items():
+    for name, value in settings.VIBE_AGENT_PROFILES.items():
         profiles[name] = _profile_from_mapping(name, value, source="settings")
     path = getattr(settings, "VIBE_AGENT_PROFILES_FILE", "")
     if path:

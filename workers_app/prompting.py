@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from tasks_app import actors
 from tasks_app.choices import Lane
 from tasks_app.models import Task
 from tasks_app.pipeline import AUDITOR_LANES
@@ -177,7 +178,7 @@ def _new_context(task: Task) -> list[str]:
     """Rework findings and the previous attempt's error: what changed since the last run."""
     context: list[str] = []
     rework = task.context if isinstance(task.context, dict) else {}
-    asked_by = str(rework.get("changes_requested_by") or "").split(":", 1)[-1]
+    asked_by = actors.parse(str(rework.get("changes_requested_by") or "")).name
     if rework.get("findings") or rework.get("failed_reviews"):
         why = f"{asked_by} asked for changes" if asked_by else "a review failed"
         context += [

@@ -274,20 +274,3 @@ class AgentProcess:
             stderr=self.stderr.text(),
             killed=self.killed,
         )
-
-
-def run_agent(
-    argv: Sequence[str],
-    *,
-    cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
-    stdin_data: bytes | None = None,
-    timeout: float | None = None,
-    tail_bytes: int = TAIL_BYTES,
-) -> RunResult:
-    """Run an agent to completion (blocking); for tools and tests, not the worker loop."""
-    process = AgentProcess(
-        argv, cwd=cwd, env=env, stdin_data=stdin_data, timeout=timeout, tail_bytes=tail_bytes
-    ).start()
-    process.wait()
-    return process.result()

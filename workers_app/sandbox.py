@@ -259,29 +259,7 @@ def wrap(
         "--tmpfs",
         "/tmp",
     ]
-    # Mounts in order of depth: a folder hidden first, then a worktree inside it bound back, and
-    # a hidden path inside a worktree hidden after the worktree is bound.
-    mounts: list[tuple[int, int, list[str]]] = []
-    hidden_dirs: list[Path] = []
-    for path in hidden:
-        if _covered(path, hidden, binds):
-            continue
-        if path.is_dir():
-            mounts.append((len(path.parts), 0, ["--tmpfs", str(path)]))
-            hidden_dirs.append(path)
-        elif path.exists():
-            mounts.append((len(path.parts), 0, ["--ro-bind", "/dev/null", str(path)]))
-    for path in binds:
-        mounts.append((len(path.parts), 1, ["--bind", str(path), str(path)]))
-    # What the agent needs to start but the private /tmp would hide (a checkout under /tmp).
-    for path in [*readable, *needed_under_tmp(argv)]:
-        path = _absolute(Path(path))
-        mounts.append((len(path.parts), 2, ["--ro-bind", str(path), str(path)]))
-    for _depth, _order, args in sorted(mounts, key=lambda item: (item[0], item[1])):
-        cmd.extend(args)
-    # Hidden folders are empty tmpfs; read-only too, once the binds inside them are made.
-    for path in hidden_dirs:
-        cmd.extend(["--remount-ro", str(path)])
+    cmd += _mounts(hidden, binds, [*readable, *needed_under_tmp(argv)])
     cmd.extend(
         [
             "--die-with-parent",
@@ -307,6 +285,32 @@ def wrap(
     cmd.append("--")
     cmd.extend(argv)
     return cmd
+
+
+def _mounts(hidden: list[Path], binds: list[Path], readable: Sequence[Path]) -> list[str]:
+    """bubblewrap's mount options: hide, bind back, show read-only (`readable`)."""
+    # Mounts in order of depth: a folder hidden first, then a worktree inside it bound back, and
+    # a hidden path inside a worktree hidden after the worktree is bound.
+    mounts: list[tuple[int, int, list[str]]] = []
+    hidden_dirs: list[Path] = []
+    for path in hidden:
+        if _covered(path, hidden, binds):
+            continue
+        if path.is_dir():
+            mounts.append((len(path.parts), 0, ["--tmpfs", str(path)]))
+            hidden_dirs.append(path)
+        elif path.exists():
+            mounts.append((len(path.parts), 0, ["--ro-bind", "/dev/null", str(path)]))
+    for path in binds:
+        mounts.append((len(path.parts), 1, ["--bind", str(path), str(path)]))
+    # What the agent needs to start but the private /tmp would hide (a checkout under /tmp).
+    for path in (_absolute(Path(p)) for p in readable):
+        mounts.append((len(path.parts), 2, ["--ro-bind", str(path), str(path)]))
+    args = [arg for *_, mount in sorted(mounts, key=lambda item: item[:2]) for arg in mount]
+    # Hidden folders are empty tmpfs; read-only too, once the binds inside them are made.
+    for path in hidden_dirs:
+        args += ["--remount-ro", str(path)]
+    return args
 
 
 def needed_under_tmp(argv: Sequence[str]) -> list[Path]:

@@ -30,8 +30,11 @@ class _Kept:
 
 
 class TranscriptWriter:
-    def __init__(self, run_id: int, *, max_bytes: int | None = None) -> None:
-        self.run_id = run_id
+    """One run's transcript; the run row keeps its event count and size."""
+
+    def __init__(self, run: Run, *, max_bytes: int | None = None) -> None:
+        self.run = run
+        self.run_id = run.pk
         limit = max_bytes or settings.VIBE_TRANSCRIPT_MAX_BYTES
         self.head_budget = limit // 2
         self.tail_budget = limit - self.head_budget
@@ -83,9 +86,7 @@ class TranscriptWriter:
                 self.tail_bytes += size
         RunEvent.objects.bulk_create(rows)
         self._trim()
-        Run.objects.filter(pk=self.run_id).update(
-            event_count=self.next_seq - 1, transcript_bytes=self.stored_bytes
-        )
+        self.run.record(event_count=self.next_seq - 1, transcript_bytes=self.stored_bytes)
         return len(rows)
 
     def _trim(self) -> None:
@@ -96,7 +97,7 @@ class TranscriptWriter:
             self.tail_bytes -= kept.size
             self.stored_bytes -= kept.size
             gone.append(kept.seq)
-        if not gone:
+        if not gone or self.marker_seq is None:  # the tail only fills once the marker is placed
             return
         RunEvent.objects.filter(run_id=self.run_id, seq__in=gone).delete()
         first = self.dropped == 0

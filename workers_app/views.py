@@ -19,14 +19,22 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
-from tasks_app import actions, board, costs, lifecycle
+from tasks_app import actions, costs, dashboard, lifecycle
+from tasks_app.actions import require
 from tasks_app.choices import Status
 from tasks_app.models import Task
-from tasks_app.permissions import require
-from tasks_app.tables import WorkerTable
-from tasks_app.views import actor_for, render_page, safe_next, viewer_required, wants_partial
+from vibe_project.http import (
+    HtmxHttpRequest,
+    actor_for,
+    render_page,
+    safe_next,
+    sentence,
+    viewer_required,
+    wants_partial,
+)
 
 from .models import Worker
+from .tables import WorkerTable
 
 MAX_CURRENT_TASKS_SHOWN = 5
 
@@ -60,7 +68,7 @@ def spend_today_by_worker(worker_ids: list[str]) -> dict[str, str]:
 
 @viewer_required
 @require_GET
-def pool(request: HttpRequest) -> HttpResponse:
+def pool(request: HtmxHttpRequest) -> HttpResponse:
     """The seed's Worker Pool: sortable, refreshed every 10 s; its table alone for htmx."""
     show_retired = request.GET.get("retired") == "1"
     table = WorkerTable(Worker.objects.all() if show_retired else Worker.objects.in_pool())
@@ -74,7 +82,7 @@ def pool(request: HttpRequest) -> HttpResponse:
         "workers": workers,
         "current": current_tasks_by_worker([w.pk for w in workers]),
         "spend": spend_today_by_worker([w.pk for w in workers]),
-        "metrics": board.metrics(),
+        "metrics": dashboard.metrics(),
         "sort": request.GET.get("sort", ""),
         "max_current": MAX_CURRENT_TASKS_SHOWN,
     }
@@ -97,8 +105,7 @@ def worker_action(request: HttpRequest, worker_id: str, action: str) -> HttpResp
     try:
         changed = chosen.perform(worker_id, actor=actor_for(request))  # a refusal is audited
     except lifecycle.LifecycleError as exc:
-        text = str(exc)
-        messages.error(request, text[:1].upper() + text[1:])
+        messages.error(request, sentence(str(exc)))
     else:
         note = f" {chosen.note}" if chosen.note else ""
         if action == "resume" and not changed.is_alive:
@@ -115,7 +122,7 @@ def worker_action(request: HttpRequest, worker_id: str, action: str) -> HttpResp
             "worker": worker,
             "current": current_tasks_by_worker([worker.pk]),
             "spend": spend_today_by_worker([worker.pk]),
-            "metrics": board.metrics(),
+            "metrics": dashboard.metrics(),
             "max_current": MAX_CURRENT_TASKS_SHOWN,
         },
     )

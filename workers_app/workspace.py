@@ -29,15 +29,10 @@ import contextlib
 import fcntl
 import functools
 import logging
-import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import threading
-import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,7 +46,6 @@ from .git import (
     WorkspaceError,
     _count,
     _git,
-    _git_env,
     _is_ancestor,
     _remote_git,
     _rev,
@@ -59,55 +53,13 @@ from .git import (
     is_git_repository,
 )
 from .models import Instance
-from .runner import clean_text
+from .setup import Setup, SetupError, run_setup, setup_command
 
 logger = logging.getLogger(__name__)
 MAX_DIFF_STAT_CHARS = 8000
 
 
 MAX_CHANGED_FILES = 2000
-SETUP_TAIL_BYTES = 64 * 1024  # of a setup command's output, kept for the transcript
-SETUP_ERROR_CHARS = 4000  # of that output, quoted in the task's error
-SETUP_POLL_SECONDS = 0.2  # how often a running setup checks its time limit and stop flag
-
-
-@dataclass
-class Setup:
-    """What VIBE_WORKTREE_SETUP did in a new worktree, for the run's transcript."""
-
-    command: str
-    exit_code: int | None
-    seconds: float
-    output: str  # stdout and stderr as they came, the tail when long
-    timed_out: bool = False
-    stopped: bool = False  # the worker lost the claim, or is stopping
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not (self.timed_out or self.stopped)
-
-    def describe(self) -> str:
-        if self.stopped:
-            how = "was stopped: the worker let go of the task"
-        elif self.timed_out:
-            how = f"took over {settings.VIBE_WORKTREE_SETUP_TIMEOUT}s and was stopped"
-        else:
-            how = f"exited {self.exit_code}"
-        return f"VIBE_WORKTREE_SETUP ({self.command}) {how} after {self.seconds:.1f}s"
-
-
-class SetupError(WorkspaceError):
-    """VIBE_WORKTREE_SETUP failed in a new worktree, which was removed again."""
-
-    def __init__(self, setup: Setup, path: Path) -> None:
-        message = (
-            f"{setup.describe()} in {path}; the worktree was removed, so the next attempt sets "
-            "up a new one"
-        )
-        if setup.output.strip():
-            message += f". The last of its output:\n{setup.output[-SETUP_ERROR_CHARS:]}"
-        super().__init__(message)
-        self.setup = setup
 
 
 @dataclass
@@ -434,8 +386,9 @@ def base_branch(root: Path, remote: str) -> str:
     )
 
 
-def _fetch(root: Path, remote: str, base: str, branch_prefix: str) -> None:
-    """One fetch: the base branch and the task's branch (a pattern, so a missing one is fine)."""
+def fetch(root: Path, remote: str, base: str, branches: str) -> None:
+    """One fetch: the base branch and the task's branch (`branches`; a pattern with `*` may
+    match none)."""
     _remote_git(
         root,
         "fetch",
@@ -443,7 +396,7 @@ def _fetch(root: Path, remote: str, base: str, branch_prefix: str) -> None:
         "--no-tags",
         remote,
         f"+refs/heads/{base}:refs/remotes/{remote}/{base}",
-        f"+refs/heads/{branch_prefix}*:refs/remotes/{remote}/{branch_prefix}*",
+        f"+refs/heads/{branches}:refs/remotes/{remote}/{branches}",
     )
 
 
@@ -542,6 +495,38 @@ def _known_base(root: Path, owner: Task, ws: Workspace, base: str) -> str:
     return _git(ws.path, "merge-base", "HEAD", start).strip()
 
 
+def _plain_workspace(root: Path | None, task: Task) -> Workspace:
+    """A scratch folder of the piece of work's own, or the plain VIBE_WORKSPACE folder."""
+    if root is None:
+        path = scratch_dir() / f"task-{work_root(task).pk}"
+        _make_folder(path)
+        return Workspace(path)
+    if not root.is_dir():
+        raise WorkspaceError(f"VIBE_WORKSPACE={root} is not a directory")
+    return Workspace(root)
+
+
+def _new_worktree(root: Path, owner: Task, ws: Workspace, base: str, *, setup: str) -> str:
+    """Make the worktree afresh, over whatever a crash left; returns what `_add_worktree` did.
+
+    With a setup to run, its marker goes down first, so a crash during it is seen next time.
+    """
+    path = ws.path
+    if (path / ".git").exists():
+        _discard(root, path)  # its setup never finished: a worker died in it
+    elif path.exists():
+        shutil.rmtree(path)  # a half-made worktree from a crash
+    _git(root, "worktree", "prune")
+    unfinished = path.with_name(path.name + ".setup")
+    if setup:
+        unfinished.write_text(setup + "\n")
+    else:
+        unfinished.unlink(missing_ok=True)
+    made = _add_worktree(root, path, ws.branch, owner, ws, base)
+    path.with_name(path.name + ".base").write_text(made or _known_base(root, owner, ws, base))
+    return made
+
+
 def prepare(task: Task, *, stop: threading.Event | None = None) -> Workspace:
     """Create or reuse the directory the agent for `task` runs in.
 
@@ -550,14 +535,8 @@ def prepare(task: Task, *, stop: threading.Event | None = None) -> Workspace:
     worker lost the claim, or is stopping.
     """
     root = workspace_root()
-    if root is None:
-        path = scratch_dir() / f"task-{work_root(task).pk}"
-        _make_folder(path)
-        return Workspace(path)
-    if not root.is_dir():
-        raise WorkspaceError(f"VIBE_WORKSPACE={root} is not a directory")
-    if not is_git_repository(root):
-        return Workspace(root)
+    if root is None or not root.is_dir() or not is_git_repository(root):
+        return _plain_workspace(root, task)
     owner = work_root(task)
     instance = instance_id()
     branch = branch_name(owner, instance)
@@ -565,7 +544,7 @@ def prepare(task: Task, *, stop: threading.Event | None = None) -> Workspace:
     path = worktree_path(owner.pk, instance)
     base_file = path.with_name(path.name + ".base")
     unfinished = path.with_name(path.name + ".setup")  # there until its setup has finished
-    command = _setup_command(path)
+    command = setup_command(path)
     made = None  # what _add_worktree returned, when this made the worktree
     # One preparation of this worktree at a time: its setup runs outside the repository-wide
     # lock (for minutes, maybe), and a worker that has lost the claim may still be in it.
@@ -574,7 +553,7 @@ def prepare(task: Task, *, stop: threading.Event | None = None) -> Workspace:
             remote = git_remote(root)
             base = base_branch(root, remote)
             if remote:
-                _fetch(root, remote, base, f"vibe/{instance}/task-{owner.pk}-")
+                fetch(root, remote, base, f"vibe/{instance}/task-{owner.pk}-*")
             remote_head = _rev(root, f"refs/remotes/{remote}/{branch}") if remote else ""
             ws = Workspace(
                 path,
@@ -587,17 +566,7 @@ def prepare(task: Task, *, stop: threading.Event | None = None) -> Workspace:
             if (path / ".git").exists() and not unfinished.exists():
                 _catch_up(ws, is_builder=owner.pk == task.pk)
             else:
-                if (path / ".git").exists():
-                    _discard(root, path)  # its setup never finished: a worker died in it
-                elif path.exists():
-                    shutil.rmtree(path)  # a half-made worktree from a crash
-                _git(root, "worktree", "prune")
-                if command:
-                    unfinished.write_text(command + "\n")
-                else:
-                    unfinished.unlink(missing_ok=True)
-                made = _add_worktree(root, path, branch, owner, ws, base)
-                base_file.write_text(made or _known_base(root, owner, ws, base))
+                made = _new_worktree(root, owner, ws, base, setup=command)
             ws.base_commit = base_file.read_text().strip() if base_file.exists() else ""
             if not ws.base_commit:
                 ws.base_commit = _known_base(root, owner, ws, base)
@@ -605,18 +574,6 @@ def prepare(task: Task, *, stop: threading.Event | None = None) -> Workspace:
         if made is not None and command:
             ws.setup = _set_up(root, ws, command, made=made, unfinished=unfinished, stop=stop)
     return ws
-
-
-def _setup_command(path: Path) -> str:
-    """VIBE_WORKTREE_SETUP; refused for a worktree inside the factory's var folder."""
-    command = getattr(settings, "VIBE_WORKTREE_SETUP", "")
-    var = Path(settings.VAR_DIR).resolve()
-    if command and path.resolve().is_relative_to(var):
-        raise WorkspaceError(
-            f"the worktree {path} is inside the factory's var folder {var}, where "
-            "VIBE_WORKTREE_SETUP is never run; set VIBE_WORKTREES_DIR outside it"
-        )
-    return command
 
 
 def _set_up(
@@ -629,7 +586,7 @@ def _set_up(
     stop: threading.Event | None,
 ) -> Setup:
     """Run the setup in the worktree just made; when it fails, remove the worktree again."""
-    setup = _run_setup(command, ws.path, stop)
+    setup = run_setup(command, ws.path, stop)
     if setup.ok:
         unfinished.unlink(missing_ok=True)
         return setup
@@ -641,59 +598,6 @@ def _set_up(
         ws.path.with_name(ws.path.name + ".base").unlink(missing_ok=True)
         unfinished.unlink(missing_ok=True)
     raise SetupError(setup, ws.path)
-
-
-def _run_setup(command: str, cwd: Path, stop: threading.Event | None) -> Setup:
-    """`sh -c command` in `cwd`, like a build step: its own process group, stdin /dev/null, a time
-    limit, stdout and stderr together with the tail kept.
-
-    It is the team's own command, not an agent: it gets the worker's environment (with git's
-    prompts shut, as for every git command here) and the worker's HOME, so package caches are
-    shared between worktrees.
-    """
-    if stop is not None and stop.is_set():
-        return Setup(command, None, 0.0, "", stopped=True)
-    limit = settings.VIBE_WORKTREE_SETUP_TIMEOUT
-    started = time.monotonic()
-    timed_out = stopped = False
-    with tempfile.TemporaryFile() as out:
-        try:
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", command],
-                cwd=cwd,
-                env=_git_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise WorkspaceError(f"could not run VIBE_WORKTREE_SETUP in {cwd}: {exc}") from None
-        try:
-            while True:
-                try:
-                    proc.wait(SETUP_POLL_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    stopped = stop is not None and stop.is_set()
-                    timed_out = time.monotonic() - started > limit
-                    if stopped or timed_out:
-                        break
-        finally:
-            # What it started goes with it, also after a clean exit: nothing of the setup may
-            # still be writing in the worktree when the agent starts.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        seconds = time.monotonic() - started
-        size = out.seek(0, os.SEEK_END)
-        out.seek(max(0, size - SETUP_TAIL_BYTES))
-        output = clean_text(out.read())
-    if size > SETUP_TAIL_BYTES:
-        output = f"[… {size - SETUP_TAIL_BYTES} earlier bytes not kept …]\n{output}"
-    exit_code = None if stopped or timed_out else proc.returncode
-    return Setup(command, exit_code, seconds, output, timed_out=timed_out, stopped=stopped)
 
 
 def _discard(root: Path, path: Path) -> None:

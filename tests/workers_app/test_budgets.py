@@ -157,6 +157,7 @@ NOTIFY_SCRIPT = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_racing_workers_tell_people_once(subprocess_env):
     Worker.objects.create(worker_id="@budget-r", lane="backend")

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.workers_app.conftest import wait_for
-from workers_app.runtime import FENCE_SCRIPT
+from tests.waiting import wait_for
+from workers_app.leases import FENCE_SCRIPT
 
 
 def alive(pid: int) -> bool:

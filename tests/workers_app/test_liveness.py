@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chatops_app.grammar import execute, status_reply, worker_reply
-from tasks_app import actions, board, lifecycle
+from tasks_app import actions, dashboard, lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import AuditEntry, Task
 from workers_app.management.commands import runfactory
@@ -109,7 +109,7 @@ def test_metrics_bar_counts_live_workers_only(qa_silent_but_set_online):
     backend = Worker.objects.get(pk="@backend-1")
     lifecycle.submit("Held by a live worker", lane="backend", actor="cli", pipeline="none")
     lifecycle.claim_next(backend)
-    metrics = board.metrics()
+    metrics = dashboard.metrics()
     assert metrics.active_workers == 1  # @backend-1; not the silent @qa-1
     assert metrics.online_workers == 1
     assert metrics.total_workers == Worker.objects.count()
@@ -185,9 +185,9 @@ def test_retiring_twice_or_a_missing_worker_is_refused(qa_silent_but_set_online)
 def test_retired_workers_are_hidden_from_the_pool_and_the_counts(
     client, viewer, qa_silent_but_set_online
 ):
-    before = board.metrics().total_workers
+    before = dashboard.metrics().total_workers
     lifecycle.retire_worker("@qa-1", actor="cli")
-    assert board.metrics().total_workers == before - 1
+    assert dashboard.metrics().total_workers == before - 1
     assert "qa" not in {row["lane"] for row in status_reply().data["workers"]}
     assert "@qa-1" not in {w["worker_id"] for w in status_reply().data["silent_workers"]}
     client.force_login(viewer)

@@ -19,8 +19,8 @@ from django.db import OperationalError, close_old_connections, connection
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Run, Task, TaskHistory
-from tests.workers_app.conftest import wait_for
-from workers_app import runtime
+from tests.waiting import wait_for
+from workers_app import leases, runtime
 from workers_app.profiles import command_profile
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -144,6 +144,7 @@ def busy_fleet(fleet, agent_flags, agent_log, *flags, env=None):
     return tasks, workers
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("connection.vendor != 'sqlite'")
 def test_workers_outlive_a_sqlite_lock_past_the_busy_timeout(fleet, agent_flags, agent_log):
     """The database file is write-locked for 12 s, more than twice the busy timeout, while
@@ -190,6 +191,7 @@ def _maintenance_connection():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
 def test_workers_outlive_a_postgresql_outage(fleet, agent_flags, agent_log):
     """No connection to the test database for 10 s (new ones refused, open ones terminated)
@@ -230,6 +232,7 @@ def test_workers_outlive_a_postgresql_outage(fleet, agent_flags, agent_log):
 # --- one agent per task -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_stopped_workers_agent_is_gone_in_seconds_and_never_meets_the_next(
     fleet, agent_flags, agent_log
 ):
@@ -247,7 +250,7 @@ def test_a_stopped_workers_agent_is_gone_in_seconds_and_never_meets_the_next(
     stopped = time.time()
     try:
         second = start(fleet, "@backend-2", agent_flags, "--lease", str(lease))
-        wait_for(lambda: not alive(pid), timeout=runtime.FENCE_STALL_SECONDS + 5, what="stop")
+        wait_for(lambda: not alive(pid), timeout=leases.FENCE_STALL_SECONDS + 5, what="stop")
         gone = time.time()
         wait_for(lambda: reload(task).status == Status.COMPLETED, timeout=60, what="the retry")
     finally:
@@ -255,7 +258,7 @@ def test_a_stopped_workers_agent_is_gone_in_seconds_and_never_meets_the_next(
     old, new = agent_log.started(task)
     assert (old["pid"], old["ended"], new["ended"]) == (pid, False, True)
     print(f"stopped worker's agent gone {gone - stopped:.2f}s after SIGSTOP")  # noqa: T201
-    assert old["last"] - stopped < runtime.FENCE_STALL_SECONDS + 1.5
+    assert old["last"] - stopped < leases.FENCE_STALL_SECONDS + 1.5
     assert old["last"] < new["start"], (old, new)  # never two agents at once
     assert reload(task).worker_id == "@backend-2" and reload(task).attempt_count == 1
     old_run = wait_for(lambda: Run.objects.filter(task=task, worker_id="@backend-1").first())
@@ -263,6 +266,7 @@ def test_a_stopped_workers_agent_is_gone_in_seconds_and_never_meets_the_next(
     stop(first, second)
 
 
+@pytest.mark.slow
 def test_a_cancelled_tasks_agent_is_gone_within_seconds(fleet, agent_flags, agent_log):
     """With the default lease (renewed every 40 s), a cancel stops the agent within about a
     second (at once on PostgreSQL); the run is recorded as cancelled and nothing is reported."""
@@ -290,21 +294,30 @@ def test_a_cancelled_tasks_agent_is_gone_within_seconds(fleet, agent_flags, agen
 # --- a report whose answer was lost ----------------------------------------------------------
 
 
+def agent_ran(worker: runtime.WorkerLoop, task_id: int) -> None:
+    """Step the loop until the task's agent has started (off-loop prep) and exited."""
+
+    def exited() -> bool:
+        process = worker.slots[task_id].process
+        if process is not None and process.poll():
+            return True
+        worker._collect_prepared()
+        return False
+
+    wait_for(exited, timeout=20, what="the agent to run", interval=0.02)
+
+
 def test_a_completion_whose_answer_was_lost_is_not_reported_twice_nor_lost(monkeypatch):
     """complete_and_claim commits, then the connection breaks before the worker hears of it:
     the worker tries again, learns the completion had landed, keeps the run `completed`, and
     gives back the task the lost answer had claimed for it."""
     first = submit("First, nap 0")
     second = submit("Second, nap 0")
-    worker = runtime.Worker("@backend-1", profile=command_profile("true"))
+    worker = runtime.WorkerLoop("@backend-1", profile=command_profile("true"))
     task = lifecycle.claim_next("@backend-1")
     worker._start(task)
     worker.claimed = 1
-    deadline = time.monotonic() + 20
-    while worker.slots[first.pk].process is None or not worker.slots[first.pk].process.poll():
-        assert time.monotonic() < deadline, "the agent did not run"
-        worker._collect_prepared()
-        time.sleep(0.02)
+    agent_ran(worker, first.pk)
     real = lifecycle.complete_and_claim
 
     def committed_then_lost(*args, **kwargs):
@@ -330,13 +343,9 @@ def test_a_completion_whose_answer_was_lost_is_not_reported_twice_nor_lost(monke
 
 def test_a_report_refused_by_the_database_is_kept_and_lands_later(monkeypatch):
     first = submit("First, nap 0")
-    worker = runtime.Worker("@backend-1", profile=command_profile("true"), max_tasks=1)
+    worker = runtime.WorkerLoop("@backend-1", profile=command_profile("true"), max_tasks=1)
     worker._claim_while_room()
-    deadline = time.monotonic() + 20
-    while worker.slots[first.pk].process is None or not worker.slots[first.pk].process.poll():
-        assert time.monotonic() < deadline, "the agent did not run"
-        worker._collect_prepared()
-        time.sleep(0.02)
+    agent_ran(worker, first.pk)
 
     real, refusals = lifecycle.complete, []
 
@@ -370,7 +379,7 @@ def test_an_idle_worker_survives_a_failing_reaper(monkeypatch):
 
     monkeypatch.setattr(lifecycle, "requeue_expired", failing)
     monkeypatch.setattr(runtime, "REAP_SECONDS", 0.0)
-    worker = runtime.Worker("@backend-1", profile=command_profile("true"), interval=0.01)
+    worker = runtime.WorkerLoop("@backend-1", profile=command_profile("true"), interval=0.01)
 
     def stop_after_recovering() -> None:
         wait_for(lambda: len(calls) >= 4, timeout=20, what="reaps")

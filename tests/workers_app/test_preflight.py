@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.workers_app.conftest import wait_for
+from tests.waiting import wait_for
 from workers_app import preflight
 from workers_app.management.commands import runfactory
 from workers_app.models import Worker
@@ -185,6 +185,7 @@ def test_bwrap_mode_asks_the_sandbox_helper_when_it_exists():
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["claude", "codex", "gemini", "aider"])
 def test_the_real_pinned_clis_pass(agent_cli_bin, name):
     env = _env(
@@ -252,6 +253,7 @@ def test_skip_preflight_starts_anyway(subprocess_env):
     assert Worker.objects.filter(pk="@pre-3").exists()
 
 
+@pytest.mark.slow
 def test_runfactory_says_which_worker_refused_and_why_and_does_not_restart_it(
     subprocess_env, tmp_path
 ):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from workers_app.profiles import (
@@ -124,3 +129,25 @@ def test_agent_command_is_split_like_a_shell_but_never_run_by_one():
 def test_command_profile_without_argv_says_how_to_fix_it():
     with pytest.raises(ProfileError, match="--agent-command"):
         BUILTIN_PROFILES["command"].render_argv(template_values())
+
+
+def test_profiles_from_the_environment_reach_settings_and_the_profile_table(tmp_path, settings):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIBE_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="vibe_project.settings",
+        VIBE_VAR_DIR=str(tmp_path),
+        VIBE_AGENT_PROFILES='{"mine": {"command": "my-agent", "timeout": 90}}',
+    )
+    code = "from django.conf import settings; print(settings.VIBE_AGENT_PROFILES)"
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert shown.stdout.strip() == "{'mine': {'command': 'my-agent', 'timeout': 90}}"
+    settings.VIBE_AGENT_PROFILES = {"mine": {"command": "my-agent", "timeout": 90}}
+    assert get_profile("mine").timeout == 90

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 
 from tasks_app import lifecycle
-from tasks_app.choices import Status
+from tasks_app.choices import ERROR_TYPES, INFRASTRUCTURE_ERRORS, Status, error_hint
 from tasks_app.models import Task
 from tests.workers_app.conftest import agent_command
 from workers_app import git as vibe_git
@@ -163,7 +163,7 @@ def test_an_unreachable_remote_is_remote_unreachable(hosts):
     with pytest.raises(vibe_git.RemoteError) as caught:
         workspace.prepare(task)
     assert caught.value.error_type == "remote_unreachable"
-    assert lifecycle.ERROR_TYPES["remote_unreachable"].retryable
+    assert ERROR_TYPES["remote_unreachable"].retryable
 
 
 @pytest.mark.django_db
@@ -202,9 +202,9 @@ def test_remote_errors_are_told_apart_by_gits_words():
         "remote_unreachable"
     )
     for name in ("remote_auth", "remote_unreachable"):
-        assert name in lifecycle.INFRASTRUCTURE_ERRORS and lifecycle.error_hint(name)
-    assert lifecycle.ERROR_TYPES["push_rejected"].retryable
-    assert not lifecycle.ERROR_TYPES["remote_auth"].retryable
+        assert name in INFRASTRUCTURE_ERRORS and error_hint(name)
+    assert ERROR_TYPES["push_rejected"].retryable
+    assert not ERROR_TYPES["remote_auth"].retryable
 
 
 @pytest.mark.django_db

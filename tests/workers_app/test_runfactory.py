@@ -16,7 +16,7 @@ from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Task
 from tests.conftest import REPO_ROOT
-from tests.workers_app.conftest import wait_for
+from tests.waiting import wait_for
 from workers_app.models import Worker
 
 

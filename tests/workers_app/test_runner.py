@@ -9,11 +9,18 @@ import time
 import pytest
 
 from tests.conftest import AGENTS_DIR
-from workers_app.runner import AgentProcess, run_agent
+from workers_app.runner import AgentProcess, RunResult
 
 
 def agent(name: str) -> list[str]:
     return [sys.executable, str(AGENTS_DIR / name)]
+
+
+def run_agent(argv: list[str], **options) -> RunResult:
+    """An agent run to completion, as the worker loop's polling would see it end."""
+    process = AgentProcess(argv, **options).start()
+    process.wait()
+    return process.result()
 
 
 def test_ok_agent_gets_prompt_on_stdin_and_exits_zero():

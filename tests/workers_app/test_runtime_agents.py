@@ -79,9 +79,11 @@ def agent(*args: str) -> AgentProfile:
     )
 
 
-def run_worker(worker_id: str, profile: AgentProfile, timeout: float = 60) -> runtime.Worker:
+def run_worker(worker_id: str, profile: AgentProfile, timeout: float = 60) -> runtime.WorkerLoop:
     """One in-process worker, until its lane has nothing claimable left."""
-    worker = runtime.Worker(worker_id, profile=profile, once=True, interval=0.1, timeout=timeout)
+    worker = runtime.WorkerLoop(
+        worker_id, profile=profile, once=True, interval=0.1, timeout=timeout
+    )
     worker.run()
     return worker
 
@@ -261,7 +263,7 @@ def test_a_spent_daily_budget_stops_claims_and_people_are_told_once(settings):
     settings.VIBE_DAILY_BUDGET_USD = Decimal("0.50")
     ran_today("0.75")
     task = lifecycle.submit("Add a.txt", lane="backend", pipeline="none", actor="cli")
-    worker = runtime.Worker("@backend-1", profile=agent(), interval=0.1)
+    worker = runtime.WorkerLoop("@backend-1", profile=agent(), interval=0.1)
     worker._claim_while_room()
     assert worker.slots == {} and worker.claimed == 0
     assert reload(task).status == Status.PENDING and reload(task).attempt_count == 0
@@ -270,7 +272,7 @@ def test_a_spent_daily_budget_stops_claims_and_people_are_told_once(settings):
     day = timezone.localtime().date().isoformat()
     assert set(told.values_list("key", flat=True)) == {f"budget_reached:{day}"}
     # Another worker noticing it tells nobody again.
-    other = runtime.Worker("@backend-1", profile=agent(), interval=0.1)
+    other = runtime.WorkerLoop("@backend-1", profile=agent(), interval=0.1)
     other._claim_while_room()
     assert other.slots == {} and told.count() == len(Platform.values)
 

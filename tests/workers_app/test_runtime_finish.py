@@ -7,7 +7,6 @@ the moment a signal or a database fault strikes is set with Django's execute_wra
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 from django.db import connection
@@ -15,6 +14,7 @@ from django.db import connection
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Run, Task, TaskHistory
+from tests.waiting import wait_for
 from workers_app import runtime
 from workers_app.profiles import command_profile
 
@@ -23,30 +23,30 @@ from workers_app.profiles import command_profile
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def started(worker: runtime.Worker, task_id: int):
+def started(worker: runtime.WorkerLoop, task_id: int):
     """Step the loop until the task's worktree is ready and its agent runs (off-loop prep)."""
-    deadline = time.monotonic() + 20
-    while (slot := worker.slots[task_id]).process is None:
-        assert time.monotonic() < deadline, "the agent did not start"
+
+    def agent_runs() -> bool:
+        if worker.slots[task_id].process is not None:
+            return True
         worker._collect_prepared()
-        time.sleep(0.01)
-    return slot
+        return False
+
+    wait_for(agent_runs, timeout=20, what="the agent to start", interval=0.01)
+    return worker.slots[task_id]
 
 
-def worker_with_a_finished_agent() -> tuple[runtime.Worker, Task, Task]:
+def worker_with_a_finished_agent() -> tuple[runtime.WorkerLoop, Task, Task]:
     """A worker whose first task's agent has exited 0, with a second task waiting."""
     first = lifecycle.submit("first", lane="backend", pipeline="none", actor="cli")
     second = lifecycle.submit("second", lane="backend", pipeline="none", actor="cli")
-    worker = runtime.Worker("@backend-1", profile=command_profile("true"))
+    worker = runtime.WorkerLoop("@backend-1", profile=command_profile("true"))
     task = lifecycle.claim_next("@backend-1")
     assert task.pk == first.pk
     worker._start(task)
     worker.claimed = 1
     slot = started(worker, task.pk)
-    deadline = time.monotonic() + 20
-    while not slot.process.poll():
-        assert time.monotonic() < deadline, "the agent did not finish"
-        time.sleep(0.02)
+    wait_for(lambda: slot.process.poll(), timeout=20, what="the agent to finish", interval=0.02)
     return worker, first, second
 
 

@@ -1,4 +1,5 @@
-"""`runworker` as real processes: pipelines, failures, crashes and signals, on both databases."""
+"""`runworker` on both databases: pipelines, failures and workspaces through the command in this
+process; crashes, signals, races and a worker left running as real processes (marked `slow`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from django.utils import timezone
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Run, Task, TaskHistory
-from tests.workers_app.conftest import wait_for
+from tests.waiting import wait_for
+from tests.workers_app.conftest import worker_args
 from workers_app.models import Worker
 from workers_app.workspace import instance_id
 
@@ -57,6 +59,10 @@ def test_lane_mismatch_is_refused():
         (["--agent", "gpt-9"], "unknown agent profile 'gpt-9'"),
         (["--agent", "command"], "has no command"),
         (["--agent-command", "python 'oops"], "cannot split"),
+        # Beyond what the database and the clock can hold: a usage error, not a crash.
+        (["--capacity", "99999999999999999999"], "must be at most"),
+        (["--capacity", "3000000000"], "must be at most"),
+        (["--lease", "99999999999999999999"], "must be a number of seconds ≤"),
     ],
 )
 def test_bad_flags_get_a_clear_message(flags, message):
@@ -141,10 +147,7 @@ def test_always_failing_agent_runs_max_attempts_then_dead_letter(fleet):
 
 def test_missing_agent_goes_straight_to_dead_letter(fleet, subprocess_env):
     task = submit("Needs a real agent", max_attempts=3)
-    worker = fleet.start(
-        "@backend-1", "backend", "ok_agent.py", "--once", "--agent-command", "no-such-agent-xyz"
-    )
-    assert worker.wait(60) == 0, worker.output()
+    fleet.run("@backend-1", "backend", "ok_agent.py", "--agent-command", "no-such-agent-xyz")
     task = reload(task)
     assert task.status == Status.DEAD_LETTER
     assert task.last_error_type == "agent_missing"
@@ -212,6 +215,7 @@ def test_kill_9_mid_task_requeues_after_lease_and_another_worker_finishes(fleet)
     assert Worker.objects.get(pk="@backend-1").active_tasks == 0
 
 
+@pytest.mark.slow
 def test_sigterm_mid_task_releases_it_and_exits_zero(fleet):
     task = submit("Interrupted", pipeline="none")
     worker = fleet.start(
@@ -231,6 +235,7 @@ def test_sigterm_mid_task_releases_it_and_exits_zero(fleet):
     assert row.active_tasks == 0 and row.status == "offline"
 
 
+@pytest.mark.slow
 def test_idle_worker_exits_at_once_on_sigterm(fleet):
     worker = fleet.start("@backend-1", "backend")
     wait_for(lambda: "working" in worker.output(), what="start")
@@ -238,6 +243,7 @@ def test_idle_worker_exits_at_once_on_sigterm(fleet):
     assert worker.wait(10) == 0
 
 
+@pytest.mark.slow
 def test_live_tail_is_written_while_the_agent_runs(fleet):
     task = submit("Chatty", pipeline="none")
     worker = fleet.start("@backend-1", "backend", "sleep_agent.py", env={"TEST_SLEEP": "60"})
@@ -253,6 +259,7 @@ def test_live_tail_is_written_while_the_agent_runs(fleet):
     assert reload(task).status == Status.PENDING
 
 
+@pytest.mark.slow
 def test_cancelled_task_stops_its_agent(fleet):
     task = submit("Cancel me", pipeline="none")
     worker = fleet.start(
@@ -325,11 +332,10 @@ def test_user_profile_from_toml_passes_the_prompt_in_a_file(fleet, tmp_path):
         'prompt = "file"\n'
     )
     task = submit("Read me from a file", pipeline="none")
-    code = fleet.start_plain(
+    fleet.run_plain(
         ["@backend-1", "--lane", "backend", "--once", "--agent", "file-reader"],
         env={"VIBE_AGENT_PROFILES_FILE": str(profiles)},
-    ).wait(60)
-    assert code == 0
+    )
     task = reload(task)
     assert task.status == Status.COMPLETED
     assert (
@@ -358,7 +364,7 @@ def test_git_workspace_commits_what_the_agent_left_and_records_the_change(fleet,
     ):
         subprocess.run(["git", *args], cwd=repo, check=True)
     task = submit("Write hello.txt", pipeline="none")
-    code = fleet.start_plain(
+    fleet.run_plain(
         [
             "@backend-1",
             "--lane",
@@ -368,8 +374,7 @@ def test_git_workspace_commits_what_the_agent_left_and_records_the_change(fleet,
             f"{sys.executable} -c \"open('hello.txt', 'w').write('hi')\"",
         ],
         env={"VIBE_WORKSPACE": str(repo), "VIBE_WORKTREES_DIR": str(tmp_path / "trees")},
-    ).wait(60)
-    assert code == 0
+    )
     task = reload(task)
     assert task.status == Status.COMPLETED
     assert task.branch == f"vibe/{instance_id()}/task-{task.pk}-write-hello-txt"
@@ -433,7 +438,7 @@ def test_simulated_agent_moves_work_through_the_whole_pipeline(fleet):
         ("@qa-1", "qa"),
     ]:
         args = [worker_id, "--lane", lane, "--capacity", "2", "--once", "--agent", "simulated"]
-        assert fleet.start_plain(args, env=env).wait(60) == 0
+        fleet.run_plain(args, env=env)
     for task in (backend, frontend, data_review):
         assert reload(task).status == Status.COMPLETED, reload(task).last_error
     assert "[simulated agent]" in Run.objects.filter(task=backend).get().stdout_tail
@@ -464,12 +469,12 @@ def test_noisy_binary_output_is_stored_bounded_and_clean(fleet):
 
 def test_max_tasks_stops_after_that_many_claims(fleet):
     tasks = [submit(f"job {n}", pipeline="none") for n in range(3)]
-    worker = fleet.start("@backend-1", "backend", "ok_agent.py", "--max-tasks", "2")
-    assert worker.wait(60) == 0, worker.output()
+    fleet.run_plain(worker_args("@backend-1", "backend", "ok_agent.py", 1, "--max-tasks", "2"))
     statuses = sorted(reload(t).status for t in tasks)
     assert statuses == [Status.COMPLETED, Status.COMPLETED, Status.PENDING]
 
 
+@pytest.mark.slow
 def test_idle_worker_notices_new_work_at_once(fleet):
     # On PostgreSQL the fallback poll is set to 30 s, so only LISTEN/NOTIFY can be this quick.
     flags = ["--interval", "30"] if connection.vendor == "postgresql" else []
@@ -484,6 +489,7 @@ def test_idle_worker_notices_new_work_at_once(fleet):
     assert worker.wait(20) == 0
 
 
+@pytest.mark.slow
 def test_a_slow_worktree_never_stalls_the_other_tasks_leases(fleet, tmp_path):
     """`git worktree add` (here slowed by a post-checkout hook past the lease) runs off the
     loop: the running task's lease keeps being renewed, and both finish without a lapse."""

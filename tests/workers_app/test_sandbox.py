@@ -16,13 +16,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import AGENTS_DIR, REPO_ROOT
+from tests.waiting import wait_for
 from workers_app import sandbox
 
 SNOOP = str(AGENTS_DIR / "snoop_agent.py")
@@ -366,10 +366,7 @@ def test_stopping_the_process_group_leaves_nothing_of_the_sandbox_running(factor
                 pass
         return found
 
-    deadline = time.monotonic() + 5
-    while still_running() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert still_running() == []
+    wait_for(lambda: still_running() == [], timeout=5, what="the sandboxed processes to end")
 
 
 @needs_bwrap
@@ -457,6 +454,7 @@ def test_commit_in_a_sandboxed_worktree_needs_its_git_dir_writable(factory, role
 
 
 @needs_bwrap
+@pytest.mark.slow
 @pytest.mark.parametrize("cli", ["claude", "codex", "gemini", "aider"])
 def test_real_agent_cli_starts_in_the_sandbox(factory, agent_cli_bin, cli):
     env = factory.env()

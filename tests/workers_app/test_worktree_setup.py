@@ -19,8 +19,8 @@ from django.utils import timezone
 from tasks_app import lifecycle
 from tasks_app.choices import Status
 from tasks_app.models import Run, RunEvent, Task, TaskHistory
-from tests.workers_app.conftest import wait_for
-from workers_app import workspace
+from tests.waiting import wait_for
+from workers_app import setup, workspace
 from workers_app.models import Worker
 from workers_app.workspace import instance_id
 
@@ -108,6 +108,7 @@ def agents_of(worker, marker: str) -> list[int]:
 # --- the setup command ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_setup_runs_once_in_a_new_worktree_and_its_output_opens_the_transcript(
     fleet, repo, tmp_path
 ):
@@ -230,7 +231,7 @@ def test_a_setup_is_stopped_when_the_worker_lets_go_of_the_task(in_process, repo
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
     started = time.monotonic()
-    with pytest.raises(workspace.SetupError, match="was stopped") as caught:
+    with pytest.raises(setup.SetupError, match="was stopped") as caught:
         workspace.prepare(task, stop=stop)
     assert time.monotonic() - started < 5
     assert caught.value.setup.stopped and "installing" in caught.value.setup.output
@@ -248,6 +249,7 @@ def test_setup_never_runs_inside_the_var_folder(in_process):
 # --- leases while worktrees are prepared ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_setup_sleeping_past_the_lease_keeps_every_lease_and_each_task_one_agent(
     fleet, repo, tmp_path
 ):
@@ -330,6 +332,7 @@ def test_a_setup_sleeping_past_the_lease_keeps_every_lease_and_each_task_one_age
 # --- an agent whose lease is gone is stopped ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_agent_whose_lease_was_taken_over_is_stopped(fleet, settings):
     settings.VIBE_RETRY_BASE_SECONDS = 0
     Worker.objects.create(worker_id="@backend-2", lane="backend")
@@ -357,6 +360,7 @@ def test_an_agent_whose_lease_was_taken_over_is_stopped(fleet, settings):
     assert "stopping its agent" in worker.output()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("connection.vendor != 'sqlite'")
 def test_an_agent_whose_lease_could_not_be_renewed_is_stopped_before_it_runs_out(fleet):
     """The database stops taking writes (here: a write lock held past the lease), so the

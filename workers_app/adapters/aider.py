@@ -147,24 +147,44 @@ class AiderReader(Reader):
             if self._reply:
                 self._reply.append("")
             return []
-        if self._error_open:
-            if not ERROR_END.match(text) and not PROVIDER_ERROR.match(text):
-                self._error.append(text)
-                return [Event(ERROR, clip(text, MAX_EVENT_TEXT))]
-            self._close_error()
+        events = self._error_goes_on(text)
+        if events is not None:
+            return events
         if self._banner and BANNER.match(text):
-            if text.startswith("Restored previous conversation history"):
-                self._restored = True
-            model = MODEL.match(text)
-            if model and not self.report.usage.model:
-                self.report.usage.model = model.group(1)[:100]
-            return [Event(SYSTEM, clip(text, MAX_EVENT_TEXT))]
+            return self._banner_line(text)
         self._banner = False
+        events = self._status_line(text)
+        if events is not None:
+            return events
+        if not self._replying:
+            return [Event(OUTPUT, clip(text, MAX_EVENT_TEXT))]
+        self._reply.append(text)
+        return []
+
+    def _error_goes_on(self, text: str) -> list[Event] | None:
+        """A line of the provider error being printed; None once the error is over."""
+        if not self._error_open:
+            return None
+        if not ERROR_END.match(text) and not PROVIDER_ERROR.match(text):
+            self._error.append(text)
+            return [Event(ERROR, clip(text, MAX_EVENT_TEXT))]
+        self._close_error()
+        return None
+
+    def _banner_line(self, text: str) -> list[Event]:
+        if text.startswith("Restored previous conversation history"):
+            self._restored = True
+        model = MODEL.match(text)
+        if model and not self.report.usage.model:
+            self.report.usage.model = model.group(1)[:100]
+        return [Event(SYSTEM, clip(text, MAX_EVENT_TEXT))]
+
+    def _status_line(self, text: str) -> list[Event] | None:
+        """Aider's own line (token counts, an error, an edit or commit); None: the model's."""
         tokens = TOKENS.match(text)
         if tokens:
             return self._tokens(tokens, text)
-        error = PROVIDER_ERROR.match(text)
-        if error:
+        if PROVIDER_ERROR.match(text):
             events = self._flush_reply(as_message=False)
             self._replying = False
             self._error, self._error_open = [text], True
@@ -174,13 +194,7 @@ class AiderReader(Reader):
         if EDIT_FAILED.match(text):
             self._edit_failed = text
             return [*self._flush_reply(as_message=True), Event(ERROR, text)]
-        done = self._action(text)
-        if done:
-            return done
-        if not self._replying:
-            return [Event(OUTPUT, clip(text, MAX_EVENT_TEXT))]
-        self._reply.append(text)
-        return []
+        return self._action(text) or None
 
     def feed_stderr(self, line: str) -> list[Event]:
         if PROVIDER_ERROR.match(line.strip()):

@@ -124,6 +124,18 @@ def to_decimal(value: Any) -> Decimal | None:
     return number.quantize(Decimal("0.000001")).normalize()
 
 
+def dict_at(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """`obj[key]` if the agent printed an object there; a missing or odd field reads as empty."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def list_at(obj: dict[str, Any], key: str) -> list[Any]:
+    """`obj[key]` if the agent printed a list there; a missing or odd field reads as empty."""
+    value = obj.get(key)
+    return value if isinstance(value, list) else []
+
+
 def to_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None

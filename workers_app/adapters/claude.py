@@ -44,6 +44,8 @@ from .base import (
     RunContext,
     classify_error_text,
     clip,
+    dict_at,
+    list_at,
     summarize_input,
     to_decimal,
     to_int,
@@ -183,7 +185,7 @@ class ClaudeReader(JsonLinesReader):
     def _result(self, obj: dict[str, Any]) -> list[Event]:
         self._result_seen = True
         report = self.report
-        usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+        usage = dict_at(obj, "usage")
         report.usage.add_tokens(
             input=to_int(usage.get("input_tokens")),
             output=to_int(usage.get("output_tokens")),
@@ -208,7 +210,8 @@ class ClaudeReader(JsonLinesReader):
         report.permission_denials = list(self._denied.values())
 
         subtype = str(obj.get("subtype", ""))
-        text = obj.get("result") if isinstance(obj.get("result"), str) else ""
+        result = obj.get("result")
+        text = result if isinstance(result, str) else ""
         # No subtype: a team's own wrapper (the `command` kind's stream-json) that only says
         # is_error; Claude Code itself always sends one ("success", "error_max_turns", …).
         is_error = bool(obj.get("is_error")) or subtype not in ("", "success")
@@ -217,7 +220,7 @@ class ClaudeReader(JsonLinesReader):
         if not is_error:
             report.final_text = text
             return events
-        errors = obj.get("errors") if isinstance(obj.get("errors"), list) else []
+        errors = list_at(obj, "errors")
         message = text or "; ".join(str(e) for e in errors) or self._api_error or subtype
         report.error = message
         if subtype == "error_max_turns":

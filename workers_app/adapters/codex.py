@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .base import (
@@ -49,6 +50,7 @@ from .base import (
     RunContext,
     classify_error_text,
     clip,
+    dict_at,
     seconds_in,
     summarize_input,
     to_int,
@@ -64,6 +66,7 @@ RETRY_AFTER = re.compile(
     re.IGNORECASE,
 )
 RESUME_MISSING = ("no rollout found", "thread/resume failed")
+STARTED, COMPLETED = "item.started", "item.completed"
 SHELL_WRAPPERS = ("/bin/bash", "/bin/sh", "/bin/zsh", "bash", "sh", "zsh")
 
 
@@ -123,7 +126,7 @@ class CodexReader(JsonLinesReader):
             item = obj.get("item")
             return self._item(kind, item) if isinstance(item, dict) else []
         if kind == "turn.completed":
-            usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+            usage = dict_at(obj, "usage")
             # A running total for the whole session, not this turn's share: set, do not add.
             report.usage.input_tokens = to_int(usage.get("input_tokens"))
             report.usage.output_tokens = to_int(usage.get("output_tokens"))
@@ -153,94 +156,81 @@ class CodexReader(JsonLinesReader):
 
     def _item(self, phase: str, item: dict[str, Any]) -> list[Event]:
         kind = str(item.get("type") or item.get("item_type") or "")
-        item_id = str(item.get("id", ""))
-        done = phase == "item.completed"
-        if kind in ("agent_message", "assistant_message"):
-            if not done:
-                return []
-            text = str(item.get("text", ""))
-            if text.strip():
-                self.report.final_text = text
-                return [Event(MESSAGE, clip(text, MAX_EVENT_TEXT))]
+        read = _ITEM_READERS.get(kind)
+        return read(self, phase, item, str(item.get("id", ""))) if read else []
+
+    def _agent_message(self, phase: str, item: dict[str, Any], item_id: str) -> list[Event]:
+        text = str(item.get("text", ""))
+        if phase != COMPLETED or not text.strip():
             return []
-        if kind == "command_execution":
-            if phase == "item.started":
-                command = _shown_command(str(item.get("command", "")))
-                return [
-                    Event(
-                        TOOL_CALL,
-                        clip(command.replace("\n", " "), MAX_SUMMARY),
-                        {"name": "shell", "id": item_id},
-                    )
-                ]
-            if not done:
-                return []
-            exit_code = item.get("exit_code")
-            return [
-                Event(
-                    TOOL_RESULT,
-                    clip(str(item.get("aggregated_output") or ""), MAX_TOOL_RESULT_TEXT),
-                    {
-                        "id": item_id,
-                        "is_error": exit_code not in (0, None) or item.get("status") != "completed",
-                        "exit_code": exit_code,
-                    },
-                )
-            ]
-        if kind == "file_change" and done:
-            changes = [c for c in item.get("changes") or [] if isinstance(c, dict)]
-            shown = ", ".join(f"{c.get('kind', 'update')} {c.get('path', '')}" for c in changes)
-            return [
-                Event(TOOL_CALL, clip(shown, MAX_SUMMARY), {"name": "apply_patch", "id": item_id}),
-                Event(
-                    TOOL_RESULT,
-                    str(item.get("status", "")),
-                    {"id": item_id, "is_error": item.get("status") != "completed"},
-                ),
-            ]
-        if kind == "mcp_tool_call":
+        self.report.final_text = text
+        return [Event(MESSAGE, clip(text, MAX_EVENT_TEXT))]
+
+    def _command(self, phase: str, item: dict[str, Any], item_id: str) -> list[Event]:
+        if phase == STARTED:
+            command = _shown_command(str(item.get("command", "")))
+            summary = clip(command.replace("\n", " "), MAX_SUMMARY)
+            return [Event(TOOL_CALL, summary, {"name": "shell", "id": item_id})]
+        if phase != COMPLETED:
+            return []
+        exit_code = item.get("exit_code")
+        output = clip(str(item.get("aggregated_output") or ""), MAX_TOOL_RESULT_TEXT)
+        failed = exit_code not in (0, None) or item.get("status") != "completed"
+        data = {"id": item_id, "is_error": failed, "exit_code": exit_code}
+        return [Event(TOOL_RESULT, output, data)]
+
+    def _file_change(self, phase: str, item: dict[str, Any], item_id: str) -> list[Event]:
+        if phase != COMPLETED:
+            return []
+        changes = [c for c in item.get("changes") or [] if isinstance(c, dict)]
+        shown = ", ".join(f"{c.get('kind', 'update')} {c.get('path', '')}" for c in changes)
+        status = str(item.get("status", ""))
+        return [
+            Event(TOOL_CALL, clip(shown, MAX_SUMMARY), {"name": "apply_patch", "id": item_id}),
+            Event(TOOL_RESULT, status, {"id": item_id, "is_error": status != "completed"}),
+        ]
+
+    def _mcp_call(self, phase: str, item: dict[str, Any], item_id: str) -> list[Event]:
+        if phase == STARTED:
             name = f"{item.get('server', 'mcp')}.{item.get('tool', 'tool')}"
-            if phase == "item.started":
-                return [
-                    Event(
-                        TOOL_CALL,
-                        summarize_input(item.get("arguments")),
-                        {"name": name, "id": item_id},
-                    )
-                ]
-            if not done:
-                return []
-            error = item.get("error")
-            text = error.get("message", "") if isinstance(error, dict) else ""
-            return [
-                Event(
-                    TOOL_RESULT,
-                    clip(str(text or item.get("result") or ""), MAX_TOOL_RESULT_TEXT),
-                    {"id": item_id, "is_error": bool(error) or item.get("status") == "failed"},
-                )
-            ]
-        if kind == "web_search" and done:
-            query = str(item.get("query", ""))
-            return [
-                Event(TOOL_CALL, clip(query, MAX_SUMMARY), {"name": "web_search", "id": item_id})
-            ]
-        if kind == "todo_list" and done:
-            lines = [
-                f"[{'x' if entry.get('completed') else ' '}] {entry.get('text', '')}"
-                for entry in item.get("items") or []
-                if isinstance(entry, dict)
-            ]
-            return [Event(SYSTEM, clip("\n".join(lines), MAX_EVENT_TEXT), {"type": "plan"})]
-        if kind == "reasoning" and done and str(item.get("text", "")).strip():
-            return [Event(SYSTEM, clip(str(item["text"]), MAX_EVENT_TEXT), {"type": "reasoning"})]
-        if kind == "error" and done:
-            # Codex's warnings ("Model metadata for … not found"); the run goes on.
-            return [
-                Event(
-                    SYSTEM, clip(str(item.get("message", "")), MAX_EVENT_TEXT), {"type": "warning"}
-                )
-            ]
-        return []
+            summary = summarize_input(item.get("arguments"))
+            return [Event(TOOL_CALL, summary, {"name": name, "id": item_id})]
+        if phase != COMPLETED:
+            return []
+        error = item.get("error")
+        text = error.get("message", "") if isinstance(error, dict) else ""
+        output = clip(str(text or item.get("result") or ""), MAX_TOOL_RESULT_TEXT)
+        failed = bool(error) or item.get("status") == "failed"
+        return [Event(TOOL_RESULT, output, {"id": item_id, "is_error": failed})]
+
+    def _web_search(self, phase: str, item: dict[str, Any], item_id: str) -> list[Event]:
+        if phase != COMPLETED:
+            return []
+        query = clip(str(item.get("query", "")), MAX_SUMMARY)
+        return [Event(TOOL_CALL, query, {"name": "web_search", "id": item_id})]
+
+    def _todo_list(self, phase: str, item: dict[str, Any], item_id: str) -> list[Event]:
+        if phase != COMPLETED:
+            return []
+        lines = [
+            f"[{'x' if entry.get('completed') else ' '}] {entry.get('text', '')}"
+            for entry in item.get("items") or []
+            if isinstance(entry, dict)
+        ]
+        return [Event(SYSTEM, clip("\n".join(lines), MAX_EVENT_TEXT), {"type": "plan"})]
+
+    def _reasoning(self, phase: str, item: dict[str, Any], item_id: str) -> list[Event]:
+        text = str(item.get("text", ""))
+        if phase != COMPLETED or not text.strip():
+            return []
+        return [Event(SYSTEM, clip(text, MAX_EVENT_TEXT), {"type": "reasoning"})]
+
+    def _warning(self, phase: str, item: dict[str, Any], item_id: str) -> list[Event]:
+        """Codex's `error` items are warnings ("Model metadata … not found"); the run goes on."""
+        if phase != COMPLETED:
+            return []
+        text = clip(str(item.get("message", "")), MAX_EVENT_TEXT)
+        return [Event(SYSTEM, text, {"type": "warning"})]
 
     def finish(self, exit_code: int | None, stdout: str, stderr: str) -> Report:
         report = self.report
@@ -253,6 +243,21 @@ class CodexReader(JsonLinesReader):
             if not report.error_type:
                 report.error_type = _classify(report.error) or _classify(stderr)
         return report
+
+
+_ItemReader = Callable[[CodexReader, str, dict[str, Any], str], list[Event]]
+# How each kind of item reads; kinds not here are not shown.
+_ITEM_READERS: dict[str, _ItemReader] = {
+    "agent_message": CodexReader._agent_message,
+    "assistant_message": CodexReader._agent_message,
+    "command_execution": CodexReader._command,
+    "file_change": CodexReader._file_change,
+    "mcp_tool_call": CodexReader._mcp_call,
+    "web_search": CodexReader._web_search,
+    "todo_list": CodexReader._todo_list,
+    "reasoning": CodexReader._reasoning,
+    "error": CodexReader._warning,
+}
 
 
 class CodexKind(AgentKind):

@@ -51,6 +51,7 @@ from .base import (
     RunContext,
     classify_error_text,
     clip,
+    dict_at,
     seconds_in,
     summarize_input,
     to_int,
@@ -144,7 +145,7 @@ class GeminiReader(JsonLinesReader):
 
     def _tool_result(self, obj: dict[str, Any]) -> Event:
         self._in_turn = False
-        error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+        error = dict_at(obj, "error")
         text = str(obj.get("output") or error.get("message") or "")
         is_error = obj.get("status") == "error"
         tool_id = str(obj.get("tool_id", ""))
@@ -158,7 +159,7 @@ class GeminiReader(JsonLinesReader):
 
     def _result(self, obj: dict[str, Any]) -> list[Event]:
         report, usage = self.report, self.report.usage
-        stats = obj.get("stats") if isinstance(obj.get("stats"), dict) else {}
+        stats = dict_at(obj, "stats")
         # `input_tokens` counts cached tokens too; `input` is the uncached rest.
         uncached = to_int(stats.get("input"))
         if uncached is None and to_int(stats.get("input_tokens")) is not None:
@@ -168,7 +169,7 @@ class GeminiReader(JsonLinesReader):
             output=to_int(stats.get("output_tokens")),
             cache_read=to_int(stats.get("cached")),
         )
-        models = stats.get("models") if isinstance(stats.get("models"), dict) else {}
+        models = dict_at(stats, "models")
         used = {
             name: to_int(figures.get("total_tokens")) or 0
             for name, figures in models.items()
@@ -181,7 +182,7 @@ class GeminiReader(JsonLinesReader):
         if obj.get("status") == "success":
             report.success = True
         else:
-            error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+            error = dict_at(obj, "error")
             report.success = False
             report.error = str(error.get("message", "")) or "the agent reported an error"
             report.error_type = self._error_type(str(error.get("type", "")), report.error)
@@ -205,7 +206,7 @@ class GeminiReader(JsonLinesReader):
         report = self.report
         if not report.final_text and self._final:
             report.final_text = "".join(self._final)
-        if exit_code in (0, None):
+        if exit_code is None or exit_code == 0:
             return report
         report.success = False
         if self.resuming and exit_code == EXIT_INPUT and _RESUME_REFUSED.search(stderr):

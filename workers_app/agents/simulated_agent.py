@@ -87,35 +87,17 @@ def pick_findings(outcome: str, kind: str) -> list[Finding]:
     return [critical, *chosen[:2]] if outcome == "critical" else chosen
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Vibe Factory SIMULATED agent (no model).")
-    parser.add_argument("--prompt-file", help="read the prompt from this file, not stdin")
-    args = parser.parse_args()
-    if args.prompt_file:
-        with open(args.prompt_file, encoding="utf-8", errors="replace") as fh:
-            prompt = fh.read()
-    elif sys.stdin is not None and not sys.stdin.isatty():
-        prompt = sys.stdin.buffer.read().decode("utf-8", errors="replace")
-    else:
-        prompt = ""
-    task = os.environ.get("VIBE_TASK_ID", "?")
-    lane = os.environ.get("VIBE_TASK_LANE", "backend").strip().lower() or "backend"
-    stage = os.environ.get("VIBE_TASK_STAGE", "").strip().lower()
-    is_auditor = bool(stage) or lane in ("security", "ux", "data", "qa")
-    kind = lane if lane in CHECKS else "qa"
-    if seed := os.environ.get("VIBE_SIM_SEED"):
-        random.seed(seed)
-    outcome = roll(is_auditor, kind)
-    findings = pick_findings(outcome, kind) if is_auditor else []
-    try:
-        pause = float(os.environ.get("VIBE_SIM_SLEEP") or random.uniform(1, 4))
-    except ValueError:
-        sys.exit(f"{TAG} VIBE_SIM_SLEEP must be a number of seconds")
-    role = f"{kind} auditor" if is_auditor else f"{lane} builder"
-    say(f"task {task} lane={lane} stage={stage or '-'}: simulated {role}; no model")
-    goal = next((ln.strip() for ln in prompt.splitlines() if ln.strip()), "(empty prompt)")
-    say(f"reading prompt: {len(prompt)} chars, first line: {goal[:80]!r}")
-    steps = CHECKS[kind] if is_auditor else BUILD_STEPS
+def read_prompt(prompt_file: str | None) -> str:
+    if prompt_file:
+        with open(prompt_file, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    if sys.stdin is not None and not sys.stdin.isatty():
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    return ""
+
+
+def pretend_steps(steps: list[str], pause: float, *, is_auditor: bool, outcome: str) -> bool:
+    """Walk through the steps; False: the pretend crash happened on the way."""
     for i, step in enumerate(steps, 1):
         time.sleep(max(pause, 0) / len(steps))
         verb = "checking" if is_auditor else "(pretend)"
@@ -128,19 +110,25 @@ def main() -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            return 1
-    if not is_auditor:
-        if outcome in ("fail", "critical"):
-            print(f"{TAG} could not finish the goal: pretend tests are failing", file=sys.stderr)
-            return 1
-        if os.path.exists(".git"):
-            with open("SIMULATED_CHANGES.md", "a", encoding="utf-8") as fh:
-                fh.write(f"- task {task}: pretended to implement {goal[:80]}\n")
-            say("wrote one line to SIMULATED_CHANGES.md")
-        say("summary (simulated, no real code was written):")
-        say(f"- pretended to implement: {goal[:80]}")
-        say("- pretended to add 3 tests; pretend suite: all passed")
-        return 0
+            return False
+    return True
+
+
+def finish_build(outcome: str, task: str, goal: str) -> int:
+    if outcome in ("fail", "critical"):
+        print(f"{TAG} could not finish the goal: pretend tests are failing", file=sys.stderr)
+        return 1
+    if os.path.exists(".git"):
+        with open("SIMULATED_CHANGES.md", "a", encoding="utf-8") as fh:
+            fh.write(f"- task {task}: pretended to implement {goal[:80]}\n")
+        say("wrote one line to SIMULATED_CHANGES.md")
+    say("summary (simulated, no real code was written):")
+    say(f"- pretended to implement: {goal[:80]}")
+    say("- pretended to add 3 tests; pretend suite: all passed")
+    return 0
+
+
+def finish_review(outcome: str, kind: str, findings: list[Finding]) -> int:
     for sev, title, detail, path in findings:
         say(f"finding [{sev}] {title} ({path or 'no file'}): {detail}")
     verdict = "PASS" if outcome == "pass" else "FAIL"
@@ -153,6 +141,36 @@ def main() -> int:
     say(f"{kind} review done; verdict {verdict}.")
     print("```json\n" + json.dumps(block, indent=2) + "\n```", flush=True)
     return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Vibe Factory SIMULATED agent (no model).")
+    parser.add_argument("--prompt-file", help="read the prompt from this file, not stdin")
+    args = parser.parse_args()
+    prompt = read_prompt(args.prompt_file)
+    task = os.environ.get("VIBE_TASK_ID", "?")
+    lane = os.environ.get("VIBE_TASK_LANE", "backend").strip().lower() or "backend"
+    stage = os.environ.get("VIBE_TASK_STAGE", "").strip().lower()
+    is_auditor = bool(stage) or lane in ("security", "ux", "data", "qa")
+    kind = lane if lane in CHECKS else "qa"
+    if seed := os.environ.get("VIBE_SIM_SEED"):
+        random.seed(seed)
+    outcome = roll(is_auditor, kind)
+    findings = pick_findings(outcome, kind) if is_auditor else []  # drawn before the pause
+    try:
+        pause = float(os.environ.get("VIBE_SIM_SLEEP") or random.uniform(1, 4))
+    except ValueError:
+        sys.exit(f"{TAG} VIBE_SIM_SLEEP must be a number of seconds")
+    role = f"{kind} auditor" if is_auditor else f"{lane} builder"
+    say(f"task {task} lane={lane} stage={stage or '-'}: simulated {role}; no model")
+    goal = next((ln.strip() for ln in prompt.splitlines() if ln.strip()), "(empty prompt)")
+    say(f"reading prompt: {len(prompt)} chars, first line: {goal[:80]!r}")
+    steps = CHECKS[kind] if is_auditor else BUILD_STEPS
+    if not pretend_steps(steps, pause, is_auditor=is_auditor, outcome=outcome):
+        return 1
+    if is_auditor:
+        return finish_review(outcome, kind, findings)
+    return finish_build(outcome, task, goal)
 
 
 if __name__ == "__main__":

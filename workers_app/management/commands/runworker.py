@@ -13,13 +13,13 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from tasks_app import lifecycle
+from tasks_app import actors, lifecycle
 from tasks_app.choices import Lane, Tier
-from workers_app.models import Worker as WorkerRow
-from workers_app.models import WorkerStatus
+from workers_app.models import Worker, WorkerStatus
 from workers_app.preflight import REFUSED_MARK
 from workers_app.preflight import check as preflight_check
 from workers_app.profiles import ProfileError, command_profile, get_profile, runnable_profile
+from workers_app.runtime import WorkerLoop
 from workers_app.sandbox import SandboxError, resolve_mode
 from workers_app.workspace import is_git_repository, workspace_root
 
@@ -155,9 +155,7 @@ class Command(BaseCommand):
         # Everything is checked before the row is created or touched: a bad flag changes nothing.
         remembered = _once_the_database_answers(
             lambda: (
-                WorkerRow.objects.filter(pk=worker_id)
-                .values_list("agent_profile", flat=True)
-                .first()
+                Worker.objects.filter(pk=worker_id).values_list("agent_profile", flat=True).first()
             )
         )
         profile_name = (
@@ -183,16 +181,12 @@ class Command(BaseCommand):
         if not options["skip_preflight"]:
             self._preflight(worker_id, profile, sandbox_mode)
         _once_the_database_answers(lambda: self._register(worker_id, options))
-        # Imported here, after the preflight: a refusal must not wait on (or trip over) the
-        # whole worker runtime and the adapters it loads.
-        from workers_app.runtime import Worker
-
         _once_the_database_answers(
-            lambda: WorkerRow.objects.filter(pk=worker_id).update(agent_profile=profile.name[:60])
+            lambda: Worker.objects.filter(pk=worker_id).update(agent_profile=profile.name[:60])
         )
         try:
             worker = _once_the_database_answers(
-                lambda: Worker(
+                lambda: WorkerLoop(
                     worker_id,
                     profile=profile,
                     lease_seconds=int(options["lease"]) if options["lease"] else None,
@@ -233,18 +227,18 @@ class Command(BaseCommand):
             raise CommandError("name the worker (e.g. runworker @backend-1) or give its --lane")
         return f"@{lane}-{socket.gethostname().split('.')[0]}"[:MAX_WORKER_ID]
 
-    def _register(self, worker_id: str, options: dict) -> WorkerRow:
+    def _register(self, worker_id: str, options: dict) -> Worker:
         """Create the row from the flags if it is missing; refuse flags that contradict it."""
         lane = options["lane"]
         with transaction.atomic():
-            row = WorkerRow.objects.select_for_update().filter(pk=worker_id).first()
+            row = Worker.objects.select_for_update().filter(pk=worker_id).first()
             if row is None:
                 if not lane:
                     raise CommandError(
                         f"worker {worker_id} does not exist; pass --lane (and optionally --tier, "
                         "--capacity) to create it"
                     )
-                row = WorkerRow.objects.create(
+                row = Worker.objects.create(
                     worker_id=worker_id,
                     lane=lane,
                     tier=options["tier"] or Tier.JUNIOR,
@@ -265,9 +259,11 @@ class Command(BaseCommand):
                 updates["capacity_limit"] = options["capacity"]
             if options["tier"]:
                 updates["tier"] = options["tier"]
-            WorkerRow.objects.filter(pk=worker_id).update(**updates)
+            Worker.objects.filter(pk=worker_id).update(**updates)
         if row.status == WorkerStatus.OFFLINE:
-            lifecycle.set_worker_status(worker_id, WorkerStatus.ONLINE, actor=f"worker:{worker_id}")
+            lifecycle.set_worker_status(
+                worker_id, WorkerStatus.ONLINE, actor=actors.worker(worker_id)
+            )
         elif row.status in (WorkerStatus.PAUSED, WorkerStatus.DRAINING):
             # A person's choice outlives restarts: only a resume brings it back to work.
             self.stdout.write(f"{worker_id} is {row.status}: it claims nothing until resumed")
