@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test test-fast install lint bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
+
+## make test-fast: the quick loop while working: ruff, then the tests without browsers or real
+## worker processes (`e2e` and `slow` markers), stopping at the first failure.
+test-fast: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -x -q -m "not e2e and not slow"
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -85,7 +85,8 @@ def _seed(db_path: Path, total: int, rng: random.Random) -> None:
     open_statuses = [s for s, n in OPEN_COUNTS.items() for _ in range(n)]
     statuses = open_statuses + ["completed"] * total
     rng.shuffle(statuses)
-    task_rows, history_rows = [], []
+    task_rows: list[tuple[object, ...]] = []
+    history_rows: list[tuple[object, ...]] = []
     written = 0
 
     def flush() -> None:

@@ -23,10 +23,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
+
+if TYPE_CHECKING:
+    from django.http import HttpResponse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SLACK_SECRET = "bench-only-slack-signing-secret"
@@ -89,7 +93,7 @@ def _populate(total: int, actions: int) -> dict:
 
     # Raw inserts: the ORM's bulk_create is slow at this size on SQLite, and the columns are
     # the seed's own, so plain SQL is what the seed's tools would write anyway.
-    def stamp(n: int) -> str:
+    def stamp(n: int) -> str | None:
         return connection.ops.adapt_datetimefield_value(now - timedelta(seconds=total - n))
 
     rows = [
@@ -133,7 +137,7 @@ def _populate(total: int, actions: int) -> dict:
     }
 
 
-def _timed(request: Callable[[], object], count: int) -> tuple[list[float], list[float]]:
+def _timed(request: Callable[[], HttpResponse], count: int) -> tuple[list[float], list[float]]:
     """Wall-clock and CPU milliseconds per request; CPU time shows the cost on a busy machine."""
     for _ in range(3):  # warm caches (permissions, prepared statements) outside the figures
         request()
@@ -150,6 +154,77 @@ def _timed(request: Callable[[], object], count: int) -> tuple[list[float], list
 
 def _p99(samples: list[float]) -> float:
     return samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+
+
+class _Doors:
+    """Signed requests to the chat doors, as Slack and Discord send them."""
+
+    def __init__(self, client: Any, discord_key: Any, slack_signature: Callable[..., str]) -> None:
+        self.client, self.discord_key, self.slack_signature = client, discord_key, slack_signature
+
+    def slack(self, path: str, body: bytes) -> HttpResponse:
+        ts = str(int(time.time()))
+        return self.client.post(
+            path,
+            data=body,
+            content_type="application/x-www-form-urlencoded",
+            headers={
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": self.slack_signature(body, ts, SLACK_SECRET),
+            },
+        )
+
+    def slash(self, text: Callable[[], str]) -> Callable[[], HttpResponse]:
+        def request() -> HttpResponse:
+            form = {"command": "/vibe", "text": text(), "user_id": SLACK_USER}
+            return self.slack("/chatops/slack/commands", urlencode(form).encode())
+
+        return request
+
+    def slack_click(self, action: str, source: Iterator[int]) -> Callable[[], HttpResponse]:
+        def request() -> HttpResponse:
+            payload = {
+                "type": "block_actions",
+                "user": {"id": SLACK_USER, "username": "bench"},
+                # No response_url: the message update happens off the request anyway.
+                "actions": [{"action_id": f"vibe_{action}", "value": str(next(source))}],
+            }
+            body = f"payload={quote(json.dumps(payload))}".encode()
+            return self.slack("/chatops/slack/interactions", body)
+
+        return request
+
+    def discord(self, interaction: Callable[[], dict]) -> Callable[[], HttpResponse]:
+        def request() -> HttpResponse:
+            body = json.dumps(interaction()).encode()
+            ts = str(int(time.time()))
+            return self.client.post(
+                "/chatops/discord/interactions",
+                data=body,
+                content_type="application/json",
+                headers={
+                    "X-Signature-Ed25519": self.discord_key.sign(ts.encode() + body).hex(),
+                    "X-Signature-Timestamp": ts,
+                },
+            )
+
+        return request
+
+
+def _vibe(sub: str, value: Callable[[], object] | None = None) -> Callable[[], dict]:
+    """A Discord /vibe interaction for the subcommand, with an id option when `value` is given."""
+
+    def interaction() -> dict:
+        option: dict = {"type": 1, "name": sub}
+        if value is not None:
+            option["options"] = [{"type": 4, "name": "id", "value": value()}]
+        return {
+            "type": 2,
+            "member": {"user": {"id": DISCORD_USER, "username": "bench"}},
+            "data": {"name": "vibe", "options": [option]},
+        }
+
+    return interaction
 
 
 def main() -> int:
@@ -173,91 +248,29 @@ def main() -> int:
         django.setup()
         from django.test import Client
 
-        from chatops_app.signatures import slack_signature
+        from chatops_app.slack.signature import slack_signature
 
         started = time.perf_counter()
         ids = _populate(args.tasks, args.requests)
         print(f"populated {args.tasks:,} tasks in {time.perf_counter() - started:.1f}s")
-        client = Client()
+        doors = _Doors(Client(), discord_key, slack_signature)
         dead, waiting = iter(ids["dead"]), iter(ids["waiting"])
-
-        def slack(path: str, body: bytes):
-            ts = str(int(time.time()))
-            return client.post(
-                path,
-                data=body,
-                content_type="application/x-www-form-urlencoded",
-                headers={
-                    "X-Slack-Request-Timestamp": ts,
-                    "X-Slack-Signature": slack_signature(body, ts, SLACK_SECRET),
-                },
-            )
-
-        def slash(text: Callable[[], str]) -> Callable[[], object]:
-            def request():
-                form = {"command": "/vibe", "text": text(), "user_id": SLACK_USER}
-                return slack("/chatops/slack/commands", urlencode(form).encode())
-
-            return request
-
-        def slack_click(action: str, source) -> Callable[[], object]:
-            def request():
-                payload = {
-                    "type": "block_actions",
-                    "user": {"id": SLACK_USER, "username": "bench"},
-                    # No response_url: the message update happens off the request anyway.
-                    "actions": [{"action_id": f"vibe_{action}", "value": str(next(source))}],
-                }
-                body = f"payload={quote(json.dumps(payload))}".encode()
-                return slack("/chatops/slack/interactions", body)
-
-            return request
-
-        def discord(interaction: Callable[[], dict]) -> Callable[[], object]:
-            def request():
-                body = json.dumps(interaction()).encode()
-                ts = str(int(time.time()))
-                return client.post(
-                    "/chatops/discord/interactions",
-                    data=body,
-                    content_type="application/json",
-                    headers={
-                        "X-Signature-Ed25519": discord_key.sign(ts.encode() + body).hex(),
-                        "X-Signature-Timestamp": ts,
-                    },
-                )
-
-            return request
-
-        def vibe(sub: str, value: Callable[[], object] | None = None) -> Callable[[], dict]:
-            def interaction() -> dict:
-                option: dict = {"type": 1, "name": sub}
-                if value is not None:
-                    option["options"] = [{"type": 4, "name": "id", "value": value()}]
-                return {
-                    "type": 2,
-                    "member": {"user": {"id": DISCORD_USER, "username": "bench"}},
-                    "data": {"name": "vibe", "options": [option]},
-                }
-
-            return interaction
-
         task_id = ids["any"]
-        cases: list[tuple[str, Callable[[], object]]] = [
-            ("slack status", slash(lambda: "status")),
-            ("slack dlq", slash(lambda: "dlq")),
-            ("slack worker", slash(lambda: "worker @backend-bench-1")),
-            ("slack task", slash(lambda: f"task {task_id}")),
-            ("slack help", slash(lambda: "help")),
-            ("slack unknown", slash(lambda: "frobnicate")),
-            ("slack retry", slash(lambda: f"retry {next(dead)}")),
-            ("slack approve", slash(lambda: f"approve {next(waiting)}")),
-            ("slack button retry", slack_click("retry", dead)),
-            ("discord ping", discord(lambda: {"type": 1})),
-            ("discord status", discord(vibe("status"))),
-            ("discord dlq", discord(vibe("dlq"))),
-            ("discord task", discord(vibe("task", lambda: task_id))),
-            ("discord approve", discord(vibe("approve", lambda: next(waiting)))),
+        cases: list[tuple[str, Callable[[], HttpResponse]]] = [
+            ("slack status", doors.slash(lambda: "status")),
+            ("slack dlq", doors.slash(lambda: "dlq")),
+            ("slack worker", doors.slash(lambda: "worker @backend-bench-1")),
+            ("slack task", doors.slash(lambda: f"task {task_id}")),
+            ("slack help", doors.slash(lambda: "help")),
+            ("slack unknown", doors.slash(lambda: "frobnicate")),
+            ("slack retry", doors.slash(lambda: f"retry {next(dead)}")),
+            ("slack approve", doors.slash(lambda: f"approve {next(waiting)}")),
+            ("slack button retry", doors.slack_click("retry", dead)),
+            ("discord ping", doors.discord(lambda: {"type": 1})),
+            ("discord status", doors.discord(_vibe("status"))),
+            ("discord dlq", doors.discord(_vibe("dlq"))),
+            ("discord task", doors.discord(_vibe("task", lambda: task_id))),
+            ("discord approve", doors.discord(_vibe("approve", lambda: next(waiting)))),
         ]
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(

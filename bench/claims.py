@@ -309,9 +309,11 @@ def run_workers(target, *, workers: int, seconds: float, pending: int, finished:
         for n in range(1, workers + 1)
     ]
     for proc in procs:
+        assert proc.stdout is not None  # a pipe, above
         proc.stdout.readline()  # "ready" (or EOF when it died: reported below)
     start = time.time()
     for proc in procs:
+        assert proc.stdin is not None  # a pipe, above
         try:
             proc.stdin.write(f"{start + seconds!r}\n")
             proc.stdin.flush()
@@ -410,6 +412,20 @@ def _best(runs: list[Measurement]) -> Measurement:
 def bench_target(target, args, *, with_raw: bool, million_target=None) -> list[tuple[str, bool]]:
     """Rounds of every measurement in turn, so a busy spell on the machine hits them all."""
     print(f"\n{target.name}  (best of {args.repeat} interleaved rounds)", flush=True)
+    raw_rates, runs = _rounds(target, args, with_raw=with_raw, million_target=million_target)
+    raw = max(raw_rates) if raw_rates else None
+    if raw:
+        rounds = ", ".join(f"{r:,.0f}" for r in raw_rates)
+        print(
+            f"  {'raw sqlite3 ceiling (same schema)':<34} {raw:>9,.0f} cycles/s  (rounds: {rounds})"
+        )
+    return _goals(target.name, args.workers, {key: _best(ms) for key, ms in runs.items()}, raw)
+
+
+def _rounds(
+    target, args, *, with_raw: bool, million_target
+) -> tuple[list[float], dict[str, list[Measurement]]]:
+    """The raw ceiling's rates, and each setup's measurements ("1", "4", … workers; "1M")."""
     raw_rates: list[float] = []
     runs: dict[str, list[Measurement]] = {}
     million = million_target is not None and 1 in args.workers
@@ -434,36 +450,33 @@ def bench_target(target, args, *, with_raw: bool, million_target=None) -> list[t
                     finished=FINISHED_ROWS,
                 )
             )
+    return raw_rates, runs
 
+
+def _goals(
+    name: str, worker_counts: list[int], best: dict[str, Measurement], raw: float | None
+) -> list[tuple[str, bool]]:
+    """Print each setup's best round; return the goals with whether each was met."""
     goals = []
-    raw = max(raw_rates) if raw_rates else None
-    if raw:
-        rounds = ", ".join(f"{r:,.0f}" for r in raw_rates)
-        print(
-            f"  {'raw sqlite3 ceiling (same schema)':<34} {raw:>9,.0f} cycles/s  (rounds: {rounds})"
-        )
-    best = {key: _best(ms) for key, ms in runs.items()}
-    for workers in args.workers:
+    for workers in worker_counts:
         m = best[str(workers)]
         extra = f"  = {m.rate / raw:.0%} of raw sqlite3" if raw else ""
         _line(f"{workers} worker process{'es' if workers > 1 else ''}", m, extra)
-        goals.append(
-            (f"{target.name}: zero double claims, {workers} worker(s)", not m.double_claims)
-        )
-        goals.append((f"{target.name}: no errors, {workers} worker(s)", not m.errors))
+        goals.append((f"{name}: zero double claims, {workers} worker(s)", not m.double_claims))
+        goals.append((f"{name}: no errors, {workers} worker(s)", not m.errors))
     one = best.get("1")
     if raw and one:
-        goals.append((f"{target.name}: 1 worker >= 20% of raw ceiling", one.rate >= 0.2 * raw))
+        goals.append((f"{name}: 1 worker >= 20% of raw ceiling", one.rate >= 0.2 * raw))
     if one and "4" in best:
         ratio = best["4"].rate / one.rate if one.rate else 0
         print(f"  4 workers / 1 worker: {ratio:.2f}x", flush=True)
-        goals.append((f"{target.name}: 4 workers >= 0.9x of 1", ratio >= 0.9))
+        goals.append((f"{name}: 4 workers >= 0.9x of 1", ratio >= 0.9))
     if "1M" in best and one:
         m = best["1M"]
         ratio = m.rate / one.rate if one.rate else 0
         _line("1 worker, 1,000,000 finished tasks", m, f"  = {ratio:.2f}x of empty")
-        goals.append((f"{target.name}: 1M finished >= 0.8x of empty", ratio >= 0.8))
-        goals.append((f"{target.name}: zero double claims, 1M finished", not m.double_claims))
+        goals.append((f"{name}: 1M finished >= 0.8x of empty", ratio >= 0.8))
+        goals.append((f"{name}: zero double claims, 1M finished", not m.double_claims))
     return goals
 
 
@@ -518,19 +531,19 @@ def main() -> int:
             goals += bench_target(target, args, with_raw=True, million_target=million)
         if not args.skip_postgres:
             try:
-                target = PostgresTarget(args.pg_url, scratch)
+                pg = PostgresTarget(args.pg_url, scratch)
             except Exception as exc:
                 print(f"\nPostgreSQL skipped: {type(exc).__name__}: {exc}".rstrip())
             else:
-                million = None
+                pg_million = None
                 try:
                     if not args.skip_million:
-                        million = PostgresTarget(args.pg_url, scratch, template=target.dbname)
-                    goals += bench_target(target, args, with_raw=False, million_target=million)
+                        pg_million = PostgresTarget(args.pg_url, scratch, template=pg.dbname)
+                    goals += bench_target(pg, args, with_raw=False, million_target=pg_million)
                 finally:
-                    target.close()
-                    if million is not None:
-                        million.close()
+                    pg.close()
+                    if pg_million is not None:
+                        pg_million.close()
 
     print("\ngoals")
     for label, ok in goals:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from tasks_app import lifecycle
+from tasks_app import actors, lifecycle
 from tasks_app.choices import WAITING_DELIVERY, Delivery, Lane, Status
 from tasks_app.models import Task
 
@@ -285,7 +286,7 @@ def _wait_while_under_way(task: Task, what: str) -> None:
         raise NotYet(f"task #{task.pk} is {task.get_status_display().lower()}; {what} waits")
 
 
-def _moved(call, *args: Any, **kwargs: Any) -> tuple[Task | None, str]:
+def _moved(call: Callable[..., Task], *args: Any, **kwargs: Any) -> tuple[Task | None, str]:
     """Run a lifecycle move; a refused move (already moved) is an answer, not a failure."""
     try:
         return call(*args, **kwargs), ""
@@ -299,7 +300,7 @@ def _handle_pr_closed(payload: dict, client: GitHub) -> Outcome:
     task = _pr_task(payload["repo"], number, payload.get("head", ""))
     if task is None:
         return Outcome(f"no task delivers pull request #{number}; nothing to do")
-    actor = f"github:{payload.get('login') or 'unknown'}"
+    actor = actors.github(payload.get("login") or "unknown")
     _wait_while_under_way(task, f"pull request #{number} being closed")
     if payload.get("merged"):
         done, refused = _moved(
@@ -351,7 +352,7 @@ def _handle_review(payload: dict, client: GitHub) -> Outcome:
         task.pk,
         comment=comment,
         findings=findings,
-        actor=f"github:{login}",
+        actor=actors.github(login),
     )
     text = f"task #{task.pk}: rework round with {len(findings)} finding(s) from {login}"
     return Outcome(refused or text, task.pk)
@@ -406,7 +407,7 @@ def _task_for_issue(payload: dict, issue: dict, *, login: str, text: str = "") -
         lifecycle.submit,
         goal[: lifecycle.MAX_GOAL_LENGTH],
         lane=_lane(issue.get("labels") or [], text),
-        actor=f"github:{login or 'unknown'}",
+        actor=actors.github(login or "unknown"),
         delivery=Delivery.PULL_REQUEST,
         github_issue=ref,
         key=f"github:{ref}",  # one task per issue, even when a label and a comment race
@@ -437,7 +438,7 @@ def _handle_command(payload: dict, client: GitHub) -> Outcome:
     return _task_for_issue(payload, issue, login=login, text=payload.get("text", ""))
 
 
-HANDLERS = {
+HANDLERS: dict[str, Callable[[dict[str, Any], GitHub], Outcome]] = {
     EventKind.PR_CLOSED: _handle_pr_closed,
     EventKind.REVIEW: _handle_review,
     EventKind.ISSUE: _handle_issue,

@@ -33,6 +33,10 @@ from typing import Any
 
 from django.conf import settings
 
+from workers_app.workspace import WorkspaceError, git_remote, workspace_root
+
+from .models import SyncState
+
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "vibe-factory/0.1"
@@ -66,6 +70,8 @@ class GitHubError(Exception):
 
 class RateLimited(GitHubError):
     """GitHub asked us to wait longer than we wait inside one call."""
+
+    retry_after: float  # always known: it is how long GitHub asked us to wait
 
     def __init__(self, message: str, *, retry_after: float, status: int | None = None) -> None:
         super().__init__(message, status=status, transient=True, retry_after=retry_after)
@@ -109,8 +115,6 @@ def repo_from_remote_url(url: str) -> str:
 
 
 def _remote_url() -> str:
-    from workers_app.workspace import WorkspaceError, git_remote, workspace_root
-
     root = workspace_root()
     if root is None or not (root / ".git").exists():
         return ""
@@ -310,7 +314,9 @@ class GitHub:
             body = None
         return Response(status, body, headers, path)
 
-    def _error(self, exc: urllib.error.HTTPError, headers: dict[str, str], what: str):
+    def _error(
+        self, exc: urllib.error.HTTPError, headers: dict[str, str], what: str
+    ) -> GitHubError:
         try:
             raw = exc.read()
             body = json.loads(raw.decode("utf-8", "replace")) if raw else {}
@@ -335,8 +341,6 @@ class GitHub:
         """Store the answer's ETag, once what it said is safely recorded."""
         if response.not_modified or not response.etag:
             return
-        from .models import SyncState
-
         SyncState.objects.update_or_create(
             key=_etag_key(response.path), defaults={"etag": response.etag[:200]}
         )
@@ -415,8 +419,6 @@ def _etag_key(path: str) -> str:
 
 
 def _stored_etag(path: str) -> str:
-    from .models import SyncState
-
     return (
         SyncState.objects.filter(key=_etag_key(path)).values_list("etag", flat=True).first() or ""
     )

@@ -116,7 +116,7 @@ def body(task: Task, repo: str) -> str:
 def _already_open(client: GitHub, task: Task, base: str) -> dict | None:
     found = client.find_open_pulls(task.branch)
     same_base = [pr for pr in found if (pr.get("base") or {}).get("ref") == base]
-    return (same_base or found or [None])[0]
+    return (same_base or found)[0] if found else None
 
 
 def open_pull_request(task: Task, client: GitHub) -> str:
@@ -133,12 +133,13 @@ def open_pull_request(task: Task, client: GitHub) -> str:
         )
     except GitHubError as exc:
         if exc.status == 422 and "already exists" in exc.github_message.lower():
-            pr = _already_open(client, task, base)
-            if pr is None:
+            already = _already_open(client, task, base)
+            if already is None:
                 raise GitHubError(
                     f"GitHub says a pull request for {task.branch} exists but lists none open",
                     transient=True,
                 ) from None
+            pr = already
         elif exc.transient or exc.status == 401:
             # 401: the token is wrong for every task alike; fixing it fixes them all.
             raise

@@ -136,10 +136,13 @@ def _poll_pull_requests(client: GitHub) -> int:
         pr_number__isnull=False,
     ).exclude(pr_state__in=["closed", "merged"])
     for task in waiting.order_by("id"):
-        if not task.pr_url.lower().endswith(f"/{client.repo.lower()}/pull/{task.pr_number}"):
+        number = task.pr_number
+        if number is None or not task.pr_url.lower().endswith(
+            f"/{client.repo.lower()}/pull/{number}"
+        ):
             continue  # another repository's pull request (the setting changed since)
         try:
-            recorded += _poll_pull_request(client, task)
+            recorded += _poll_pull_request(client, task, number)
         except GitHubError as exc:
             if exc.transient:
                 raise  # GitHub is down or limiting us: the rest of the poll would fail too
@@ -147,9 +150,9 @@ def _poll_pull_requests(client: GitHub) -> int:
     return recorded
 
 
-def _poll_pull_request(client: GitHub, task: Task) -> int:
-    """One pull request: closed (merged or not), else its reviews."""
-    answer = client.pull(task.pr_number, conditional=True)
+def _poll_pull_request(client: GitHub, task: Task, number: int) -> int:
+    """One pull request (`number`, the task's): closed (merged or not), else its reviews."""
+    answer = client.pull(number, conditional=True)
     if not answer.not_modified and isinstance(answer.data, dict):
         closed = answer.data.get("state") == "closed"
         recorded = (
@@ -159,11 +162,11 @@ def _poll_pull_request(client: GitHub, task: Task) -> int:
         if closed:
             return recorded
     recorded = 0
-    answer = client.pull_reviews(task.pr_number, conditional=True)
+    answer = client.pull_reviews(number, conditional=True)
     if not answer.not_modified and isinstance(answer.data, list):
         for item in answer.data:
             if isinstance(item, dict) and item.get("id"):
-                found = events.review(client.repo, task.pr_number, task.branch, item)
+                found = events.review(client.repo, number, task.branch, item)
                 recorded += _record_and_handle(found, client)
         client.keep_etag(answer)
     return recorded

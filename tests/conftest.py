@@ -18,7 +18,10 @@ AGENTS_DIR = REPO_ROOT / "tests" / "agents"
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:
-    """Real hashing costs ~0.3 s per persona; tests check permissions, not hash strength."""
+    """Real hashing costs ~0.3 s per persona; tests check permissions, not hash strength.
+
+    The one override for the whole suite: autouse fixtures run before the personas, and the
+    e2e live server runs in this process, so its logins use it too."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 
-from tasks_app.db import read_sqlite_pragmas
+from tasks_app.sqlite import read_pragmas
 from vibe_project import settings as project_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +149,7 @@ sqlite_only = pytest.mark.skipif(
 @sqlite_only
 @pytest.mark.django_db
 def test_sqlite_pragmas_read_back():
-    pragmas = read_sqlite_pragmas(connection)
+    pragmas = read_pragmas(connection)
     assert str(pragmas["journal_mode"]).lower() == "wal"
     assert pragmas["synchronous"] == 1  # NORMAL
     assert pragmas["busy_timeout"] >= 5000

@@ -31,11 +31,6 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def migration_rows(transactional_db):
     """Put back the rows the data migrations made (the default worker pool and the roles).
 

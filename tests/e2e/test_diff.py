@@ -3,7 +3,11 @@ opens its file, and the page with a diff passes axe-core."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.tasks_app.test_diff_view import task_with_change
+
+pytestmark = [pytest.mark.e2e]
 
 
 def test_the_diff_files_are_collapsible_and_pass_axe(

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from django.utils import timezone
 
 from tasks_app import lifecycle
 from tasks_app.models import Run, RunEvent
+
+pytestmark = [pytest.mark.e2e]
 
 CONVERSATION = [
     ("system", "session started", {"session_id": "sess-1"}),

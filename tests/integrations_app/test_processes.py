@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -15,16 +14,8 @@ from tasks_app.models import Task
 from tests.conftest import REPO_ROOT
 from tests.integrations_app.helpers import ready_for_pull_request
 from tests.standins.github_api import REPO, TOKEN, GitHubStandIn
+from tests.waiting import wait_for
 from workers_app.models import Worker
-
-
-def _wait_for(check, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.mark.slow
@@ -52,16 +43,17 @@ def test_runfactory_supervises_syncgithub_which_opens_the_pull_request(
                 stderr=subprocess.STDOUT,
             )
             try:
-                opened = _wait_for(
+                wait_for(
                     lambda: (
                         Task.objects.get(pk=task.pk).delivery_state == DeliveryState.AWAITING_MERGE
-                    )
+                    ),
+                    what="the pull request to be opened",
                 )
             finally:
                 proc.send_signal(signal.SIGINT)
                 code = proc.wait(60)
+                print(log.read_text())  # pytest shows it if the wait timed out
         output = log.read_text()
-        assert opened, output
         assert code == 0, output
         assert len(github.calls("POST", f"/repos/{REPO}/pulls")) == 1
         assert f"GitHub: {REPO}" in output and "not polling" in output

@@ -1,11 +1,15 @@
 """One small recording HTTP server on 127.0.0.1 that every stand-in builds on.
 
-A stand-in subclasses `StandIn` and implements `handle(request) -> Reply`; the server records
-each request (`requests`), and tests can queue canned failures (`fail_next(status, body)`)
-that are answered before `handle` sees the next matching requests.
+`LocalServer` owns the server: its thread, its `url`, start/close as a context manager, and
+one `serve(handler)` hook per request. `StandIn` adds what most stand-ins want: each request
+recorded (`requests`), canned failures (`fail_next(status, body)`) answered before `handle`
+sees the next matching requests, and `handle(request) -> Reply` to implement.
 
     with AnthropicStandIn() as api:
         env = {"ANTHROPIC_BASE_URL": api.url, ...}
+
+A stand-in that must see the raw exchange (a WebSocket upgrade, a hang past the client's
+timeout) subclasses `LocalServer` and overrides `serve`, using `read_body` and `write_reply`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -49,65 +53,103 @@ class Reply:
         return cls(status, body, {"Content-Type": "application/json", **headers})
 
 
-class StandIn:
-    """Subclass and implement `handle`. Use as a context manager; `url` is its base URL."""
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
+def write_reply(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+    handler.send_response(reply.status)
+    for name, value in reply.headers.items():
+        handler.send_header(name, value)
+    if reply.chunks is not None:
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.send_header("Cache-Control", "no-cache")
+        handler.end_headers()
+        for chunk in reply.chunks:
+            handler.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            handler.wfile.flush()
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+        return
+    body = reply.body
+    if isinstance(body, dict | list):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+class LocalServer:
+    """A threaded HTTP server on a free port of 127.0.0.1; subclass and implement `serve`."""
+
+    protocol = "HTTP/1.1"
 
     def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self._failures: deque[tuple[str, Reply]] = deque()
-        self._lock = threading.Lock()
-        stand_in = self
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            protocol_version = server.protocol
 
             def log_message(self, *args: Any) -> None:
                 pass
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                request = Request(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, raw
-                )
-                with stand_in._lock:
-                    stand_in.requests.append(request)
-                reply = stand_in._planned(request) or stand_in.handle(request)
-                self._write(reply)
-
-            def _write(self, reply: Reply) -> None:
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                if reply.chunks is not None:
-                    self.send_header("Transfer-Encoding", "chunked")
-                    self.send_header("Cache-Control", "no-cache")
-                    self.end_headers()
-                    for chunk in reply.chunks:
-                        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                        self.wfile.flush()
-                    self.wfile.write(b"0\r\n\r\n")
-                    self.wfile.flush()
-                    return
-                body = reply.body
-                if isinstance(body, dict | list):
-                    body = json.dumps(body)
-                if isinstance(body, str):
-                    body = body.encode()
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                server.serve(self)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def serve(self, handler: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def start(self) -> Self:
+        if self.thread.ident is None:
+            self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
+
+
+class StandIn(LocalServer):
+    """Subclass and implement `handle`. Use as a context manager; `url` is its base URL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+        self._failures: deque[tuple[str, Reply]] = deque()
+        self._lock = threading.Lock()
+
+    def serve(self, handler: BaseHTTPRequestHandler) -> None:
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        request = Request(handler.command, handler.path, headers, read_body(handler))
+        with self._lock:
+            self.requests.append(request)
+        write_reply(handler, self._planned(request) or self.handle(request))
 
     def handle(self, request: Request) -> Reply:
         return Reply.json({"error": f"no route for {request.method} {request.path}"}, 404)
@@ -135,17 +177,3 @@ class StandIn:
                     del self._failures[index]
                     return reply
         return None
-
-    def start(self) -> StandIn:
-        self.thread.start()
-        return self
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

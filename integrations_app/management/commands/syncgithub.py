@@ -7,9 +7,7 @@ a rate-limit wait ends at once). `--once` runs one pass, polling included, for c
 
 from __future__ import annotations
 
-import logging
-import signal
-from argparse import ArgumentTypeError
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -17,18 +15,8 @@ from django.db import DatabaseError
 
 from integrations_app.github import NotConfigured
 from integrations_app.sync import Syncer
-
-VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.INFO, 2: logging.INFO, 3: logging.DEBUG}
-
-
-def _interval(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ArgumentTypeError(f"interval {value!r} is not a number of seconds") from None
-    if not 0.1 <= seconds <= 3600:
-        raise ArgumentTypeError(f"interval {seconds:g} is out of range; use 0.1 to 3600 seconds")
-    return seconds
+from vibe_project import commands
+from vibe_project.commands import set_log_level, stopped_by_signals
 
 
 class Command(BaseCommand):
@@ -40,16 +28,16 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--interval",
-            type=_interval,
+            type=commands.interval,
             default=5.0,
             help="Seconds between passes when idle (default 5); polling follows "
             "VIBE_GITHUB_POLL_SECONDS.",
         )
 
-    def handle(self, *args, once: bool, interval: float, verbosity: int, **options) -> None:
-        logging.getLogger("integrations_app").setLevel(
-            VERBOSITY_LEVELS.get(verbosity, logging.INFO)
-        )
+    def handle(
+        self, *args: Any, once: bool, interval: float, verbosity: int, **options: Any
+    ) -> None:
+        set_log_level("integrations_app", verbosity)
         if not settings.VIBE_GITHUB_TOKEN:
             raise CommandError("VIBE_GITHUB_TOKEN is not set; see docs/github.md")
         syncer = Syncer()
@@ -59,18 +47,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         for line in lines:
             self.stdout.write(line)
-
-        def _stop(signum, frame) -> None:
-            syncer.stop()  # only a flag: the call in flight finishes
-
-        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            stats = syncer.run(interval=interval, once=once)
+            with stopped_by_signals(syncer.stop):
+                stats = syncer.run(interval=interval, once=once)
         except DatabaseError as exc:
             raise CommandError(f"database error in the GitHub sync: {exc}") from None
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         self.stdout.write(
             f"syncgithub: {stats.opened} pull request(s) opened, {stats.comments} comment(s) "
             f"tried, {stats.events} event(s) retried, {stats.polled} event(s) from polling."
