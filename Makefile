@@ -23,11 +23,14 @@ run: $(INSTALLED)
 	$(PY) manage.py ensureadmin
 	$(PY) manage.py runfactory --host $(HOST) --port $(PORT)
 
-## make test: ruff, then the whole test suite (SQLite unless DATABASE_URL says otherwise).
+## make test: ruff, mypy, a check that no model change lacks its migration, then the whole test
+## suite (SQLite unless DATABASE_URL says otherwise).
 test: $(INSTALLED)
 	bin/ensure-test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/pytest
 
 ## make test-fast: the quick loop while working: ruff, then the tests without browsers or real
@@ -39,6 +42,7 @@ test-fast: $(INSTALLED)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: $(INSTALLED)
 	$(PY) bench/claims.py

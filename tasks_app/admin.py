@@ -8,7 +8,8 @@ message for every task they could not move.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -201,14 +202,14 @@ class TaskIdsField(forms.ModelMultipleChoiceField):
                     code="invalid_pk_value",
                     params={"pk": pk},
                 )
-        return super()._check_values(value)
+        return super()._check_values(value)  # type: ignore[misc]  # private: not in the stubs
 
 
 class TaskIdsWidget(AutocompleteSelectMultiple):
     """Shows a refused form again without looking up ids that cannot be tasks (Django's
     widget would pass them to a query and fail with a 500)."""
 
-    def optgroups(self, name: str, value: list, attr: dict | None = None) -> list:
+    def optgroups(self, name: str, value: Sequence[str], attr: dict | None = None) -> list:
         return super().optgroups(name, [v for v in value if _is_task_id(v)], attr)
 
 
@@ -231,13 +232,15 @@ class TaskAddForm(forms.ModelForm):
         fields = ("goal", "lane", "priority", "risk", "pipeline", "delivery", "depends_on")
 
     def clean(self) -> dict:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.errors:
             return data
+        priority: Any = data.get("priority")  # None too: validate_new says what is wrong
         spec = lifecycle.NewTask(
             goal=data.get("goal", ""),
             lane=data.get("lane", ""),
-            priority=data.get("priority"),
+            priority=priority,
             risk=data.get("risk", ""),
             pipeline=data.get("pipeline") or None,
             delivery=data.get("delivery") or None,

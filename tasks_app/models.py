@@ -346,6 +346,8 @@ class Run(models.Model):
     event_count = models.IntegerField(default=0, db_default=0)
     transcript_bytes = models.BigIntegerField(default=0, db_default=0)
 
+    cost_text: str  # set by `views.describe_run` for the usage line; not a column
+
     class Meta:
         db_table = "task_runs"
         ordering = ["started_at", "id"]

@@ -58,7 +58,7 @@ def _keep_build(
     attempt = slot.task.attempt_count + 1
     message = f"task #{slot.task.pk}: {first_line(slot.task.goal)} (attempt {attempt})"
     if workspace.commit_all(author=author, message=message):
-        slot.transcript.note("committed the changes the agent left")
+        slot.note("committed the changes the agent left")
     change = workspace.change()
     # Kept with the run: the web server that shows it may have no git, or another clone,
     # and the worktree moves on.
@@ -78,9 +78,9 @@ def _keep_build(
 def _push(slot: Slot, workspace: Workspace, report: Report) -> Report:
     try:
         if workspace.push():
-            slot.transcript.note(f"pushed {workspace.branch} to {workspace.remote}")
+            slot.note(f"pushed {workspace.branch} to {workspace.remote}")
     except RemoteError as exc:
-        slot.transcript.note(f"could not push {workspace.branch}: {exc}")
+        slot.note(f"could not push {workspace.branch}: {exc}")
         if not report.error_type:  # the agent's own failure says more
             report = replace(report, error_type=exc.error_type, error=str(exc))
     return report
@@ -91,5 +91,5 @@ def _set_aside_review(slot: Slot, workspace: Workspace) -> tuple[bool, dict]:
     ref = f"refs/vibe/set-aside/task-{slot.task.pk}-run-{slot.run_id}"
     changed = bool(workspace.set_aside(slot.head_before, ref))
     if changed:
-        slot.transcript.note(f"the reviewer changed files: set aside on {ref}", ref=ref)
+        slot.note(f"the reviewer changed files: set aside on {ref}", ref=ref)
     return changed, workspace.snapshot()

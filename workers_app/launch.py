@@ -192,6 +192,7 @@ class Launcher:
     ) -> list[str]:
         if not ctx.sandboxed:
             return command
+        assert ctx.home is not None  # a sandboxed run has a home of its own
         # A builder commits into the repository's git folder; a reviewer only reads it.
         git_dir = workspace.git_common_dir()
         shared = [git_dir] if git_dir else []

@@ -189,8 +189,8 @@ class LeaseKeeper:
         """The worker's heartbeat, its row's orders, and every lease it holds."""
         loop = self.loop
         lifecycle.worker_heartbeat(loop.worker_id)
-        row = Worker.objects.filter(pk=loop.worker_id).values_list("status", "capacity_limit")
-        row = row.first()
+        rows = Worker.objects.filter(pk=loop.worker_id).values_list("status", "capacity_limit")
+        row = rows.first()
         if row is None:
             logger.error("%s: this worker's row was deleted; stopping", loop.worker_id)
             loop.request_stop()
@@ -266,7 +266,10 @@ class LeaseKeeper:
     def _watch_one(self, slot: Slot, now: float) -> None:
         process = slot.process
         if slot.ending is not None or (
-            process is not None and process.proc.poll() is not None and not slot.lapsed
+            process is not None
+            and process.proc is not None
+            and process.proc.poll() is not None
+            and not slot.lapsed
         ):
             return  # an agent that exited by itself: its result is real, keep it
         if not slot.lapsed and now >= slot.lease_until - self.fences.margin:

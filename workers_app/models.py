@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import string
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, models
@@ -112,6 +113,8 @@ class Worker(models.Model):
 
     objects = WorkerQuerySet.as_manager()
 
+    offered: list[Any]  # the pool page's actions for this person (`views._offer`); not a column
+
     class Meta:
         db_table = "worker_health"
         ordering = ["lane", "worker_id"]
@@ -163,9 +166,10 @@ class Worker(models.Model):
         shown = self.display_status
         if shown != WorkerStatus.OFFLINE or self.status == WorkerStatus.OFFLINE:
             return shown
-        if self.last_heartbeat is None:
+        age = self.heartbeat_age
+        if age is None:
             return "offline (no heartbeat yet)"
-        return f"offline (no heartbeat for {_short_age(self.heartbeat_age)})"
+        return f"offline (no heartbeat for {_short_age(age)})"
 
 
 def _short_age(age: timedelta) -> str:

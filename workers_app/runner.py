@@ -243,6 +243,8 @@ class AgentProcess:
         self._killpg(signum)
 
     def _killpg(self, signum: int) -> None:
+        if self.proc is None:
+            return  # not started: nothing to signal
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signum)
 

@@ -436,7 +436,7 @@ class WorkerLoop:
             return
         if slot.transcript is None:
             slot.transcript = TranscriptWriter(slot.run)
-        slot.transcript.note(
+        slot.note(
             setup.describe(),
             setup=setup.command,
             exit_code=setup.exit_code,
@@ -504,6 +504,7 @@ class WorkerLoop:
 
     def _conclude(self, slot: Slot) -> Ending | None:
         """What the agent's run came to, without the database (but for a fresh session)."""
+        assert slot.process is not None and slot.reader is not None  # an ended run had both
         result = slot.process.result()
         report = slot.reader.finish(result.exit_code, result.stdout, result.stderr)
         if not slot.lost and not slot.lapsed and self.leases.fences.fired(slot):
@@ -612,9 +613,10 @@ class WorkerLoop:
             slot.prompt_path = None
         slot.run, slot.flushed = self._new_run(slot.task, slot.role, note=note), (0, 0)
         self.launcher.spawn(slot, render_prompt(slot.task), "")
-        slot.transcript.note(note)
+        slot.note(note)
 
     def _complete(self, slot: Slot, result: dict) -> None:
+        assert slot.ending is not None  # reported once decided
         task = slot.task
         following = None
         if self._may_claim() and not slot.ending.tries:
@@ -790,7 +792,7 @@ class WorkerLoop:
         spent = budgets.run_cost(slot.reader.report.usage)
         if spent is not None and spent >= slot.budget_left and slot.process is not None:
             slot.over_budget = True
-            slot.transcript.note(f"stopped: the run spent ${spent}, the task's budget is used up")
+            slot.note(f"stopped: the run spent ${spent}, the task's budget is used up")
             slot.process.stop()
 
     def _reap(self) -> None:

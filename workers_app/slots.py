@@ -7,11 +7,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from tasks_app.models import Run, Task
 
 from . import workspace as workspaces
-from .adapters import BUILDER, Reader
+from .adapters import BUILDER, Reader, Report
 from .runner import AgentProcess, RunResult
 from .transcript import TranscriptWriter
 
@@ -36,7 +37,7 @@ class Ending:
 
     outcome: str
     result: RunResult | None = None  # the agent's run, when it ran
-    report: object | None = None  # what its reader made of it
+    report: Report | None = None  # what its reader made of it
     change: workspaces.Change | None = None
     task_result: dict | None = None  # for `completed`
     error: str = ""  # for a failure
@@ -82,3 +83,8 @@ class Slot:
     @property
     def run_id(self) -> int:
         return self.run.pk
+
+    def note(self, text: str, **data: Any) -> None:
+        """A worker's note in the run's transcript, once the run has one."""
+        if self.transcript is not None:
+            self.transcript.note(text, **data)

@@ -319,7 +319,9 @@ def work_root(task: Task) -> Task:
     root = task
     seen = {root.pk}
     while root.stage and root.parent_id and root.parent_id not in seen:
-        root = root.parent
+        parent = root.parent
+        assert parent is not None  # parent_id is set
+        root = parent
         seen.add(root.pk)
     return root
 

@@ -94,8 +94,12 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def exit_status(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
+
     def signal(self, signum: int) -> None:
-        if self.alive():
+        if self.proc is not None and self.alive():
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signum)
 
@@ -230,7 +234,7 @@ class Command(BaseCommand):
                     continue
                 if child.name == "web":
                     return (
-                        f"the web server exited with status {child.proc.returncode}; "
+                        f"the web server exited with status {child.exit_status}; "
                         "is the port in use? Try --port"
                     )
                 if child.restart_at is None:
@@ -256,7 +260,7 @@ class Command(BaseCommand):
                         continue
                     child.restart_at = now + RESTART_PAUSE_SECONDS
                     self.stderr.write(
-                        f"{child.name} exited with status {child.proc.returncode}; restarting "
+                        f"{child.name} exited with status {child.exit_status}; restarting "
                         f"in {RESTART_PAUSE_SECONDS:g}s"
                     )
                 elif now >= child.restart_at and not self.stopping:
@@ -276,6 +280,6 @@ class Command(BaseCommand):
                 deadline = min(deadline, time.monotonic() + 5)
             time.sleep(0.1)
         for child in children:
-            if child.alive():
+            if child.proc is not None and child.alive():
                 child.signal(signal.SIGKILL)
                 child.proc.wait(5)
