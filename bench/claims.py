@@ -165,8 +165,9 @@ class SqliteTarget:
             "RETURNING id, claim_token"
         )
         history_sql = (
-            "INSERT INTO task_history (task_id, from_status, to_status, actor, note, created_at) "
-            "VALUES (?, 'pending', 'in_progress', ?, ?, ?)"
+            "INSERT INTO task_history "
+            "(task_id, from_status, to_status, actor, note, event, error_type, created_at) "
+            "VALUES (?, 'pending', 'in_progress', ?, ?, 'claimed', '', ?)"
         )
         complete_sql = (
             "UPDATE tasks SET status = 'completed', finished_at = ?, lease_expires_at = NULL, "
@@ -226,7 +227,7 @@ class PostgresTarget:
     def reset(self, *, pending: int, finished: int, workers: int) -> None:
         now = datetime.now(UTC)
         with self.psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("TRUNCATE task_history, task_runs")
+            conn.execute("TRUNCATE task_history, task_runs, task_run_events")
             if finished and finished == self.finished:
                 conn.execute("DELETE FROM tasks WHERE id > %s", [finished])
             else:
