@@ -73,7 +73,7 @@ class NotificationAdmin(ReadOnlyAdmin):
         "next_attempt_at",
         "last_error",
         "external_id",
-        "data",
+        "data_shown",
         "key",
         "created_at",
         "sent_at",
@@ -100,6 +100,13 @@ class NotificationAdmin(ReadOnlyAdmin):
             return obj.subject  # a factory event: a worker or a day, no task
         url = reverse("admin:tasks_app_task_change", args=[obj.task_id])
         return format_html('<a href="{}">#{}</a>', url, obj.task_id)
+
+    @admin.display(description="data")
+    def data_shown(self, obj: Notification) -> dict:
+        """A click's response_url lets anyone who holds it answer in the channel: not shown."""
+        if "response_url" not in obj.data:
+            return obj.data
+        return {**obj.data, "response_url": "(hidden: a credential for this click's answer)"}
 
     @admin.display(description="last error")
     def short_error(self, obj: Notification) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from chatops_app.models import ChatLink, DeliveryState, Notification
+from chatops_app.models import ChatLink, DeliveryState, Notification, reply_to_click
 from tasks_app import lifecycle
 
 
@@ -113,3 +113,13 @@ def test_resend_is_not_offered_without_the_change_permission(client, viewer):
     response = client.get(reverse("admin:chatops_app_notification_changelist"))
     assert response.status_code == 200
     assert 'value="resend"' not in response.content.decode()
+
+
+def test_a_clicks_response_url_is_not_shown_in_the_admin(client, superuser):
+    secret_url = "https://hooks.example.test/actions/T1/123/s3cr3t"
+    row = reply_to_click(secret_url, {"text": "Task #5 retried."}, task_id="5")
+    client.force_login(superuser)
+    body = client.get(reverse("admin:chatops_app_notification_change", args=[row.pk])).content
+    assert secret_url.encode() not in body
+    assert b"hidden: a credential" in body
+    assert b"Task #5 retried." in body
