@@ -162,12 +162,14 @@ class Notification(models.Model):
         if self.task_id is not None:
             return f"#{self.task_id}"
         if self.event == NotificationEvent.CLICK_REPLY:
-            return f"click on #{str(self.data.get('task_id', '?'))[:20]}"
+            task_id = str(self.data.get("task_id") or "")[:20]
+            return f"click on #{task_id}" if task_id else "a slow /vibe command's answer"
         return self.worker or str(self.data.get("day", "")) or "factory"
 
 
-def reply_to_click(response_url: str, message: dict, *, task_id: str) -> Notification:
-    """Queue the answer to a Slack click for the sender: never lost, never held by a slow Slack."""
+def reply_to_click(response_url: str, message: dict, *, task_id: str = "") -> Notification:
+    """Queue the answer to a Slack click (or a slow command) for the sender: never lost, never
+    held by a slow Slack."""
     return Notification.objects.create(
         event=NotificationEvent.CLICK_REPLY,
         channel=Platform.SLACK,

@@ -10,8 +10,8 @@ the HTTP views' path: the workspace binding (`binding.py`), then `views.handle_c
 Slack wants each envelope acknowledged within 3 seconds. A click is acknowledged first and handled
 after (the outbox updates the message through its response_url, as over HTTP). A command's answer
 rides on its acknowledgement; should it take longer than `ACK_BUDGET_SECONDS`, the acknowledgement
-says so and the answer follows through the command's response_url. An envelope Slack sends again
-(it does when an acknowledgement came late) is acknowledged and changes nothing.
+says so and the answer follows through the outbox to the command's response_url. An envelope
+Slack sends again (it does when an acknowledgement came late) is acknowledged and changes nothing.
 
 The client is slack-sdk's built-in `SocketModeClient`: the standard library only, no
 websocket-client or aiohttp to install. It runs handlers on its own threads, each with its own
@@ -38,10 +38,9 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 
 from .. import binding
 from ..doors import TROUBLE_TEXT
-from ..models import first_sighting
+from ..models import first_sighting, reply_to_click
 from ..signing import MAX_AGE_SECONDS
 from . import views
-from .transport import answer_late
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ class SocketDoor:
             ack(_ephemeral(LATE_TEXT))
             url = form.get("response_url", "")
             if url.startswith(("https://", "http://")):
-                answer.add_done_callback(lambda done: answer_late(url, done.result()))
+                answer.add_done_callback(lambda done: _answer_later(url, done.result()))
 
     @staticmethod
     def _answer(form: dict[str, str]) -> dict:
@@ -174,3 +173,12 @@ class SocketDoor:
             logger.warning("refused a Slack Socket Mode interaction: %s", refusal)
             return
         views.handle_interaction(payload)  # its answer goes out through the outbox
+
+
+def _answer_later(url: str, message: dict) -> None:
+    """A slow command's answer goes out through the outbox, as a click's does: retried, not lost."""
+    close_old_connections()
+    try:
+        reply_to_click(url, message)
+    finally:
+        close_old_connections()

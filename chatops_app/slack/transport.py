@@ -173,11 +173,3 @@ def post_to_response_url(url: str, message: dict) -> None:
             f"Slack's response_url answered {response.status_code}: {str(response.body)[:200]}",
             transient=response.status_code >= 500 or response.status_code == 429,
         )
-
-
-def answer_late(url: str, message: dict) -> None:
-    """A slow command's answer after its acknowledgement said "still working": logged if lost."""
-    try:
-        post_to_response_url(url, message)
-    except DeliveryError as exc:
-        logger.warning("%s", exc)
