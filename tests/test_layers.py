@@ -2,7 +2,7 @@
 
 The order, lowest first: tasks_app's core (choices, models, lifecycle) ← workers_app ← chatops_app
 ← integrations_app; vibe_project's operations page reads them all. A module may import from its
-own layer or a lower one; workers_app.models may take only the core's vocabularies.
+own layer or a lower one; workers_app.models may take only the core's leaves (choices, ages).
 """
 
 from __future__ import annotations
@@ -87,13 +87,14 @@ def test_an_app_imports_nothing_from_the_apps_above_it(app):
     assert not wrong, wrong
 
 
-def test_the_worker_row_takes_only_the_cores_vocabularies():
+def test_the_worker_row_takes_only_the_cores_leaves():
     from_core = {t for t in GRAPH["workers_app.models"] if t.startswith("tasks_app")}
-    assert from_core <= {"tasks_app", "tasks_app.choices"}, from_core
+    assert from_core <= {"tasks_app", "tasks_app.choices", "tasks_app.ages"}, from_core
 
 
-def test_choices_is_a_leaf():
-    assert GRAPH["tasks_app.choices"] == set()
+@pytest.mark.parametrize("leaf", ["tasks_app.choices", "tasks_app.ages"])
+def test_the_leaves_import_no_product_module(leaf):
+    assert GRAPH[leaf] == set()
 
 
 def test_no_import_cycles_between_product_modules():

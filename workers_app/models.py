@@ -24,6 +24,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from tasks_app import ages
 from tasks_app.choices import Lane, Tier
 
 
@@ -169,15 +170,7 @@ class Worker(models.Model):
         age = self.heartbeat_age
         if age is None:
             return "offline (no heartbeat yet)"
-        return f"offline (no heartbeat for {_short_age(age)})"
-
-
-def _short_age(age: timedelta) -> str:
-    seconds = max(int(age.total_seconds()), 0)
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
+        return f"offline (no heartbeat for {ages.age(age)})"
 
 
 def _new_instance_id() -> str:

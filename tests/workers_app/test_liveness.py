@@ -73,7 +73,7 @@ def qa_silent_but_set_online():
 def test_a_silent_worker_says_offline_with_how_long(qa_silent_but_set_online):
     worker = qa_silent_but_set_online
     assert worker.display_status == WorkerStatus.OFFLINE
-    assert worker.liveness_text == "offline (no heartbeat for 7 min)"
+    assert worker.liveness_text == "offline (no heartbeat for 7m)"
     assert Worker.objects.get(pk="@backend-1").liveness_text == "online"
     never = Worker.objects.get(pk="@ux-designer")
     assert never.last_heartbeat is None and never.liveness_text == "offline (no heartbeat yet)"
@@ -85,19 +85,19 @@ def test_vibe_status_counts_only_fresh_heartbeats_as_online(qa_silent_but_set_on
     assert lanes["qa"]["online"] == 0 and lanes["qa"]["capacity"] == 0
     assert lanes["backend"]["online"] == 1
     shown = {row["worker_id"]: row["shown_as"] for row in data["silent_workers"]}
-    assert shown["@qa-1"] == "offline (no heartbeat for 7 min)"
+    assert shown["@qa-1"] == "offline (no heartbeat for 7m)"
     assert "@backend-1" not in shown
     text = vibe("status")
     assert "qa: 1 (0 online" in text
-    assert "@qa-1: offline (no heartbeat for 7 min), set online" in text
+    assert "@qa-1: offline (no heartbeat for 7m), set online" in text
 
 
 def test_chat_status_and_worker_say_offline_for_a_silent_worker(qa_silent_but_set_online, viewer):
     reply = execute("status", user=viewer, actor="slack:U1", door="slack")
     assert reply.ok and "  • qa: 1 (0 online, 0/0 busy)" in reply.lines
-    assert "  • @qa-1: offline (no heartbeat for 7 min), set online" in reply.lines
+    assert "  • @qa-1: offline (no heartbeat for 7m), set online" in reply.lines
     one = execute("worker qa-1", user=viewer, actor="slack:U1", door="slack")
-    assert one.lines[0] == "lane qa, tier senior, offline (no heartbeat for 7 min) (set to online)"
+    assert one.lines[0] == "lane qa, tier senior, offline (no heartbeat for 7m) (set to online)"
     assert one.data["alive"] is False and one.data["shown_as"].startswith("offline (no heartbeat")
 
 
@@ -122,7 +122,7 @@ def test_pool_shows_a_silent_worker_offline_and_offers_retire_not_resume(
     client.force_login(operator)
     html = client.get(POOL).content.decode()
     row = html[html.index("@qa-1</th>") :].split("</tr>")[0]
-    assert "Offline (no heartbeat for 7 min)" in row and "(set paused)" in row
+    assert "Offline (no heartbeat for 7m)" in row and "(set paused)" in row
     assert "Resume worker @qa-1" not in row
     assert "Retire worker @qa-1" in row
     backend = html[html.index("@backend-1</th>") :].split("</tr>")[0]
