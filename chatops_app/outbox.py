@@ -279,11 +279,14 @@ class Sender:
     # --- The compare-and-swap steps ---------------------------------------------------------
 
     def due(
-        self, channel: str, now: datetime, *, replies_only: bool = False
+        self, channel: str, now: datetime, *, replies: bool | None = None
     ) -> QuerySet[Notification]:
+        """Pending rows whose time has come; `replies` True: click answers only, False: none."""
         rows = Notification.objects.filter(channel=channel, state=DeliveryState.PENDING)
-        if replies_only:
+        if replies is True:
             rows = rows.filter(event=NotificationEvent.CLICK_REPLY)
+        elif replies is False:
+            rows = rows.exclude(event=NotificationEvent.CLICK_REPLY)
         return (
             rows.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
             .select_related("task")
@@ -402,10 +405,15 @@ class Sender:
         """One pass over every configured channel; returns what happened."""
         stats = PassStats()
         for channel in self.channels:
-            if self._stop.is_set() or self._resting(channel):
+            if self._stop.is_set():
+                break
+            # Click answers first, and even while the channel rests or has no bot token: each
+            # carries its own credential (the response_url), and Slack's expires in 30 minutes.
+            stats.add(self._send_channel(channel, replies=True))
+            if not channel.configured or self._resting(channel) or self._stop.is_set():
                 continue
-            stats.add(self._send_channel(channel))
-            if channel.configured and not self._stop.is_set() and not self._resting(channel):
+            stats.add(self._send_channel(channel, replies=False))
+            if not self._stop.is_set() and not self._resting(channel):
                 stats.add(self.refresh_threads(channel))
         return stats
 
@@ -413,11 +421,10 @@ class Sender:
         rest = self.resting_until.get(channel.name)
         return bool(rest and rest > self.clock())
 
-    def _send_channel(self, channel: Channel) -> PassStats:
-        """A batch of due rows; of a channel not configured, only click replies (they need no
-        bot token: a click's response_url is its own credential)."""
+    def _send_channel(self, channel: Channel, *, replies: bool) -> PassStats:
+        """A batch of the channel's due click answers (`replies`) or of its other rows."""
         stats = PassStats()
-        due = self.due(channel.name, self.clock(), replies_only=not channel.configured)
+        due = self.due(channel.name, self.clock(), replies=replies)
         for row in list(due[: self.batch_size]):
             if self._stop.is_set():
                 break

@@ -44,6 +44,12 @@ def parse(actor: str) -> Actor:
     return Actor(kind, name)
 
 
+def name_of(actor: str) -> str:
+    """Who, as a person reads it: `alice` for user:alice, and the door itself for cli and system."""
+    kind, name = parse(actor)
+    return name or kind
+
+
 def door_of(actor: str) -> str:
     """The door an actor string came through, as far as it tells."""
     kind = parse(actor).kind

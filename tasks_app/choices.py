@@ -249,7 +249,6 @@ ERROR_TYPES: dict[str, ErrorType] = {
 }
 # What a worker may report when an attempt fails.
 WORKER_ERRORS = frozenset(n for n, t in ERROR_TYPES.items() if not t.review)
-REVIEW_ERRORS = frozenset(n for n, t in ERROR_TYPES.items() if t.review)
 INFRASTRUCTURE_ERRORS = frozenset(n for n, t in ERROR_TYPES.items() if t.infrastructure)
 
 

@@ -1,8 +1,9 @@
 """The kanban board, task detail, dead-letter panel, history and throughput pages.
 
-Thin views in the healthchecks style: each reads through `board`, changes through `lifecycle`,
-and checks `permissions` again on the server whatever the page showed. One view serves both the
-whole page and its htmx partial (when `request.htmx`), so a link without JavaScript still works.
+Thin views in the healthchecks style: each reads through `dashboard`, changes through the action
+table (`actions`, which checks the person's permission again on the server whatever the page
+showed). One view serves both the whole page and its htmx partial (when `request.htmx`), so a
+link without JavaScript still works.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
-"""The apps depend one way, and no module leans on a function-local import to dodge a cycle.
+"""The code depends one way, and no module leans on a function-local import to dodge a cycle.
 
-The order, lowest first: tasks_app's core (choices, models, lifecycle) ← workers_app ← chatops_app
-← integrations_app; vibe_project's operations page reads them all. A module may import from its
-own layer or a lower one; workers_app.models may take only the core's leaves (choices, ages).
+Four layers, lowest first; a module imports only from its own layer or a lower one:
+
+1. the core: tasks_app's vocabularies, models, lifecycle, pipeline and read helpers, and the
+   Worker row (workers_app.models, which takes only the core's leaves);
+2. the workers' machinery: the rest of workers_app (runtime, workspaces, agents, delivery);
+3. the doors: the pages, the admin, the action table, the commands, and all of chatops_app;
+4. GitHub: integrations_app.
 """
 
 from __future__ import annotations
@@ -20,6 +24,40 @@ FORBIDDEN = {
     "workers_app": ("chatops_app", "integrations_app"),
     "chatops_app": ("integrations_app",),
 }
+# Modules of tasks_app and workers_app that are doors (layer 3), by name or prefix.
+DOORS = (
+    "tasks_app.actions",
+    "tasks_app.admin",
+    "tasks_app.board_forms",
+    "tasks_app.dashboard",
+    "tasks_app.first_login",
+    "tasks_app.forms",
+    "tasks_app.history_views",
+    "tasks_app.management",
+    "tasks_app.stages",
+    "tasks_app.tables",
+    "tasks_app.templatetags",
+    "tasks_app.urls",
+    "tasks_app.views",
+    "workers_app.admin",
+    "workers_app.management",
+    "workers_app.tables",
+    "workers_app.urls",
+    "workers_app.views",
+)
+
+
+def layer(module: str) -> int:
+    app = module.split(".")[0]
+    if app == "integrations_app":
+        return 4
+    if app in ("chatops_app", "vibe_project") or any(
+        module == door or module.startswith(door + ".") for door in DOORS
+    ):
+        return 3
+    if app == "workers_app" and module != "workers_app.models":
+        return 2
+    return 1
 
 
 def _modules() -> dict[str, Path]:
@@ -85,6 +123,16 @@ def test_an_app_imports_nothing_from_the_apps_above_it(app):
         if target.split(".")[0] in FORBIDDEN[app]
     )
     assert not wrong, wrong
+
+
+def test_a_module_imports_only_from_its_own_layer_or_lower():
+    upward = sorted(
+        f"{module} (layer {layer(module)}) imports {target} (layer {layer(target)})"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if layer(target) > layer(module)
+    )
+    assert not upward, upward
 
 
 def test_the_worker_row_takes_only_the_cores_leaves():

@@ -178,7 +178,7 @@ def _new_context(task: Task) -> list[str]:
     """Rework findings and the previous attempt's error: what changed since the last run."""
     context: list[str] = []
     rework = task.context if isinstance(task.context, dict) else {}
-    asked_by = actors.parse(str(rework.get("changes_requested_by") or "")).name
+    asked_by = actors.name_of(str(rework.get("changes_requested_by") or ""))
     if rework.get("findings") or rework.get("failed_reviews"):
         why = f"{asked_by} asked for changes" if asked_by else "a review failed"
         context += [

@@ -42,7 +42,7 @@ def verify_slack(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Raise SignatureError unless `signature` signs `body` at a `timestamp` within 5 minutes."""
-    if not secret:
+    if not secret.strip():  # slack-sdk refuses a blank secret with a ValueError, not a verdict
         raise SignatureError("VIBE_SLACK_SIGNING_SECRET is not set; refusing every request")
     if not timestamp or not signature:
         raise SignatureError("missing X-Slack-Request-Timestamp or X-Slack-Signature header")

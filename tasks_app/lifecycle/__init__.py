@@ -16,6 +16,10 @@ The modules: `errors`, `intake` (checking new work), `moves` (the compare-and-sw
 `reviews`, `delivery`, `workers`, `audit`.
 """
 
+# The error catalogue and the actor helpers were public names of the one-file lifecycle; their
+# homes are now `choices` and `actors`, and they stay importable from here for existing callers.
+from ..actors import DOORS, door_of
+from ..choices import ERROR_TYPES, INFRASTRUCTURE_ERRORS, ErrorType, error_hint
 from .audit import audit, refused
 from .claims import (
     MAX_ERROR_LENGTH,
@@ -69,6 +73,12 @@ from .workers import (
 
 __all__ = [
     "CANCEL_CHANNEL",
+    "DOORS",
+    "ERROR_TYPES",
+    "INFRASTRUCTURE_ERRORS",
+    "ErrorType",
+    "door_of",
+    "error_hint",
     "EDITABLE",
     "MAX_CHANGED_FILES",
     "MAX_COMMENT_LENGTH",

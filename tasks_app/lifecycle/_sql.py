@@ -75,13 +75,11 @@ def task_from_row(db, row: Sequence) -> Task:
     return Task.from_db(db.alias, attnames, values)
 
 
-def fetch_task(where: str, params: Sequence, *, lock: bool):
-    """One Task by hand-written SQL; `lock` takes its row lock on PostgreSQL."""
+def fetch_task(where: str, params: Sequence) -> Task | None:
+    """One Task by hand-written SQL (the claim path reads it without a row lock)."""
     db = transaction.get_connection()
     select = task_columns(db)[0]
     sql = f"SELECT {select} FROM {TASKS} {where}"
-    if lock and db.features.has_select_for_update:
-        sql += " FOR UPDATE"
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

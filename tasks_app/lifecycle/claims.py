@@ -118,7 +118,7 @@ def load_held(task_id: int, worker_id: str, token: int) -> Task:
     """The task as its worker last left it, read without a lock: while the claim holds, only
     the holder changes it, and every write of the holder re-checks the claim (`held=`)."""
     pk = checked_task_id(task_id)
-    task = fetch_task(f"WHERE {TASKS}.id = %s", [pk], lock=False)
+    task = fetch_task(f"WHERE {TASKS}.id = %s", [pk])
     if task is None:
         raise TaskNotFound(f"task {pk} does not exist")
     if (

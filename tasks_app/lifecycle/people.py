@@ -249,7 +249,7 @@ def request_changes(
                 f"task {task.pk} is {status_label(task.status)}; changes can be asked for on "
                 "work awaiting merge, delivered but not merged, or blocked"
             )
-        by = actors.parse(actor).name
+        by = actors.name_of(actor)
         asked: list[dict[str, object]] = []
         if comment:
             asked.append(

@@ -193,7 +193,7 @@ def task_fragment(context, template_name: str, card) -> str:
         card.status,
         card.updated_at,
         short_age(card.created_at),
-        getattr(card, "stages_key", ()),  # the reviews in its stage strip (board.attach_stages)
+        getattr(card, "stages_key", ()),  # the reviews in its stage strip (stages.attach_stages)
         tuple(sorted(can.items())),
         push_base,
         next_url,

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from django.utils import timezone
 
-from chatops_app.models import ChatLink, DeliveryState, Notification
+from chatops_app.models import ChatLink, DeliveryState, Notification, reply_to_click
 from chatops_app.outbox import Sender
 from tasks_app import lifecycle
 from tasks_app.choices import Status
@@ -330,3 +330,19 @@ def test_the_button_on_a_real_notification_works(client, approver, response_url)
     _, update = response_url.next()
     assert "<!channel>" not in json.dumps(update)
     assert f"Task #{task.pk} approved — by alice.s" in _texts(update["blocks"])
+
+
+def test_a_clicks_answer_goes_first_and_even_while_slack_rests(db, response_url, settings):
+    settings.VIBE_SLACK_BOT_TOKEN = "xoxb-test"
+    settings.VIBE_SLACK_CHANNEL = "C1"
+    task = lifecycle.submit("risky", lane="backend", actor="cli", risk="high")  # a notification
+    reply_to_click(response_url.url, {"text": "Task approved."}, task_id=str(task.pk))
+    sender = Sender()
+    sender.resting_until["slack"] = timezone.now() + timedelta(hours=1)  # Slack said 429
+    sender.send_due()
+    _, message = response_url.received.get(timeout=5)
+    assert message["text"] == "Task approved."
+    assert Notification.objects.get(event="click_reply").state == DeliveryState.SENT
+    # The channel's own rows wait out the rest.
+    waiting = Notification.objects.get(task=task, channel="slack")
+    assert (waiting.state, waiting.attempts) == (DeliveryState.PENDING, 0)

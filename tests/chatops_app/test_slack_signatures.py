@@ -239,10 +239,11 @@ def test_ssl_check_field_does_not_bypass_verification(client, target):
     _assert_untouched(target)
 
 
-def test_unconfigured_secret_refuses_every_request(client, target, settings):
-    settings.VIBE_SLACK_SIGNING_SECRET = ""
+@pytest.mark.parametrize("secret", ["", "   "])
+def test_unconfigured_secret_refuses_every_request(client, target, settings, secret):
+    settings.VIBE_SLACK_SIGNING_SECRET = secret
     body = _retry_body(target)
-    response = _post(client, body, _headers(body, secret=""))
+    response = _post(client, body, _headers(body, secret=secret))
     assert response.status_code == 401
     _assert_untouched(target)
 

@@ -12,6 +12,7 @@ from tasks_app import lifecycle
 from tasks_app.choices import Status, error_hint
 from tasks_app.models import Task, TaskHistory
 from workers_app.models import Worker
+from workers_app.prompting import render_prompt
 
 pytestmark = pytest.mark.django_db
 
@@ -228,3 +229,15 @@ def test_the_action_table_offers_what_fits_the_task_and_the_person(approver, ope
     lifecycle.record_conflicts(task.pk, ["a.py"], actor="cli")
     task = Task.objects.get(pk=task.pk)
     assert [a.name for a in task_actions_for(task, operator)] == ["cancel", "rework", "rebase"]
+
+
+@pytest.mark.parametrize(
+    ("actor", "who"), [("cli", "cli"), ("user:alice", "alice"), ("slack:U1", "U1")]
+)
+def test_changes_asked_for_say_who_asked_from_every_door(actor, who):
+    task = reviewed("branch")
+    task = lifecycle.request_changes(task.pk, comment="Rename the helper", actor=actor)
+    assert task.context["summaries"] == [f"Changes requested by {who}"]
+    prompt = render_prompt(task)
+    assert f"{who} asked for changes; fix these findings first" in prompt
+    assert "a review failed" not in prompt
