@@ -147,9 +147,12 @@ class Sender:
             if channel.configured:
                 lines.append(f"{label}: sending notifications to {channel.transport.target}")
             else:
-                waiting = Notification.objects.filter(
-                    channel=channel.name, state=DeliveryState.PENDING
-                ).count()
+                # Click answers are sent anyway: each carries its own response_url.
+                waiting = (
+                    Notification.objects.filter(channel=channel.name, state=DeliveryState.PENDING)
+                    .exclude(event=NotificationEvent.CLICK_REPLY)
+                    .count()
+                )
                 lines.append(
                     f"{label}: not configured (set {' and '.join(channel.transport.missing)}); "
                     f"its notifications are kept, not sent ({waiting} waiting)"

@@ -30,19 +30,19 @@ PRIMARY, SUCCESS = 1, 3
 # A backslash before every character Discord's markdown gives a meaning anywhere in a line, `<`
 # included so `<@123>`, `<@&role>`, `<#channel>` and `<t:…>` show as typed; the ones that only mean
 # something at the start of a line (headings, quotes, lists) are escaped only there, to keep
-# "#42" readable. `://` is broken up, so a goal's URL is not a link (as Slack's `verbatim` text
-# does). `@everyone` and `@here` get a zero-width space, so even a client that ignored
-# `allowed_mentions` would not ping. Replies and notifications both come through here.
+# "#42" readable. A bare URL stays a link, as it shows what it points to (our own task and pull
+# request links must work); with `[` escaped no text can hide a link. `@everyone` and `@here` get
+# a zero-width space, so even a client that ignored `allowed_mentions` would not ping. Replies
+# and notifications both come through here.
 _MARKDOWN = re.compile(r"([\\*_~`|\[\]<])")
 _LINE_START = re.compile(r"^(\s*)(?:([#>+\-])|(\d+)\.)", re.MULTILINE)
 _MASS_MENTION = re.compile(r"@(everyone|here)", re.IGNORECASE)
 
 
 def escape(text: str) -> str:
-    """Task or user text as literal Discord text: no formatting, links or mentions."""
+    """Task or user text as literal Discord text: no formatting, hidden links or mentions."""
     text = _MARKDOWN.sub(r"\\\1", str(text))
     text = _LINE_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[2] else f"{m[1]}{m[3]}\\.", text)
-    text = text.replace("://", "\\://")
     return _MASS_MENTION.sub("@\u200b\\1", text)
 
 

@@ -14,7 +14,7 @@ from tasks_app import lifecycle
 
 pytestmark = pytest.mark.django_db
 
-HOSTILE = "@everyone <@123> <!channel> *bold* `code` &<> https://evil.example"
+HOSTILE = "@everyone <@123> <!channel> *bold* `code` &<> [click](https://evil.example)"
 
 
 @pytest.fixture
@@ -66,5 +66,14 @@ def test_discord_shows_a_hostile_goal_as_text(hostile, source):
     assert "\\<@123>" in content and "\\<!channel>" in content
     assert "<" not in content.replace("\\<", "")  # no mention, channel or link can form
     assert "\\*bold\\*" in content and "\\`code\\`" in content
-    assert "https://" not in content  # no autolink
+    assert "\\[click\\](https://evil.example)" in content  # no text hides a link
     assert body["allowed_mentions"] == {"parse": []}
+
+
+def test_discord_keeps_our_own_task_link_clickable(db, settings):
+    settings.VIBE_BASE_URL = "https://factory.example.com"
+    reply = execute(
+        "submit backend Add a thing", user=None, actor="cli", door="discord", trusted=True
+    )
+    content = discord_render.render(reply)["data"]["content"]
+    assert f"https://factory.example.com/tasks/{reply.data['id']}/" in content

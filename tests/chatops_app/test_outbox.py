@@ -208,7 +208,7 @@ def test_task_text_is_escaped_so_it_can_never_ping_or_link(chat_standin, clock):
     assert "@everyone" not in content and "@\u200beveryone" in content
     assert "\\<@U123\\|boss>" in content  # `<` escaped: no mention can form
     assert "\\*\\*loud\\*\\*" in content  # markdown neutralised
-    assert "\\<https\\://evil.example\\|click>" in content
+    assert "\\<https://evil.example\\|click>" in content  # `<` escaped: no hidden link
     assert discord.body["allowed_mentions"] == {"parse": []}
 
 
