@@ -24,6 +24,7 @@ from tasks_app.models import Task
 from tasks_app.signals import factory_alert
 
 from .adapters.base import Usage
+from .slots import Slot
 
 MILLION = Decimal(1_000_000)
 COST_PLACES = Decimal("0.000001")  # Run.cost_usd keeps six decimal places
@@ -50,6 +51,15 @@ def task_budget_reached(task: Task) -> str | None:
         f"task #{root} has spent {costs.format_usd(spent)} of its "
         f"{costs.format_usd(budget)} budget (VIBE_TASK_BUDGET_USD)"
     )
+
+
+def no_money_to_start(task: Task) -> str:
+    """Why a run of `task` may not start for want of budget, or "" (it may)."""
+    reason = task_budget_reached(task)
+    left = budget_left(task)
+    if not reason and left is not None and left < Decimal("0.01"):
+        reason = f"the task has less than a cent of its VIBE_TASK_BUDGET_USD left (${left})"
+    return reason or ""
 
 
 def budget_left(task: Task) -> Decimal | None:
@@ -153,3 +163,17 @@ def run_cost(usage: Usage) -> Decimal | None:
         + cache_write * price["cache_write"]
     ) / MILLION
     return total.quantize(COST_PLACES)
+
+
+def stop_if_spent(slot: Slot) -> None:
+    """Stop an agent whose run has spent what is left of its task's budget.
+
+    For agents that take no cap of their own, from the usage they report as they go.
+    """
+    if slot.budget_left is None or slot.over_budget or slot.reader is None:
+        return
+    spent = run_cost(slot.reader.report.usage)
+    if spent is not None and spent >= slot.budget_left and slot.process is not None:
+        slot.over_budget = True
+        slot.note(f"stopped: the run spent ${spent}, the task's budget is used up")
+        slot.process.stop()

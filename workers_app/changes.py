@@ -1,18 +1,18 @@
 """What a finished agent left in its workspace: a builder's work committed, diffed and pushed;
-a reviewer's stray edits set aside on a ref of their own. The facts go to `outcomes.decide`.
+a reviewer's stray edits set aside on a ref of their own. The facts go to `outcomes.decide`, and
+`conclude` turns its outcome into the slot's Ending.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from . import diffs
+from . import budgets, diffs, outcomes
 from .adapters import BUILDER
 from .adapters.base import Report
 from .git import RemoteError
-from .outcomes import Finished
 from .runner import RunResult
-from .slots import Slot
+from .slots import Ending, Slot
 from .workspace import Change, Workspace
 
 
@@ -21,9 +21,29 @@ def first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")[:120]
 
 
+def conclude(
+    slot: Slot, result: RunResult, report: Report, *, author: str, timeout: float
+) -> Ending:
+    """What a run that was not stopped came to: its change looked at, its outcome decided."""
+    finished = look_at_change(slot, result, report, author=author, timeout=timeout)
+    if slot.over_budget:
+        outcome = outcomes.over_budget(budgets.run_cost(report.usage), slot.budget_left)
+    else:
+        outcome = outcomes.decide(finished)
+    return Ending(
+        outcome.error_type or "completed",
+        result=result,
+        report=finished.report,
+        change=finished.change,
+        task_result=outcome.result if outcome.ok else None,
+        error=outcome.error,
+        retry_after=outcome.retry_after,
+    )
+
+
 def look_at_change(
     slot: Slot, result: RunResult, report: Report, *, author: str, timeout: float
-) -> Finished:
+) -> outcomes.Finished:
     """Commit what a builder left; set aside what a reviewer changed."""
     workspace = slot.workspace
     change = None
@@ -38,7 +58,7 @@ def look_at_change(
         conflicts = workspace.merge_conflicts()
         if conflicts is not None:
             snapshot["conflicts"] = conflicts
-    return Finished(
+    return outcomes.Finished(
         role=slot.role,
         lane=slot.task.lane,
         run=result,

@@ -197,7 +197,7 @@ class LeaseKeeper:
             return
         status, loop.capacity = row
         if status != WorkerStatus.PAUSED:
-            loop.paused_itself = False
+            loop.reports.paused_itself = False
         for slot in tuple(loop.slots.values()):
             if slot.lapsed or slot.lost:
                 continue  # its agent is stopped; renewing would hide that

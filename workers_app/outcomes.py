@@ -15,7 +15,12 @@ from typing import Any
 from tasks_app.verdicts import VerdictError, parse_verdict
 
 from .adapters.base import BUILDER, Report
+from .git import WorkspaceError
+from .profiles import ProfileError
+from .prompting import PromptError
 from .runner import RunResult
+from .sandbox import SandboxError
+from .slots import Refused
 from .workspace import Change
 
 ERROR_LINES = 40
@@ -154,3 +159,21 @@ def _reviewer(finished: Finished) -> Outcome:
     except VerdictError as exc:
         return Outcome("bad_verdict", f"bad verdict: {exc}")
     return Outcome(result={**verdict, **finished.snapshot})
+
+
+def start_failure(exc: Exception) -> tuple[str, str] | None:
+    """A run that could not start, as the failure type a person can act on; None: unforeseen
+    (recorded as the worker's own error)."""
+    if isinstance(exc, Refused):
+        return exc.error_type, str(exc)
+    if isinstance(exc, SandboxError):
+        return "sandbox_error", str(exc)
+    if isinstance(exc, WorkspaceError):
+        return getattr(exc, "error_type", "workspace_error"), str(exc)
+    if isinstance(exc, PromptError | ProfileError):
+        return "config_error", str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return "agent_missing", f"agent command not found: {exc.filename or exc}"
+    if isinstance(exc, PermissionError):
+        return "agent_missing", f"agent command is not executable: {exc.filename or exc}"
+    return None

@@ -10,7 +10,8 @@ a worker idle for hours is as quick as a fresh one.
 Worktrees are prepared in a thread pool (fetch, `git worktree add`, VIBE_WORKTREE_SETUP), so no
 lease waits behind them. Leases are kept by threads of their own (`leases.py`): the keeper renews
 them and notices cancels, the watchdog and the fences make sure no agent outlives its lease.
-What a finished run means is decided in `outcomes.py`; the loop only gathers and reports it.
+What a finished run means is decided in `outcomes.py` (and `changes.conclude`); `reporting.py`
+writes it to the Run row and the lifecycle. The loop gathers and hands on.
 
 The worker outlives its database. A fault anywhere in the loop (claim, reap, report, LISTEN, the
 keeper's renewals) is logged, backed off (capped) and retried; a finished agent's outcome is
@@ -31,32 +32,28 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from tasks_app import actors, lifecycle
-from tasks_app.choices import INFRASTRUCTURE_ERRORS, Status
-from tasks_app.models import Run, Task, TaskHistory
+from tasks_app.choices import Status
+from tasks_app.models import Run, Task
 from tasks_app.pipeline import AUDITOR_LANES
 
 from . import budgets, changes, outcomes, runs, sandbox
 from . import workspace as workspaces
 from .adapters import BUILDER, REVIEWER, kind_for
-from .adapters.base import MAX_EVENT_TEXT, OUTPUT, Event, clip
-from .breaker import CircuitBreaker
-from .breaker import trip as breaker_trip
 from .launch import Launcher, git_author
 from .leases import LeaseKeeper
 from .models import Worker, WorkerStatus
-from .profiles import AgentProfile, ProfileError
-from .prompting import PromptError, render_prompt, render_resume_prompt
+from .profiles import AgentProfile
+from .prompting import render_prompt, render_resume_prompt
+from .reporting import Reporter
 from .runner import RunResult
 from .slots import Ending, Refused, Slot
 from .timing import Backoff, Every
-from .transcript import TranscriptWriter
 from .waker import Waker
 
 logger = logging.getLogger(__name__)
@@ -128,11 +125,11 @@ class WorkerLoop:
         self._over_budget = ""
         self.kind = kind_for(profile)
         self.sandbox = sandbox.resolve_mode()
-        self.breaker = CircuitBreaker(settings.VIBE_WORKER_FAILURE_LIMIT)
-        self.paused_itself = False  # until a person resumes it
+        self.reports = Reporter(
+            worker_id, kind=self.kind, failure_limit=settings.VIBE_WORKER_FAILURE_LIMIT
+        )
         self._preparer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="worktree")
         self._faults = Backoff(FAULT_FIRST_PAUSE, FAULT_PAUSE_CAP)
-        self._sweep_strays = False  # a claim may have committed unseen: look for it
         row = self._row()
         self.lane = row.lane
         self.capacity = row.capacity_limit
@@ -231,8 +228,8 @@ class WorkerLoop:
         return self.once and self._found_nothing
 
     def _tick(self) -> None:
-        if self._sweep_strays:
-            self._release_strays()
+        if self.reports.sweep_strays:
+            self.reports.release_strays(self.slots)
         self._collect_prepared()
         self._collect_finished()
         now = time.monotonic()
@@ -302,7 +299,8 @@ class WorkerLoop:
             try:
                 task = lifecycle.claim_next(self.worker_id, lease_seconds=self.lease_seconds)
             except DatabaseError:
-                self._sweep_strays = True  # it may have committed before the connection broke
+                # It may have committed before the connection broke.
+                self.reports.sweep_strays = True
                 raise
             if task is None:
                 self._found_nothing = True
@@ -316,7 +314,8 @@ class WorkerLoop:
         try:
             run = self._new_run(task, self._role(task))
         except DatabaseError:
-            self._sweep_strays = True  # claimed, with no slot: given back once the database is
+            # Claimed, with no slot: given back once the database answers.
+            self.reports.sweep_strays = True
             raise
         slot = Slot(task=task, token=task.claim_token, run=run, role=run.role)
         slot.lease_until = leased + self.lease_seconds
@@ -340,23 +339,11 @@ class WorkerLoop:
             note = "released: the database failed as it started"
             slot.ending = slot.ending or Ending("released", note=note)
             raise exc
-        if isinstance(exc, Refused):
-            self._give_up(slot, exc.error_type, str(exc))
-        elif isinstance(exc, sandbox.SandboxError):
-            self._give_up(slot, "sandbox_error", str(exc))
-        elif isinstance(exc, workspaces.WorkspaceError):
-            self._give_up(slot, getattr(exc, "error_type", "workspace_error"), str(exc))
-        elif isinstance(exc, PromptError | ProfileError):
-            self._give_up(slot, "config_error", str(exc))
-        elif isinstance(exc, FileNotFoundError):
-            self._give_up(slot, "agent_missing", f"agent command not found: {exc.filename or exc}")
-        elif isinstance(exc, PermissionError):
-            self._give_up(
-                slot, "agent_missing", f"agent command is not executable: {exc.filename or exc}"
-            )
-        else:  # a poison task must not stop the worker
+        failure = outcomes.start_failure(exc)
+        if failure is None:  # a poison task must not stop the worker
             logger.error("%s: could not start task %s", self.worker_id, slot.task.pk, exc_info=exc)
-            self._give_up(slot, "worker_error", f"{type(exc).__name__}: {exc}")
+            failure = ("worker_error", f"{type(exc).__name__}: {exc}")
+        self._give_up(slot, *failure)
 
     def _new_run(self, task: Task, role: str, *, note: str = "") -> Run:
         return Run.start(
@@ -375,11 +362,7 @@ class WorkerLoop:
 
     def _launch(self, slot: Slot) -> None:
         task = slot.task
-        reason = budgets.task_budget_reached(task)
-        left = budgets.budget_left(task)
-        if not reason and left is not None and left < Decimal("0.01"):
-            reason = f"the task has less than a cent of its VIBE_TASK_BUDGET_USD left (${left})"
-        if reason:
+        if reason := budgets.no_money_to_start(task):
             raise Refused("budget_exceeded", reason)
         # Fetching, `git worktree add` and VIBE_WORKTREE_SETUP can take minutes: they run off
         # this loop, so the leases (this task's too) never wait behind them.
@@ -393,7 +376,7 @@ class WorkerLoop:
             future, slot.preparing = slot.preparing, None
             try:
                 slot.workspace = future.result()
-                self._note_setup(slot, slot.workspace.setup)
+                slot.note_setup(slot.workspace.setup)
                 if self.stopping:
                     self._record_released(slot)
                     continue
@@ -418,38 +401,13 @@ class WorkerLoop:
                 self._lease_gone(slot)
             except Exception as exc:
                 with contextlib.suppress(DatabaseError):  # the outage is said elsewhere
-                    self._note_setup(slot, getattr(exc, "setup", None))
+                    slot.note_setup(getattr(exc, "setup", None))
                 if slot.lapsed or slot.lost:  # its setup was stopped with its claim
                     self._lease_gone(slot)
                 elif self.stopping:  # its setup was stopped with the worker
                     self._record_released(slot)
                 else:
                     self._start_failed(slot, exc)
-
-    def _note_setup(self, slot: Slot, setup: workspaces.Setup | None) -> None:
-        """VIBE_WORKTREE_SETUP's output, at the head of the run's transcript.
-
-        The setup ran before the agent, in the preparer thread: its output reaches the Run row
-        only now, on the loop.
-        """
-        if setup is None:
-            return
-        if slot.transcript is None:
-            slot.transcript = TranscriptWriter(slot.run)
-        slot.note(
-            setup.describe(),
-            setup=setup.command,
-            exit_code=setup.exit_code,
-            seconds=round(setup.seconds, 3),
-        )
-        slot.transcript.add(
-            [
-                Event(OUTPUT, clip(line, MAX_EVENT_TEXT), {"by": "setup"})
-                for line in setup.output.splitlines()
-                if line.strip()
-            ]
-        )
-        slot.transcript.flush()
 
     def _lease_gone(self, slot: Slot) -> None:
         """A claim lost (cancelled, taken over) or not renewed in time, its agent never started or
@@ -523,21 +481,8 @@ class WorkerLoop:
         if slot.session_id and report.resume_refused and not result.timed_out:
             self._start_fresh(slot, result, report)
             return None
-        finished = changes.look_at_change(
+        return changes.conclude(
             slot, result, report, author=git_author(self.worker_id), timeout=self.timeout
-        )
-        if slot.over_budget:
-            outcome = outcomes.over_budget(budgets.run_cost(report.usage), slot.budget_left)
-        else:
-            outcome = outcomes.decide(finished)
-        return Ending(
-            outcome.error_type or "completed",
-            result=result,
-            report=finished.report,
-            change=finished.change,
-            task_result=outcome.result if outcome.ok else None,
-            error=outcome.error,
-            retry_after=outcome.retry_after,
         )
 
     def _end(self, slot: Slot, ending: Ending) -> None:
@@ -555,44 +500,16 @@ class WorkerLoop:
         end = slot.ending
         assert end is not None
         if not end.recorded:
-            if end.result is not None:
-                runs.close_run(
-                    slot,
-                    end.result,
-                    end.outcome,
-                    report=end.report,
-                    change=end.change,
-                    session_total=self.kind.usage_is_session_total,
-                )
-            else:
-                if slot.transcript is not None:
-                    slot.transcript.flush()
-                extra = {"stderr_tail": end.error[-8000:]} if end.error else {}
-                slot.run.close(end.outcome, **extra)
+            self.reports.record(slot, end)
             end.recorded = True
         if not end.landed:
-            self._settle(slot, end)
+            if end.outcome == "completed":
+                self.reports.breaker.record_success()
+                self._complete(slot, end.task_result or {})
+            else:
+                self.reports.settle(slot, end)
             end.landed = True
         self._forget(slot)
-
-    def _settle(self, slot: Slot, end: Ending) -> None:
-        """The lifecycle call for an ending; LeaseLost is logged (see `_call`), not raised."""
-        if end.outcome == "completed":
-            self.breaker.record_success()
-            self._complete(slot, end.task_result or {})
-        elif end.outcome == "cancelled":
-            logger.info("%s: stopped the agent of cancelled task %s", self.worker_id, slot.task.pk)
-        elif end.outcome == "lease_lost":
-            if end.give_back:
-                with contextlib.suppress(lifecycle.LeaseLost):
-                    lifecycle.release(
-                        slot.task.pk, worker_id=self.worker_id, token=slot.token, note=end.note
-                    )
-        elif end.outcome == "released":
-            if self._call(lifecycle.release, slot, note=end.note):
-                logger.info("%s: released task %s", self.worker_id, slot.task.pk)
-        else:
-            self._fail(slot, end.outcome, end.error, retry_after=end.retry_after)
 
     def _start_fresh(self, slot: Slot, result: RunResult, report) -> None:
         """The agent could not resume its session: a new run with the full prompt."""
@@ -622,25 +539,25 @@ class WorkerLoop:
         if self._may_claim() and not slot.ending.tries:
             # The slot this frees is filled in the same transaction: one write, not two.
             try:
-                done = self._call(
+                done = self.reports.call(
                     lifecycle.complete_and_claim,
                     slot,
                     result=result,
                     lease_seconds=self.lease_seconds,
                 )
             except DatabaseError:
-                self._sweep_strays = True  # its claim may have committed unseen
+                self.reports.sweep_strays = True  # its claim may have committed unseen
                 raise
             following = done[1] if isinstance(done, tuple) else None
         else:
-            done = self._call(lifecycle.complete, slot, result=result)
+            done = self.reports.call(lifecycle.complete, slot, result=result)
         if done:
             logger.info("%s: completed task %s", self.worker_id, task.pk)
         slot.ending.landed = True
         if following is None:
             return
         if self.stopping:  # a stop signal came while the claim was being written
-            self._release_unstarted(following, "released: worker stopping")
+            self.reports.release_unstarted(following, "released: worker stopping")
             return
         try:
             self._start(following)
@@ -653,36 +570,9 @@ class WorkerLoop:
             # The completion has committed: a fault here is the next task's, never this one's.
             logger.exception("%s: could not start task %s", self.worker_id, following.pk)
             self.slots.pop(following.pk, None)
-            self._release_unstarted(following, "released: the worker could not start it")
+            self.reports.release_unstarted(following, "released: the worker could not start it")
             return
         self.claimed += 1
-
-    def _release_unstarted(self, task: Task, note: str) -> None:
-        """Give back a task claimed but never started, without counting an attempt."""
-        try:
-            lifecycle.release(task.pk, worker_id=self.worker_id, token=task.claim_token, note=note)
-        except lifecycle.LifecycleError as exc:
-            logger.warning("%s: %s", self.worker_id, exc)
-        except DatabaseError as exc:
-            logger.warning("%s: could not release task %s yet: %s", self.worker_id, task.pk, exc)
-            self._sweep_strays = True
-
-    def _release_strays(self) -> None:
-        """Give back the tasks this worker holds without knowing: claims that committed while
-        the database connection broke, so their answer never came."""
-        held = Task.objects.filter(status=Status.IN_PROGRESS, worker_id=self.worker_id)
-        for task in held.exclude(pk__in=list(self.slots)):
-            logger.warning(
-                "%s: task %s was claimed unseen; giving it back", self.worker_id, task.pk
-            )
-            with contextlib.suppress(lifecycle.LifecycleError):
-                lifecycle.release(
-                    task.pk,
-                    worker_id=self.worker_id,
-                    token=task.claim_token,
-                    note="released: claimed while the database failed, never started",
-                )
-        self._sweep_strays = False
 
     def _may_claim(self) -> bool:
         if self.stopping or (self.max_tasks is not None and self.claimed >= self.max_tasks):
@@ -698,56 +588,6 @@ class WorkerLoop:
                 budgets.notify_daily_budget()
             self._over_budget = reason
         return bool(self._over_budget)
-
-    def _call(self, func, slot: Slot, **kwargs):
-        """A lifecycle call for a held task, returning what it returns; a lost lease is logged,
-        not raised, and returns None (True when an earlier try had landed after all)."""
-        try:
-            return func(slot.task.pk, worker_id=self.worker_id, token=slot.token, **kwargs)
-        except lifecycle.LeaseLost as exc:
-            if slot.ending is not None and slot.ending.tries and self._landed(slot):
-                logger.info("%s: the report of task %s had landed", self.worker_id, slot.task.pk)
-                return True
-            logger.warning("%s: %s", self.worker_id, exc)
-            status = Task.objects.filter(pk=slot.task.pk).values_list("status", flat=True).first()
-            slot.run.mark("cancelled" if status == Status.CANCELLED else "lease_lost")
-            return None
-        except DatabaseError:
-            if slot.ending is not None:
-                slot.ending.tries += 1
-            raise
-
-    def _landed(self, slot: Slot) -> bool:
-        """After a report whose answer a broken connection lost: did it commit? Only this
-        claim's own report moves the task out of `in_progress` under this worker's name."""
-        return TaskHistory.objects.filter(
-            task_id=slot.task.pk,
-            from_status=Status.IN_PROGRESS,
-            actor=self.actor,
-            created_at__gte=slot.started_at or timezone.now(),
-        ).exists()
-
-    def _fail(
-        self, slot: Slot, error_type: str, error: str, *, retry_after: float | None = None
-    ) -> None:
-        if self._call(
-            lifecycle.fail, slot, error_type=error_type, error=error, retry_after=retry_after
-        ):
-            logger.info("%s: task %s failed (%s)", self.worker_id, slot.task.pk, error_type)
-        if self.paused_itself and error_type in INFRASTRUCTURE_ERRORS:
-            # A run that was already going when the breaker tripped: the same fault, the same
-            # remedy: its attempt is given back too.
-            with contextlib.suppress(lifecycle.LifecycleError):
-                lifecycle.give_back_attempt(
-                    slot.task.pk, actor=self.actor, reason=f"{self.worker_id} paused itself"
-                )
-            return
-        if self.breaker.record_failure(error_type, slot.task.pk, error):
-            try:
-                breaker_trip(self.worker_id, self.breaker, last_error=error)
-                self.paused_itself = True
-            finally:
-                self.breaker.reset()
 
     def _give_up(self, slot: Slot, error_type: str, error: str) -> None:
         """Record a failure that happened outside the agent (it may never have started)."""
@@ -770,30 +610,9 @@ class WorkerLoop:
 
     def _flush_tails(self) -> None:
         for slot in self.slots.values():
-            process = slot.process
-            if process is None:
-                continue
-            if slot.transcript is not None:
-                slot.transcript.flush()
-            self._enforce_budget(slot)
-            seen = (process.stdout.total, process.stderr.total)
-            if seen == slot.flushed:
-                continue
-            slot.flushed = seen
-            slot.run.record(stdout_tail=process.stdout.text(), stderr_tail=process.stderr.text())
-
-    def _enforce_budget(self, slot: Slot) -> None:
-        """Stop an agent whose run has spent what is left of its task's budget.
-
-        For agents that take no cap of their own, from the usage they report as they go.
-        """
-        if slot.budget_left is None or slot.over_budget or slot.reader is None:
-            return
-        spent = budgets.run_cost(slot.reader.report.usage)
-        if spent is not None and spent >= slot.budget_left and slot.process is not None:
-            slot.over_budget = True
-            slot.note(f"stopped: the run spent ${spent}, the task's budget is used up")
-            slot.process.stop()
+            if slot.process is not None:
+                slot.flush()
+                budgets.stop_if_spent(slot)
 
     def _reap(self) -> None:
         count = lifecycle.requeue_expired()

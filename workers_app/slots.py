@@ -13,6 +13,7 @@ from tasks_app.models import Run, Task
 
 from . import workspace as workspaces
 from .adapters import BUILDER, Reader, Report
+from .adapters.base import MAX_EVENT_TEXT, OUTPUT, Event, clip
 from .runner import AgentProcess, RunResult
 from .transcript import TranscriptWriter
 
@@ -88,3 +89,38 @@ class Slot:
         """A worker's note in the run's transcript, once the run has one."""
         if self.transcript is not None:
             self.transcript.note(text, **data)
+
+    def flush(self) -> None:
+        """The transcript and the output tails so far, to the Run row (tails only when grown)."""
+        if self.transcript is not None:
+            self.transcript.flush()
+        process = self.process
+        if process is None or (process.stdout.total, process.stderr.total) == self.flushed:
+            return
+        self.flushed = (process.stdout.total, process.stderr.total)
+        self.run.record(stdout_tail=process.stdout.text(), stderr_tail=process.stderr.text())
+
+    def note_setup(self, setup: workspaces.Setup | None) -> None:
+        """VIBE_WORKTREE_SETUP's output, at the head of the run's transcript.
+
+        The setup ran before the agent, in the preparer thread: its output reaches the Run row
+        only now, on the loop.
+        """
+        if setup is None:
+            return
+        if self.transcript is None:
+            self.transcript = TranscriptWriter(self.run)
+        self.transcript.note(
+            setup.describe(),
+            setup=setup.command,
+            exit_code=setup.exit_code,
+            seconds=round(setup.seconds, 3),
+        )
+        self.transcript.add(
+            [
+                Event(OUTPUT, clip(line, MAX_EVENT_TEXT), {"by": "setup"})
+                for line in setup.output.splitlines()
+                if line.strip()
+            ]
+        )
+        self.transcript.flush()
