@@ -6,6 +6,7 @@ from django.db.models import Count, Q, Sum
 
 from tasks_app.ages import ago
 from tasks_app.choices import Status, error_hint
+from tasks_app.lifecycle import TaskNotFound, intake
 from tasks_app.models import Task
 from workers_app.models import Worker, WorkerStatus, stale_cutoff
 
@@ -173,9 +174,9 @@ def worker_reply(worker_id: str, *, chat: bool = False) -> Reply:
 
 def task_reply(task_id: str, *, chat: bool = False) -> Reply:
     try:
-        pk = int(str(task_id).lstrip("#"))
-    except ValueError:
-        return _refusal(f"{task_id!r} is not a task id; task ids are whole numbers")
+        pk = intake.task_id(str(task_id).lstrip("#"))
+    except TaskNotFound as exc:  # not a number, or one no task could have
+        return _refusal(str(exc))
     task = Task.objects.filter(pk=pk).first()
     if task is None:
         return _refusal(f"task {pk} does not exist")

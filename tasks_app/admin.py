@@ -26,7 +26,8 @@ from vibe_project.http import actor_for, sentence
 from . import actions, lifecycle, pipeline
 from .actions import can
 from .choices import ERROR_TYPES, Delivery, error_hint
-from .lifecycle.intake import is_task_id
+from .lifecycle import TaskNotFound
+from .lifecycle.intake import is_task_id, task_id
 from .models import AuditEntry, Run, Task, TaskHistory
 
 # An action moves tasks one transaction at a time; past this many, a person should use a
@@ -185,9 +186,10 @@ class ErrorTypeFilter(admin.SimpleListFilter):
 
 def _is_task_id(value: object) -> bool:
     try:
-        return is_task_id(int(str(value)))
-    except ValueError:
+        task_id(str(value))
+    except TaskNotFound:
         return False
+    return True
 
 
 class TaskIdsField(forms.ModelMultipleChoiceField):
@@ -534,11 +536,11 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
         """A bare number finds that task's history, as people type `42` to mean task #42."""
         term = search_term.strip().lstrip("#")
         if term.isascii() and term.isdigit():  # "²".isdigit() too, but int() refuses it
-            task_id = int(term)
+            pk = int(term)
             # Beyond the id column no task can match, and the database would refuse the number.
-            if not is_task_id(task_id):
+            if not is_task_id(pk):
                 return queryset.none(), False
-            return queryset.filter(task_id=task_id), False
+            return queryset.filter(task_id=pk), False
         return super().get_search_results(request, queryset, search_term)
 
 

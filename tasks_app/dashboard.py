@@ -26,6 +26,7 @@ from workers_app.models import Worker, WorkerStatus, stale_cutoff
 
 from . import costs
 from .choices import ERROR_TYPE_CHOICES, OPEN_STATUSES, DeliveryState, Lane, Risk, Status
+from .lifecycle.intake import is_task_id
 from .models import Task, TaskHistory, TaskQuerySet
 from .stages import NEEDS_PERSON, attach_stages
 
@@ -163,6 +164,12 @@ class Search:
     number: int | None = None  # a bare number: a task id, or digits in a goal
     text: str = ""
     errors: tuple[str, ...] = ()
+
+    @property
+    def looked_up(self) -> list[int]:
+        """The task ids asked for (by `#19` or a bare number) that a task could have."""
+        wanted = [*self.ids, *([] if self.number is None else [self.number])]
+        return [pk for pk in wanted if is_task_id(pk)]
 
     @classmethod
     def parse(cls, q: str) -> Search:
@@ -325,9 +332,11 @@ class Filters:
             qs = qs.filter(delivery_state=self.value("delivery"))
         search = self.search
         if search.ids:
-            qs = qs.filter(pk__in=search.ids)
+            # An id past 64 bits names no task, and the database would refuse the number.
+            qs = qs.filter(pk__in=[pk for pk in search.ids if is_task_id(pk)])
         if search.number is not None:
-            qs = qs.filter(Q(pk=search.number) | Q(goal__icontains=search.text))
+            by_id = Q(pk=search.number) if is_task_id(search.number) else Q()
+            qs = qs.filter(by_id | Q(goal__icontains=search.text))
         elif search.text:
             qs = qs.filter(goal__icontains=search.text)
         return qs
@@ -516,9 +525,7 @@ def columns(filters: Filters, counts: dict[str, int], limit: int | None = None) 
     """
     limit = limit or cards_per_column()
     today = start_of_today()
-    wanted = [*filters.search.ids] + (
-        [filters.search.number] if filters.search.number is not None else []
-    )
+    wanted = filters.search.looked_up
     result = []
     for status, ordering in COLUMNS:
         qs = filters.apply(card_queryset().filter(status=status))
@@ -545,9 +552,7 @@ def has_card(task: Task, filters: Filters) -> bool:
 
 def off_board(filters: Filters) -> list[Task]:
     """Tasks looked up by id (`#19`) that have no column: cancelled ones, said in words."""
-    wanted = [*filters.search.ids] + (
-        [filters.search.number] if filters.search.number is not None else []
-    )
+    wanted = filters.search.looked_up
     if not wanted:
         return []
     qs = Task.objects.filter(pk__in=wanted).exclude(status__in=BOARD_STATUSES)

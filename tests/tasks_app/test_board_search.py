@@ -212,3 +212,10 @@ def test_the_filter_form_shows_the_search_help_and_a_status_select(client, viewe
     assert Status.CANCELLED not in re.findall(
         r'<option value="(\w+)"', html.split('id="f-status"')[1].split("</select>")[0]
     )
+
+
+@pytest.mark.parametrize("q", ["#99999999999999999999999", "99999999999999999999999"])
+def test_an_id_past_64_bits_finds_nothing_instead_of_failing(client, viewer, q):
+    lifecycle.submit("Add a health endpoint", lane="backend", actor="cli")
+    client.force_login(viewer)
+    assert cards(client, q=q) == set()
