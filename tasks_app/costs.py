@@ -112,7 +112,7 @@ def format_usd(amount: Decimal | None) -> str:
     return f"${amount:.2f}"
 
 
-USD_PLACES = Decimal("0.000001")
+USD_PLACES = Decimal("0.000001")  # Run.cost_usd keeps six decimal places
 
 
 def json_usd(amount: Decimal | None) -> str | None:

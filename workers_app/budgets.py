@@ -27,7 +27,6 @@ from .adapters.base import Usage
 from .slots import Slot
 
 MILLION = Decimal(1_000_000)
-COST_PLACES = Decimal("0.000001")  # Run.cost_usd keeps six decimal places
 PROVIDER_PREFIXES = ("anthropic/", "openai/", "gemini/", "google/", "models/", "openrouter/")
 
 
@@ -77,7 +76,7 @@ def budget_left(task: Task) -> Decimal | None:
 def _today(now: datetime | None) -> tuple[str, Decimal]:
     now = now or timezone.now()
     # Quantized: SQLite sums decimals as floats, PostgreSQL keeps the column's six places.
-    spent = Decimal(costs.today_total(now)).quantize(COST_PLACES)
+    spent = Decimal(costs.today_total(now)).quantize(costs.USD_PLACES)
     return timezone.localtime(now).date().isoformat(), spent
 
 
@@ -162,7 +161,7 @@ def run_cost(usage: Usage) -> Decimal | None:
         + cache_read * price["cache_read"]
         + cache_write * price["cache_write"]
     ) / MILLION
-    return total.quantize(COST_PLACES)
+    return total.quantize(costs.USD_PLACES)
 
 
 def stop_if_spent(slot: Slot) -> None:
